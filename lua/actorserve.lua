@@ -1,0 +1,631 @@
+-- actorserve.lua — the `actorserve` Lua module (compiled into the binary).
+--
+-- What users call: serve.deployment, Deployment:bind / :options, handles and
+-- their responses (:result), the Request object, serve.response,
+-- serve.stream, serve.sleep, serve.http_error, JSON helpers and
+-- serve.get_replica_context.
+-- What the host calls (names starting with "_"): _plan (head: turns an
+-- application into the list of deployments to run), _init (worker: builds the
+-- replica), _dispatch (worker: runs one request in its own coroutine),
+-- _on_reply / _on_timer (worker: wake the coroutines that wait).
+-- C primitives live in `actorserve.core` (lua/asl_core.c).
+
+local core = require("actorserve.core")
+
+local M = {}
+M.null = core.null
+M.json_encode = core.json_encode
+M.json_decode = core.json_decode
+M.__version = core.version
+
+local KIND_CALL, KIND_HTTP = 0, 1
+
+---------------------------------------------------------------------------
+-- small helpers
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do
+    c[k] = type(v) == "table" and copy(v) or v
+  end
+  return c
+end
+
+local function merge(base, over)
+  local r = copy(base)
+  for k, v in pairs(over) do
+    if type(v) == "table" and type(r[k]) == "table" and k ~= "resources" then
+      r[k] = merge(r[k], v)
+    else
+      r[k] = type(v) == "table" and copy(v) or v
+    end
+  end
+  return r
+end
+
+---------------------------------------------------------------------------
+-- deployments and applications
+
+local registry = {}          -- class name → deployment class (this file run)
+local Deployment = {}        -- methods shared by every deployment class
+local DeploymentMT = { __index = Deployment }
+local Application = {}       -- metatable of bound deployments
+Application.__index = Application
+Application.__name = "actorserve.Application"
+
+-- option name → the Lua type it must have
+local OPTION_TYPES = {
+  name = "string", num_replicas = "number", max_ongoing_requests = "number",
+  max_queued_requests = "number", ray_actor_options = "table", user_config = "table",
+  autoscaling_config = "table", health_check_period_s = "number",
+  health_check_timeout_s = "number", graceful_shutdown_timeout_s = "number",
+  graceful_shutdown_wait_loop_s = "number", version = "string",
+}
+local ACTOR_OPTION_TYPES = { num_cpus = "number", num_gpus = "number", memory = "number",
+  resources = "table", runtime_env = "table" }
+
+local function check_options(opts, level)
+  for k, v in pairs(opts) do
+    local want = OPTION_TYPES[k]
+    if not want then
+      error(string.format("serve.deployment: unknown option '%s'", tostring(k)), level + 1)
+    end
+    if type(v) ~= want then
+      error(string.format("serve.deployment: option '%s' must be a %s, got %s", k, want, type(v)), level + 1)
+    end
+  end
+  for _, k in ipairs({ "num_replicas", "max_ongoing_requests" }) do
+    local v = opts[k]
+    if v ~= nil and (math.type(v) ~= "integer" and v ~= math.floor(v) or v < 1) then
+      error(string.format("serve.deployment: option '%s' must be an integer ≥ 1, got %s", k, tostring(v)), level + 1)
+    end
+  end
+  local q = opts.max_queued_requests
+  if q ~= nil and (q ~= math.floor(q) or (q < 0 and q ~= -1)) then
+    error("serve.deployment: option 'max_queued_requests' must be -1 or an integer ≥ 0", level + 1)
+  end
+  local rao = opts.ray_actor_options
+  if rao then
+    for k, v in pairs(rao) do
+      local want = ACTOR_OPTION_TYPES[k]
+      if not want then
+        error(string.format("serve.deployment: unknown ray_actor_options field '%s'", tostring(k)), level + 1)
+      end
+      if type(v) ~= want then
+        error(string.format("serve.deployment: ray_actor_options.%s must be a %s", k, want), level + 1)
+      end
+      if want == "number" and v < 0 then
+        error(string.format("serve.deployment: ray_actor_options.%s must be ≥ 0", k), level + 1)
+      end
+    end
+    for rk, rv in pairs(rao.resources or {}) do
+      if type(rk) ~= "string" or type(rv) ~= "number" or rv < 0 then
+        error("serve.deployment: ray_actor_options.resources maps names to amounts ≥ 0", level + 1)
+      end
+    end
+  end
+end
+
+local function new_class(meta)
+  -- The class table holds the user's methods; its hidden _as field holds the
+  -- deployment's name and options.
+  return setmetatable({ _as = meta }, DeploymentMT)
+end
+
+function M.deployment(opts)
+  if type(opts) ~= "table" then
+    error("serve.deployment expects a table of options, e.g. serve.deployment{ name = \"Model\" }", 2)
+  end
+  if type(opts.name) ~= "string" or opts.name == "" then
+    error("serve.deployment: 'name' is required (a non-empty string)", 2)
+  end
+  check_options(opts, 2)
+  if registry[opts.name] then
+    error(string.format("serve.deployment: a deployment named '%s' is already defined", opts.name), 2)
+  end
+  local cls = new_class({ name = opts.name, class = opts.name, options = copy(opts) })
+  registry[opts.name] = cls
+  return cls
+end
+
+-- A copy with some options replaced (Ray's .options()). With a new name it is
+-- a new deployment that shares the methods of the original.
+function Deployment:options(over)
+  if type(over) ~= "table" then error("options expects a table", 2) end
+  check_options(over, 2)
+  local meta = rawget(self, "_as")
+  local opts = merge(meta.options, over)
+  local cls = setmetatable({ _as = { name = opts.name, class = meta.class, options = opts } },
+    { __index = self })
+  if over.name and over.name ~= meta.name then
+    if registry[over.name] then
+      error(string.format("options: a deployment named '%s' is already defined", over.name), 2)
+    end
+    registry[over.name] = cls
+    cls._as.class = over.name
+  end
+  return cls
+end
+
+function Deployment:bind(...)
+  return setmetatable({ deployment = self, args = table.pack(...) }, Application)
+end
+
+function M.is_application(v)
+  return getmetatable(v) == Application
+end
+
+-- Turns bind arguments into plain values: bound deployments become handle
+-- markers carrying the deployment name they were given.
+local function plan_args(v, name_of, path, depth)
+  if depth > 64 then error("bind arguments nest too deeply at " .. path, 0) end
+  local t = type(v)
+  if t == "nil" or t == "boolean" or t == "number" or t == "string" or v == M.null then
+    return v
+  end
+  if getmetatable(v) == Application then
+    return { __as_handle = name_of(v) }
+  end
+  if t == "table" and getmetatable(v) == nil then
+    local r = {}
+    for k, x in pairs(v) do
+      local kt = type(k)
+      if kt ~= "string" and kt ~= "number" and kt ~= "boolean" then
+        error("bind arguments: table keys must be strings, numbers or booleans at " .. path, 0)
+      end
+      r[k] = plan_args(x, name_of, path .. "[" .. tostring(k) .. "]", depth + 1)
+    end
+    return r
+  end
+  error(string.format("bind arguments must be plain values or bound deployments; got a %s at %s", t, path), 0)
+end
+
+-- Head: application → { ingress = name, deployments = { {name, class,
+-- options, args}... } } in bind order, names made unique as Ray does
+-- (a second binding of Ranker is Ranker_1).
+function M._plan(app)
+  if getmetatable(app) ~= Application then
+    return nil, "not an application"
+  end
+  local deployments, name_of_node, used = {}, {}, {}
+  local function name_of(node)
+    local n = name_of_node[node]
+    if n then return n end
+    local meta = rawget(node.deployment, "_as")
+    n = meta.name
+    local i = 0
+    while used[n] do
+      i = i + 1
+      n = meta.name .. "_" .. i
+    end
+    used[n] = true
+    name_of_node[node] = n
+    local entry = { name = n, class = meta.class, options = copy(meta.options) }
+    entry.options.name = nil
+    deployments[#deployments + 1] = entry
+    entry.args = plan_args(node.args, name_of, n .. " args", 0)
+    return n
+  end
+  local ok, err = pcall(name_of, app)
+  if not ok then return nil, err end
+  return { ingress = name_of_node[app], deployments = deployments }
+end
+
+---------------------------------------------------------------------------
+-- responses of handle calls
+
+local Response = {}
+Response.__index = Response
+Response.__name = "actorserve.DeploymentResponse"
+
+local pending = {}   -- call id → Response waiting for its reply
+local sleepers = {}  -- timer id → coroutine
+
+local function new_response()
+  return setmetatable({ done = false, ok = nil, value = nil, listeners = {} }, Response)
+end
+
+local function settle(resp, ok, value)
+  if resp.done then return end
+  resp.done, resp.ok, resp.value = true, ok, value
+  local ls = resp.listeners
+  resp.listeners = {}
+  for _, f in ipairs(ls) do f(resp) end
+end
+
+local function resume(co, ...)
+  local ok, err = coroutine.resume(co, ...)
+  if not ok then
+    core.log("error", "coroutine failed: " .. tostring(err))
+  end
+end
+
+local function in_coroutine(what)
+  local co, main = coroutine.running()
+  if main then
+    error(what .. " must be called inside a request or the constructor", 3)
+  end
+  return co
+end
+
+-- Waits for the value without blocking the replica: only the calling
+-- coroutine is suspended. Re-raises the callee's error.
+function Response:result()
+  if not self.done then
+    local co = in_coroutine("result()")
+    self.listeners[#self.listeners + 1] = function() resume(co) end
+    while not self.done do coroutine.yield() end
+  end
+  if not self.ok then error(self.value, 2) end
+  return self.value
+end
+
+function Response:done_()
+  return self.done
+end
+
+local function encode_safe(v)
+  -- Handle objects travel as markers; responses are resolved before this.
+  return v
+end
+
+local Handle = {}
+local HandleMT = { __name = "actorserve.DeploymentHandle" }
+
+local function issue(resp, name, method, args)
+  local ok, id_or_err = pcall(core.call, name, method, args)
+  if not ok then
+    settle(resp, false, id_or_err)
+    return
+  end
+  pending[id_or_err] = resp
+end
+
+-- A call returns a response at once. Responses among the arguments are
+-- resolved first; the call goes out when all of them have values.
+local function handle_call(name, method, ...)
+  local args = table.pack(...)
+  local resp = new_response()
+  local waiting = 0
+  local function try_issue()
+    if waiting > 0 or resp.done then return end
+    for i = 1, args.n do
+      local a = args[i]
+      if getmetatable(a) == Response then
+        if not a.ok then
+          settle(resp, false, a.value)
+          return
+        end
+        args[i] = a.value
+      end
+    end
+    issue(resp, name, method, encode_safe(args))
+  end
+  for i = 1, args.n do
+    local a = args[i]
+    if getmetatable(a) == Response and not a.done then
+      waiting = waiting + 1
+      a.listeners[#a.listeners + 1] = function()
+        waiting = waiting - 1
+        try_issue()
+      end
+    end
+  end
+  try_issue()
+  return resp
+end
+
+HandleMT.__index = function(h, method)
+  local f = Handle[method]
+  if f then return f end
+  f = function(self, ...) return handle_call(rawget(self, "_name"), method, ...) end
+  rawset(h, method, f)
+  return f
+end
+
+function Handle.deployment_name(h) return rawget(h, "_name") end
+
+local function new_handle(name)
+  return setmetatable({ _name = name, __as_handle = name }, HandleMT)
+end
+
+-- Decoded values: handle markers become handles again.
+local function revive(v, depth)
+  if type(v) ~= "table" or depth > 100 then return v end
+  if v.__as_handle and getmetatable(v) == nil then
+    local n = 0
+    for _ in pairs(v) do n = n + 1 end
+    if n == 1 then return new_handle(v.__as_handle) end
+  end
+  for k, x in pairs(v) do
+    if type(x) == "table" then v[k] = revive(x, depth + 1) end
+  end
+  return v
+end
+
+function M._on_reply(id, ok, value)
+  local resp = pending[id]
+  if not resp then return end
+  pending[id] = nil
+  settle(resp, ok, ok and revive(value, 0) or value)
+end
+
+function M._on_timer(id)
+  local co = sleepers[id]
+  if not co then return end
+  sleepers[id] = nil
+  resume(co)
+end
+
+-- Suspends the calling coroutine for `seconds` (the replica goes on serving).
+function M.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("serve.sleep expects a number of seconds ≥ 0", 2)
+  end
+  local co = in_coroutine("serve.sleep()")
+  local id = core.timer(seconds)
+  sleepers[id] = co
+  local woken = false
+  repeat
+    coroutine.yield()
+    woken = sleepers[id] == nil
+  until woken
+end
+
+---------------------------------------------------------------------------
+-- HTTP: requests, responses, errors
+
+local HTTPError = { __name = "actorserve.HTTPError" }
+HTTPError.__tostring = function(e) return string.format("HTTP %d: %s", e.status, e.message) end
+
+-- Raises an error that the client receives as this status and message
+-- (as FastAPI's HTTPException).
+function M.http_error(status, message)
+  error(setmetatable({ status = status, message = tostring(message or "") }, HTTPError), 2)
+end
+
+local ResponseSpec = { __name = "actorserve.Response" }
+function M.response(t)
+  if type(t) ~= "table" then error("serve.response expects a table {status=, headers=, body=}", 2) end
+  local status = t.status or 200
+  if math.type(status) ~= "integer" or status < 100 or status > 999 then
+    error("serve.response: status must be an integer from 100 to 999", 2)
+  end
+  if t.headers ~= nil and type(t.headers) ~= "table" then
+    error("serve.response: headers must be a table", 2)
+  end
+  return setmetatable({ status = status, headers = t.headers or {}, body = t.body }, ResponseSpec)
+end
+
+local StreamSpec = { __name = "actorserve.StreamingResponse" }
+-- fn(write) produces the body: each write(chunk) goes to the client at once.
+-- opts: content_type (default text/plain; charset=utf-8), status, headers.
+function M.stream(fn, opts)
+  if type(fn) ~= "function" then error("serve.stream expects a function(write)", 2) end
+  opts = opts or {}
+  return setmetatable({ fn = fn, status = opts.status or 200, headers = opts.headers or {},
+    content_type = opts.content_type or "text/plain; charset=utf-8" }, StreamSpec)
+end
+
+local function url_unescape(s)
+  s = s:gsub("+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function parse_query(qs)
+  local params = {}
+  if qs == nil or qs == "" then return params end
+  for pair in qs:gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    params[url_unescape(k)] = url_unescape(v)
+  end
+  return params
+end
+
+local function header_table(list)
+  -- list is {name1, value1, name2, value2, ...}; lookups ignore case, and a
+  -- repeated header reads as its values joined with ", ".
+  local h = {}
+  for i = 1, #list, 2 do
+    local k = list[i]:lower()
+    h[k] = h[k] and (h[k] .. ", " .. list[i + 1]) or list[i + 1]
+  end
+  return setmetatable({}, {
+    __index = function(_, k) return type(k) == "string" and h[k:lower()] or nil end,
+    __pairs = function() return next, h, nil end,
+    __newindex = function() error("request headers are read-only", 2) end,
+  })
+end
+
+local Request = {}
+Request.__index = Request
+Request.__name = "actorserve.Request"
+
+function Request:body() return self._body end
+
+function Request:json()
+  local ok, v = pcall(core.json_decode, self._body)
+  if not ok then
+    M.http_error(400, "request body is not valid JSON: " .. tostring(v))
+  end
+  return v
+end
+
+function Request:text() return self._body end
+
+local function new_request(r)
+  return setmetatable({
+    method = r.method, path = r.path, query_string = r.query or "",
+    query_params = parse_query(r.query), path_params = r.path_params or {},
+    headers = header_table(r.headers or {}), request_id = r.request_id,
+    _body = r.body or "",
+  }, Request)
+end
+M.Request = Request
+
+---------------------------------------------------------------------------
+-- replica side
+
+local instance, ctx          -- the replica object and its context
+local function prefix()
+  return string.format("deployment '%s' (replica %s)", ctx.deployment, ctx.replica_id)
+end
+
+function M.get_replica_context()
+  local c = core.context()
+  if not c then error("get_replica_context() is only available inside a replica", 2) end
+  return c
+end
+
+local function traceback(e)
+  if getmetatable(e) == HTTPError then return e end
+  return debug.traceback(tostring(e), 2)
+end
+
+local function header_list(t, into)
+  into = into or {}
+  for k, v in pairs(t) do
+    into[#into + 1] = tostring(k)
+    into[#into + 1] = tostring(v)
+  end
+  return into
+end
+
+-- A handler's return value → {status, headers, body} for the proxy.
+local function to_http(v)
+  local mt = getmetatable(v)
+  if mt == ResponseSpec then
+    local hdrs = header_list(v.headers)
+    local body = v.body
+    local has_ct = false
+    for i = 1, #hdrs, 2 do if hdrs[i]:lower() == "content-type" then has_ct = true end end
+    if type(body) == "table" then
+      body = core.json_encode(body)
+      if not has_ct then header_list({ ["content-type"] = "application/json" }, hdrs) end
+    elseif body == nil then
+      body = ""
+    else
+      body = tostring(body)
+      if not has_ct then header_list({ ["content-type"] = "text/plain; charset=utf-8" }, hdrs) end
+    end
+    return { status = v.status, headers = hdrs, body = body }
+  end
+  local t = type(v)
+  if t == "string" then
+    return { status = 200, headers = { "content-type", "text/plain; charset=utf-8" }, body = v }
+  elseif v == nil then
+    return { status = 200, headers = { "content-type", "text/plain; charset=utf-8" }, body = "" }
+  elseif t == "table" or t == "number" or t == "boolean" or v == M.null then
+    return { status = 200, headers = { "content-type", "application/json" }, body = core.json_encode(v) }
+  end
+  error("a handler must return a string, a table, a number, a boolean, nil, serve.response{} or serve.stream(); got a " .. t)
+end
+
+local function error_response(e, request_id)
+  if getmetatable(e) == HTTPError then
+    return { status = e.status, headers = { "content-type", "text/plain; charset=utf-8" },
+      body = e.message .. "\n" }
+  end
+  core.log("error", string.format("request %s failed in %s: %s", tostring(request_id), prefix(), tostring(e)))
+  return { status = 500, headers = { "content-type", "text/plain; charset=utf-8" },
+    body = "Internal Server Error (request id: " .. tostring(request_id) .. ")\n" }
+end
+
+local CLIENT_GONE = setmetatable({}, { __tostring = function() return "client disconnected" end })
+
+local function run_stream(token, spec, request_id)
+  local hdrs = header_list(spec.headers)
+  hdrs[#hdrs + 1] = "content-type"
+  hdrs[#hdrs + 1] = spec.content_type
+  core.stream_start(token, spec.status, hdrs)
+  local function write(chunk)
+    if chunk == nil then return true end
+    if type(chunk) ~= "string" then chunk = tostring(chunk) end
+    if not core.stream_data(token, chunk) then error(CLIENT_GONE, 0) end
+    return true
+  end
+  local ok, err = xpcall(spec.fn, traceback, write)
+  if ok then
+    core.stream_end(token, true, nil)
+  elseif err == CLIENT_GONE then
+    core.stream_end(token, false, "client disconnected")
+  else
+    core.log("error", string.format("stream of request %s failed in %s: %s", tostring(request_id), prefix(), tostring(err)))
+    core.stream_end(token, false, tostring(err))
+  end
+end
+
+local function serve_http(token, r)
+  local req = new_request(r)
+  local call = instance.__call
+  local ok, v
+  if type(call) ~= "function" then
+    ok, v = false, string.format("deployment '%s' has no __call method, so it cannot take HTTP requests", ctx.deployment)
+  else
+    ok, v = xpcall(call, traceback, instance, req)
+  end
+  if ok and getmetatable(v) == StreamSpec then
+    return run_stream(token, v, r.request_id)
+  end
+  local resp
+  if ok then
+    ok, resp = pcall(to_http, v)
+    if not ok then resp = error_response(resp, r.request_id) end
+  else
+    resp = error_response(v, r.request_id)
+  end
+  core.reply(token, true, resp)
+end
+
+local function serve_call(token, method, args)
+  local f = instance[method]
+  if type(f) ~= "function" then
+    core.reply(token, false, string.format("%s has no method '%s'", prefix(), tostring(method)))
+    return
+  end
+  revive(args, 0)
+  local ok, v = xpcall(f, traceback, instance, table.unpack(args, 1, args.n or #args))
+  if ok then
+    local sent = pcall(core.reply, token, true, v)
+    if not sent then
+      core.reply(token, false, string.format("%s: method '%s' returned a value that cannot be sent: %s", prefix(), method, type(v)))
+    end
+  else
+    local msg = getmetatable(v) == HTTPError and tostring(v) or v
+    core.log("warn", string.format("%s: method '%s' raised: %s", prefix(), method, tostring(msg)))
+    -- the first line of the message is what the caller sees; the traceback stays in this log
+    local first = tostring(msg):match("^[^\n]*")
+    core.reply(token, false, string.format("%s raised: %s", prefix(), first))
+  end
+end
+
+function M._dispatch(token, kind, method, args)
+  local co = coroutine.create(function()
+    if kind == KIND_HTTP then serve_http(token, args) else serve_call(token, method, args) end
+  end)
+  resume(co)
+end
+
+-- Worker: builds the replica from its class and the bind arguments, then
+-- runs the constructor in a coroutine (it may call handles and wait).
+function M._init(class_name, args, context)
+  ctx = context
+  local cls = registry[class_name]
+  if not cls then
+    core.ready(false, string.format("the app file defines no deployment named '%s'", class_name))
+    return
+  end
+  instance = setmetatable({}, { __index = cls })
+  revive(args, 0)
+  local co = coroutine.create(function()
+    local init = cls.init
+    local ok, err = true, nil
+    if type(init) == "function" then
+      ok, err = xpcall(init, traceback, instance, table.unpack(args, 1, args.n or #args))
+    end
+    core.ready(ok, ok and nil or tostring(err))
+  end)
+  resume(co)
+end
+
+return M

@@ -1,0 +1,244 @@
+/* head.c — the head process of `actorserve run`: reads the application
+ * (errors stop here, before any port is bound), measures the node's resources,
+ * makes the run directory with the shared replica table, binds the HTTP proxy,
+ * hands the application to the controller, and runs the libuv loop.
+ * SIGINT/SIGTERM start a graceful shutdown: the proxy stops accepting and
+ * answers what it has accepted (up to graceful_shutdown_timeout_s), then every
+ * worker drains and exits, then the head removes its run directory and exits 0.
+ * A second signal kills the workers at once.
+ */
+#include <dirent.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "actors.h"
+#include "node.h"
+
+#define TABLE_SLOTS 1024
+
+typedef struct head_s {
+  const as_head_opts_t *o;
+  uv_loop_t *loop;
+  as_table_t *table;
+  as_caller_t *caller;
+  as_proxy_t *proxy;
+  as_controller_t *ctrl;
+  uv_signal_t sigint, sigterm;
+  uv_timer_t drain;
+  uint64_t drain_started;
+  int stopping;
+  char rundir[PATH_MAX];
+} head_t;
+
+static int count_gpus(void) {
+  DIR *d = opendir("/proc/driver/nvidia/gpus");
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static int64_t mem_total(void) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  long long kb = 0;
+  char line[256];
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "MemTotal: %lld kB", &kb) == 1) break;
+  fclose(f);
+  return (int64_t)kb * 1024;
+}
+
+static int node_resources(const as_head_opts_t *o, as_node_res_t *n, char *err, size_t errlen) {
+  memset(n, 0, sizeof *n);
+  double cpus = o->num_cpus >= 0 ? o->num_cpus : (double)sysconf(_SC_NPROCESSORS_ONLN);
+  n->cpu_total = as_res_fixed(cpus);
+  n->ngpu = o->num_gpus >= 0 ? (int)o->num_gpus : count_gpus();
+  if (n->ngpu > AS_MAX_GPUS) n->ngpu = AS_MAX_GPUS;
+  n->mem_total = mem_total();
+  if (!o->resources_json) return 0;
+  cJSON *j = cJSON_Parse(o->resources_json);
+  if (!cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    snprintf(err, errlen, "--resources: expected a JSON object such as '{\"accel\": 2}'");
+    return AS_EINVAL;
+  }
+  for (cJSON *e = j->child; e; e = e->next) {
+    if (!cJSON_IsNumber(e) || e->valuedouble < 0 || n->ncustom >= AS_MAX_CUSTOM ||
+        strlen(e->string) >= AS_RES_NAME) {
+      snprintf(err, errlen, "--resources: '%s' must map to a number ≥ 0 (at most %d names)", e->string,
+               AS_MAX_CUSTOM);
+      cJSON_Delete(j);
+      return AS_EINVAL;
+    }
+    snprintf(n->custom_total[n->ncustom].name, AS_RES_NAME, "%s", e->string);
+    n->custom_total[n->ncustom++].amount = as_res_fixed(e->valuedouble);
+  }
+  cJSON_Delete(j);
+  return 0;
+}
+
+static void on_routes(void *ud, const char *payload, size_t len) {
+  head_t *h = ud;
+  if (as_caller_set_routes(h->caller, payload, len)) AS_LOGE("the proxy could not read the routes");
+}
+
+static void status_json(void *ud, as_buf_t *out) { as_controller_status(((head_t *)ud)->ctrl, out); }
+
+static void all_down(void *ud) {
+  head_t *h = ud;
+  AS_LOGI("all workers stopped");
+  uv_stop(h->loop);
+}
+
+static void drain_tick(uv_timer_t *t) {
+  head_t *h = t->data;
+  double waited = (double)(uv_now(h->loop) - h->drain_started) / 1000.0;
+  double limit = as_controller_graceful_s(h->ctrl);
+  if (as_proxy_inflight(h->proxy) > 0 && waited < limit) return;
+  if (as_proxy_inflight(h->proxy) > 0)
+    AS_LOGW("%zu requests still running after %.0f s; stopping anyway", as_proxy_inflight(h->proxy), limit);
+  uv_timer_stop(t);
+  as_controller_shutdown(h->ctrl, all_down, h);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  head_t *h = s->data;
+  if (h->stopping) {
+    AS_LOGW("second signal: killing the workers");
+    as_controller_kill(h->ctrl);
+    return;
+  }
+  h->stopping = 1;
+  AS_LOGI("received %s: stopping (in-flight requests finish first)", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  as_proxy_stop_accepting(h->proxy);
+  h->drain_started = uv_now(h->loop);
+  uv_timer_start(&h->drain, drain_tick, 0, 20);
+}
+
+static void remove_rundir(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  char p[PATH_MAX + 256];
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.') continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    unlink(p);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+static void close_walk(uv_handle_t *hd, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(hd)) uv_close(hd, NULL);
+}
+
+int as_head_main(const as_head_opts_t *o) {
+  as_log_component = "head";
+  signal(SIGPIPE, SIG_IGN);
+  char err[1024];
+  int rc;
+
+  as_app_t *app = calloc(1, sizeof *app);
+  if (!app) return 1;
+  if (as_app_load(app, o->target, o->app_name, o->route_prefix, err, sizeof err)) {
+    fprintf(stderr, "actorserve: %s\n", err);
+    free(app);
+    return 1;
+  }
+  as_node_res_t node;
+  if (node_resources(o, &node, err, sizeof err)) {
+    fprintf(stderr, "actorserve: %s\n", err);
+    as_app_free(app);
+    free(app);
+    return 2;
+  }
+
+  head_t h;
+  memset(&h, 0, sizeof h);
+  h.o = o;
+  h.loop = uv_default_loop();
+  snprintf(h.rundir, sizeof h.rundir, "%s/actorserve-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  if (!mkdtemp(h.rundir)) {
+    fprintf(stderr, "actorserve: cannot create a run directory in %s\n", h.rundir);
+    as_app_free(app);
+    free(app);
+    return 1;
+  }
+  char tpath[PATH_MAX + 32];
+  snprintf(tpath, sizeof tpath, "%s/replicas.table", h.rundir);
+  rc = as_table_create(tpath, TABLE_SLOTS, &h.table);
+  h.caller = rc ? NULL : as_caller_new(h.loop, h.table);
+  if (!h.caller) {
+    fprintf(stderr, "actorserve: cannot create the replica table in %s\n", h.rundir);
+    goto fail_early;
+  }
+
+  as_proxy_cfg_t pc = {o->host, o->port, o->request_timeout_s, o->keep_alive_timeout_s,
+                       30.0, o->max_body_bytes, o->max_header_bytes};
+  rc = as_proxy_start(h.loop, &pc, h.caller, status_json, &h, &h.proxy);
+  if (rc) {
+    fprintf(stderr, "actorserve: cannot listen on %s:%d: %s\n", o->host, o->port,
+            rc < 0 && rc > -4096 ? uv_strerror(rc) : as_strerror(rc));
+    goto fail_early;
+  }
+  as_route_t route = {app->route_prefix, app->name, NULL};
+  char ingress[512];
+  snprintf(ingress, sizeof ingress, "%s/%s", app->name, app->ingress);
+  route.ingress = ingress;
+  as_proxy_set_routes(h.proxy, &route, 1);
+
+  char exe[PATH_MAX];
+  size_t exe_len = sizeof exe;
+  if (uv_exepath(exe, &exe_len) < 0) snprintf(exe, sizeof exe, "/proc/self/exe");
+  h.ctrl = as_controller_new(h.loop, h.table, &node, h.rundir, exe);
+  as_controller_on_routes(h.ctrl, on_routes, &h);
+  AS_LOGI("serving application '%s' (%s) at http://%s:%d%s", app->name, o->target, o->host, o->port,
+          app->route_prefix);
+  if ((rc = as_controller_add_app(h.ctrl, app))) {
+    AS_LOGE("cannot start application '%s': %s", app->name, as_strerror(rc));
+  }
+
+  uv_signal_init(h.loop, &h.sigint);
+  uv_signal_init(h.loop, &h.sigterm);
+  h.sigint.data = h.sigterm.data = &h;
+  uv_signal_start(&h.sigint, on_signal, SIGINT);
+  uv_signal_start(&h.sigterm, on_signal, SIGTERM);
+  uv_timer_init(h.loop, &h.drain);
+  h.drain.data = &h;
+
+  uv_run(h.loop, UV_RUN_DEFAULT);
+
+  as_proxy_free(h.proxy);
+  as_caller_free(h.caller);
+  as_controller_free(h.ctrl);
+  uv_walk(h.loop, close_walk, NULL);
+  uv_run(h.loop, UV_RUN_DEFAULT);
+  uv_loop_close(h.loop);
+  as_table_close(h.table);
+  remove_rundir(h.rundir);
+  AS_LOGI("stopped");
+  return 0;
+
+fail_early:
+  if (h.caller) as_caller_free(h.caller);
+  uv_walk(h.loop, close_walk, NULL);
+  uv_run(h.loop, UV_RUN_DEFAULT);
+  uv_loop_close(h.loop);
+  if (h.table) as_table_close(h.table);
+  remove_rundir(h.rundir);
+  as_app_free(app);
+  free(app);
+  return 1;
+}

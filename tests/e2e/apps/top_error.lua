@@ -1,0 +1,2 @@
+local serve = require("actorserve")
+error("this app file fails at load time")
