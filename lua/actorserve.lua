@@ -555,7 +555,8 @@ local function run_stream(token, spec, request_id)
   end
 end
 
-local function serve_http(token, r)
+local function serve_http(token, args)
+  local r = args[1]
   local req = new_request(r)
   local call = instance.__call
   local ok, v

@@ -5,6 +5,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -108,7 +109,14 @@ static int enc(lua_State *L, int idx, as_buf_t *out, char *err, size_t errlen, i
         snprintf(err, errlen, "JSON cannot hold %s", isnan(d) ? "NaN" : "infinity");
         return AS_EINVAL;
       }
-      return as_buf_appendf(out, "%.17g", d);
+      /* the shortest form that reads back as the same double */
+      char tmp[32];
+      for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d) break;
+      }
+      if (!strpbrk(tmp, ".eEn")) strcat(tmp, ".0"); /* stays a float when read back */
+      return as_buf_append(out, tmp, strlen(tmp));
     }
     case LUA_TSTRING: {
       size_t n;
