@@ -315,24 +315,31 @@ local function handle_call(name, method, ...)
   return resp
 end
 
+-- A handle is { __as_handle = name } with this metatable, so it crosses
+-- processes as that plain table and is revived on the other side. Method
+-- closures are cached per method name, never stored in the handle.
+local method_cache = {}
 HandleMT.__index = function(h, method)
   local f = Handle[method]
   if f then return f end
-  f = function(self, ...) return handle_call(rawget(self, "_name"), method, ...) end
-  rawset(h, method, f)
+  f = method_cache[method]
+  if not f then
+    f = function(self, ...) return handle_call(rawget(self, "__as_handle"), method, ...) end
+    method_cache[method] = f
+  end
   return f
 end
 
-function Handle.deployment_name(h) return rawget(h, "_name") end
+function Handle.deployment_name(h) return rawget(h, "__as_handle") end
 
 local function new_handle(name)
-  return setmetatable({ _name = name, __as_handle = name }, HandleMT)
+  return setmetatable({ __as_handle = name }, HandleMT)
 end
 
 -- Decoded values: handle markers become handles again.
 local function revive(v, depth)
   if type(v) ~= "table" or depth > 100 then return v end
-  if v.__as_handle and getmetatable(v) == nil then
+  if type(v.__as_handle) == "string" and getmetatable(v) == nil then
     local n = 0
     for _ in pairs(v) do n = n + 1 end
     if n == 1 then return new_handle(v.__as_handle) end

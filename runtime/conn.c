@@ -274,6 +274,15 @@ static void queue_push(route_t *r, as_call_t *call) {
   r->qlen++;
 }
 
+static void queue_push_front(route_t *r, as_call_t *call) {
+  call->state = CALL_QUEUED;
+  call->prev = NULL;
+  call->next = r->qhead;
+  if (r->qhead) r->qhead->prev = call; else r->qtail = call;
+  r->qhead = call;
+  r->qlen++;
+}
+
 static void retry_cb(uv_timer_t *t) { pump(t->data); }
 
 static void pump(as_caller_t *c) {
@@ -282,9 +291,12 @@ static void pump(as_caller_t *c) {
     route_t *r = &c->routes[i];
     while (r->qhead) {
       as_call_t *call = r->qhead;
+      queue_remove(r, call); /* try_send links a sent call into its connection */
       int rc = try_send(c, r, call);
-      if (rc == 0) break;
-      queue_remove(r, call);
+      if (rc == 0) {
+        queue_push_front(r, call);
+        break;
+      }
       if (rc < 0) {
         if (call->cb) call->cb(call->ud, AS_EV_FAILED, NULL);
         call_free(call);

@@ -62,12 +62,13 @@ struct as_controller_s {
   void *down_ud;
   uv_timer_t kill_timer;
   uv_timer_t pending_timer;
-  int closed_handles_wanted;
+  double graceful_limit_s; /* bounds every deployment's graceful timeout */
 };
 
 static void broadcast_routes(as_controller_t *c);
 static void start_replica(replica_t *r);
 static void check_down(as_controller_t *c);
+static void schedule_restart(replica_t *r);
 
 /* ---- control socket ----------------------------------------------------------- */
 
@@ -227,14 +228,18 @@ static void proc_exit(uv_process_t *p, int64_t status, int sig) {
   uint64_t ran = uv_now(c->loop) - r->started_ms;
   if (was_running && ran > 10000) r->failures = 0;
   else r->failures++;
-  /* First restart at once; a replica that keeps dying backs off up to 10 s. */
+  schedule_restart(r);
+}
+
+/* First restart at once; a replica that keeps dying backs off up to 10 s. */
+static void schedule_restart(replica_t *r) {
   uint64_t delay = 0;
   if (r->failures > 1) {
     delay = 100u << (r->failures > 8 ? 7 : r->failures - 1);
     if (delay > 10000) delay = 10000;
   }
   if (!r->restart_open) {
-    uv_timer_init(c->loop, &r->restart);
+    uv_timer_init(r->c->loop, &r->restart);
     r->restart.data = r;
     r->restart_open = 1;
   }
@@ -262,7 +267,8 @@ static void send_config(replica_t *r) {
   as_enc_cstr(&b, "socket"); as_enc_cstr(&b, r->sock);
   as_enc_cstr(&b, "table"); as_enc_cstr(&b, tpath);
   as_enc_cstr(&b, "slot"); as_enc_int(&b, r->slot);
-  as_enc_cstr(&b, "graceful_shutdown_timeout_s"); as_enc_float(&b, d->graceful_s);
+  as_enc_cstr(&b, "graceful_shutdown_timeout_s");
+  as_enc_float(&b, d->graceful_s < r->c->graceful_limit_s ? d->graceful_s : r->c->graceful_limit_s);
   as_enc_cstr(&b, "args"); as_buf_append(&b, d->args.data, d->args.len);
   as_frame_end(&b, mark);
   ctrl_send(r, &b);
@@ -371,6 +377,8 @@ static void start_replica(replica_t *r) {
     r->failures++;
     as_res_release(c->node, &r->dep->req, &r->alloc);
     r->placed = 0;
+    snprintf(r->message, sizeof r->message, "the worker process could not be started; retrying");
+    schedule_restart(r);
     return;
   }
   atomic_store(&s->pid, r->pid);
@@ -387,7 +395,7 @@ static void pending_tick(uv_timer_t *t) {
 /* ---- public API ------------------------------------------------------------------ */
 
 as_controller_t *as_controller_new(uv_loop_t *loop, as_table_t *table, as_node_res_t *node,
-                                   const char *rundir, const char *exe) {
+                                   const char *rundir, const char *exe, double graceful_limit_s) {
   as_controller_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->loop = loop;
@@ -395,6 +403,7 @@ as_controller_t *as_controller_new(uv_loop_t *loop, as_table_t *table, as_node_r
   c->node = node;
   c->rundir = strdup(rundir);
   c->exe = strdup(exe);
+  c->graceful_limit_s = graceful_limit_s;
   uv_timer_init(loop, &c->kill_timer);
   c->kill_timer.data = c;
   uv_timer_init(loop, &c->pending_timer);
@@ -552,7 +561,7 @@ double as_controller_graceful_s(const as_controller_t *c) {
   for (int a = 0; a < c->napps; a++)
     for (int i = 0; i < c->apps[a]->ndeps; i++)
       if (c->apps[a]->deps[i].graceful_s > g) g = c->apps[a]->deps[i].graceful_s;
-  return g;
+  return g < c->graceful_limit_s ? g : c->graceful_limit_s;
 }
 
 void as_controller_free(as_controller_t *c) {

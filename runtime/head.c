@@ -103,7 +103,7 @@ static void all_down(void *ud) {
 static void drain_tick(uv_timer_t *t) {
   head_t *h = t->data;
   double waited = (double)(uv_now(h->loop) - h->drain_started) / 1000.0;
-  double limit = as_controller_graceful_s(h->ctrl);
+  double limit = h->o->graceful_shutdown_timeout_s;
   if (as_proxy_inflight(h->proxy) > 0 && waited < limit) return;
   if (as_proxy_inflight(h->proxy) > 0)
     AS_LOGW("%zu requests still running after %.0f s; stopping anyway", as_proxy_inflight(h->proxy), limit);
@@ -202,7 +202,9 @@ int as_head_main(const as_head_opts_t *o) {
   char exe[PATH_MAX];
   size_t exe_len = sizeof exe;
   if (uv_exepath(exe, &exe_len) < 0) snprintf(exe, sizeof exe, "/proc/self/exe");
-  h.ctrl = as_controller_new(h.loop, h.table, &node, h.rundir, exe);
+  char lv[2] = {(char)('0' + as_log_level), 0};
+  setenv("ACTORSERVE_LOG_LEVEL", lv, 1); /* workers log at the same level */
+  h.ctrl = as_controller_new(h.loop, h.table, &node, h.rundir, exe, o->graceful_shutdown_timeout_s);
   as_controller_on_routes(h.ctrl, on_routes, &h);
   AS_LOGI("serving application '%s' (%s) at http://%s:%d%s", app->name, o->target, o->host, o->port,
           app->route_prefix);

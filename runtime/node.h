@@ -60,8 +60,9 @@ void as_app_free(as_app_t *app);
 typedef struct as_controller_s as_controller_t;
 typedef void (*as_routes_cb)(void *ud, const char *payload, size_t len);
 
+/* graceful_limit_s bounds every deployment's graceful_shutdown_timeout_s. */
 as_controller_t *as_controller_new(uv_loop_t *loop, as_table_t *table, as_node_res_t *node,
-                                   const char *rundir, const char *exe);
+                                   const char *rundir, const char *exe, double graceful_limit_s);
 /* Adds an application's deployments and starts (or parks as PENDING) their replicas. */
 int as_controller_add_app(as_controller_t *c, as_app_t *app);
 /* Called with every new ROUTES payload (the proxy's caller takes it). */

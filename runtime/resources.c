@@ -199,9 +199,10 @@ int as_res_format_free(as_buf_t *b, const as_node_res_t *node) {
   rc = as_buf_appendf(b, "{CPU: ");
   if (rc == 0)
     rc = as__put_fixed(b, node->cpu_total - node->cpu_used);
-  if (rc == 0 && node->ngpu > 0)
+  if (rc == 0)
     rc = as__put_field(b, "GPU", gpu_free);
-  if (rc == 0 && node->mem_total > 0)
+  /* memory only once some replica reserved memory: the total alone is noise */
+  if (rc == 0 && node->mem_total > 0 && node->mem_used > 0)
     rc = as_buf_appendf(b, ", memory: %" PRId64, node->mem_total - node->mem_used);
   for (j = 0; rc == 0 && j < node->ncustom && j < AS_MAX_CUSTOM; j++)
     rc = as__put_field(b, node->custom_total[j].name,

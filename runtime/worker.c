@@ -189,6 +189,8 @@ int as_worker_main(void) {
   signal(SIGPIPE, SIG_IGN);
   signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the whole group; the head decides */
   as_log_component = "worker";
+  const char *lv = getenv("ACTORSERVE_LOG_LEVEL");
+  if (lv && lv[0] >= '0' && lv[0] <= '3') as_log_level = lv[0] - '0';
   worker_t w;
   memset(&w, 0, sizeof w);
   w.loop = uv_default_loop();

@@ -249,7 +249,7 @@ TEST(test_format) {
   s.len = 0;
   n = node_of(12.125, 0);
   ASSERT_OK(as_res_format_free(&s, &n));
-  ASSERT_STR_EQ(s.data, "{CPU: 12.125}");
+  ASSERT_STR_EQ(s.data, "{CPU: 12.125, GPU: 0}");
   as_buf_free(&s);
 }
 
