@@ -63,6 +63,7 @@ struct hconn_s {
   int closing;
   int close_when_done;    /* no more requests: close once answers are written */
   int reading;
+  int open_handles;       /* socket and timer, until both have closed */
   int parsing;            /* inside http_parser_execute: answers wait for its flush */
   uint64_t cur_started;   /* when the request being parsed began (ms) */
   as_buf_t pending;       /* bytes read but not parsed while the parser is paused */
@@ -577,9 +578,11 @@ static void flush(hconn_t *c) {
   }
 }
 
+/* Both handles of a connection (socket and timer) live in it: it is freed
+ * when the second one has closed. */
 static void conn_closed(uv_handle_t *h) {
   hconn_t *c = h->data;
-  free(c);
+  if (--c->open_handles == 0) free(c);
 }
 
 static void conn_close(hconn_t *c) {
@@ -597,7 +600,7 @@ static void conn_close(hconn_t *c) {
   if (c->prev) c->prev->next = c->next; else p->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   p->nconns--;
-  uv_close((uv_handle_t *)&c->timer, NULL);
+  uv_close((uv_handle_t *)&c->timer, conn_closed);
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
@@ -737,12 +740,14 @@ static void on_connection(uv_stream_t *server, int status) {
   c->p = p;
   uv_tcp_init(p->loop, &c->tcp);
   c->tcp.data = c;
+  c->open_handles = 1;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
   uv_timer_init(p->loop, &c->timer);
+  c->open_handles = 2;
   c->timer.data = c;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
