@@ -39,6 +39,7 @@ typedef struct route_s {
   uint32_t *slots;        /* their table slots */
   uint32_t *gens;         /* and generations */
   char **paths;           /* and socket paths */
+  uint8_t *down;          /* a connection to it failed: skip it until new routes come */
   as_call_t *qhead, *qtail;
   size_t qlen;
 } route_t;
@@ -49,6 +50,7 @@ struct conn_s {
   uint32_t slot, gen;
   as_framer_t fr;
   int closing;
+  int connected;          /* connect succeeded: calls written here were delivered */
   as_call_t *head;        /* calls in flight on this connection */
 };
 
@@ -86,6 +88,8 @@ static void call_free(as_call_t *call) {
   free(call);
 }
 
+static void queue_push_front(route_t *r, as_call_t *call);
+
 static route_t *find_route(as_caller_t *c, const char *key) {
   for (int i = 0; i < c->nroutes; i++)
     if (strcmp(c->routes[i].key, key) == 0) return &c->routes[i];
@@ -105,15 +109,28 @@ static void conn_closed(uv_handle_t *h) {
   maybe_finish_free(c);
 }
 
-/* Fails every call on the connection and closes it. */
+/* Closes the connection. The replica behind it is skipped from now on (until
+ * the controller sends new routes). Calls that never reached it (the
+ * connection never opened) go back to the front of their queue; calls it had
+ * received fail, since they may have run. */
 static void conn_fail(conn_t *k) {
   if (k->closing) return;
   k->closing = 1;
   as_caller_t *c = k->c;
   if (c->conns[k->slot] == k) c->conns[k->slot] = NULL;
+  for (int i = 0; i < c->nroutes; i++)
+    for (int j = 0; j < c->routes[i].n; j++)
+      if (c->routes[i].slots[j] == k->slot && c->routes[i].gens[j] == k->gen) c->routes[i].down[j] = 1;
   while (k->head) {
     as_call_t *call = k->head;
     list_remove(&k->head, call);
+    route_t *r = (k->connected || c->freeing) ? NULL : find_route(c, call->route);
+    if (r) {
+      as_slot_release(&c->table->slots[k->slot]);
+      call->conn = NULL;
+      queue_push_front(r, call);
+      continue;
+    }
     if (call->cb) call->cb(call->ud, AS_EV_FAILED, NULL);
     call_free(call);
   }
@@ -186,8 +203,10 @@ static void connect_cb(uv_connect_t *req, int status) {
   if (status < 0) {
     AS_LOGW("caller: cannot reach replica slot %u: %s", k->slot, uv_strerror(status));
     conn_fail(k);
+    pump(k->c);
     return;
   }
+  k->connected = 1;
   if (uv_read_start((uv_stream_t *)&k->pipe, alloc_cb, read_cb) < 0) conn_fail(k);
 }
 
@@ -241,8 +260,21 @@ static int conn_write(conn_t *k, const char *p, size_t n) {
 
 /* Tries to send a call now. Returns 1 sent, 0 no replica free, <0 error. */
 static int try_send(as_caller_t *c, route_t *r, as_call_t *call) {
-  if (r->n == 0) return 0;
-  int slot = as_p2c_acquire(c->table, r->slots, r->n, &c->rng);
+  uint32_t up[64];
+  uint32_t *ids = r->slots;
+  int n = r->n;
+  for (int i = 0; i < r->n; i++) {
+    if (!r->down[i]) continue;
+    /* some replica is down: choose among the others */
+    ids = r->n <= 64 ? up : malloc(sizeof *ids * (size_t)r->n);
+    if (!ids) return AS_ENOMEM;
+    n = 0;
+    for (int j = 0; j < r->n; j++)
+      if (!r->down[j]) ids[n++] = r->slots[j];
+    break;
+  }
+  int slot = n > 0 ? as_p2c_acquire(c->table, ids, n, &c->rng) : -1;
+  if (ids != r->slots && ids != up) free(ids);
   if (slot < 0) return 0;
   int i = 0;
   while (i < r->n && r->slots[i] != (uint32_t)slot) i++;
@@ -251,8 +283,7 @@ static int try_send(as_caller_t *c, route_t *r, as_call_t *call) {
     as_slot_release(&c->table->slots[slot]);
     return AS_EIO;
   }
-  as_buf_free(&call->frame);
-  call->state = CALL_INFLIGHT;
+  call->state = CALL_INFLIGHT; /* the frame stays until the call ends, in case it must be resent */
   call->conn = k;
   list_push(&k->head, call);
   return 1;
@@ -338,6 +369,7 @@ static void free_routes(route_t *routes, int n) {
     free(routes[i].paths);
     free(routes[i].slots);
     free(routes[i].gens);
+    free(routes[i].down);
     free(routes[i].key);
   }
   free(routes);
@@ -418,7 +450,8 @@ static int parse_routes(as_caller_t *c, const char *p, size_t len, route_t **out
     r->slots = calloc(rv.narr + 1, sizeof *r->slots);
     r->gens = calloc(rv.narr + 1, sizeof *r->gens);
     r->paths = calloc(rv.narr + 1, sizeof *r->paths);
-    if (!r->key || !r->slots || !r->gens || !r->paths) { rc = AS_ENOMEM; break; }
+    r->down = calloc(rv.narr + 1, 1);
+    if (!r->key || !r->slots || !r->gens || !r->paths || !r->down) { rc = AS_ENOMEM; break; }
     for (uint32_t j = 0; j < rv.narr && rc == 0; j++) {
       as_dec_t e = rd;
       as_val_t ev, pv;
@@ -490,7 +523,12 @@ int as_caller_call(as_caller_t *c, const char *deployment, int kind, const char 
   call->c = c;
   call->cb = cb;
   call->ud = ud;
+  call->route = strdup(deployment);
   c->busy++;
+  if (!call->route) {
+    call_free(call);
+    return AS_ENOMEM;
+  }
   as_buf_init(&call->frame);
   size_t mark;
   int rc = as_frame_begin(&call->frame, AS_FR_CALL, &mark);
@@ -513,7 +551,6 @@ int as_caller_call(as_caller_t *c, const char *deployment, int kind, const char 
       call_free(call);
       return AS_EFULL;
     }
-    call->route = strdup(deployment);
     queue_push(r, call);
     pump(c);
   }
