@@ -666,11 +666,15 @@ static void refuse(hconn_t *c, int status, const char *msg) {
   c->reading = 0;
 }
 
+/* Every read lands in one static buffer: the parser callbacks copy what they
+ * keep, and bytes held back while paused go to the connection's own buffer. */
+static char read_buf[65536];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
-  buf->base = malloc(16384);
-  buf->len = buf->base ? 16384 : 0;
+  buf->base = read_buf;
+  buf->len = sizeof read_buf;
 }
 
 static void parse(hconn_t *c, const char *data, size_t n) {
@@ -701,7 +705,6 @@ static void parse(hconn_t *c, const char *data, size_t n) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hconn_t *c = s->data;
   if (nread < 0) {
-    free(buf->base);
     if (nread == UV_EOF && c->head) {
       /* The client finished sending; answers still go out, then close. */
       c->close_when_done = 1;
@@ -713,7 +716,6 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread > 0 && !c->close_when_done) parse(c, buf->base, (size_t)nread);
-  free(buf->base);
 }
 
 static void resume_reading(hconn_t *c) {

@@ -32,6 +32,7 @@ struct rreq_s {
 struct rconn_s {
   uv_pipe_t pipe;
   as_replica_t *r;
+  as_wq_t wq;             /* answers leave once per loop iteration */
   as_framer_t fr;
   int closing;
   rreq_t *reqs;           /* requests that came on this connection */
@@ -59,6 +60,7 @@ struct as_replica_s {
   char *app, *deployment, *replica_id, *socket_path;
   uv_pipe_t server;
   int listening;
+  as_flusher_t flusher;
   rconn_t *conns;
   rreq_t *buckets[TOKEN_BUCKETS];
   size_t running;         /* requests not yet answered */
@@ -104,37 +106,11 @@ static void req_finish(as_replica_t *r, rreq_t *q) {
 
 /* ---- writing frames ------------------------------------------------------- */
 
-typedef struct wreq_s {
-  uv_write_t req;
-  as_buf_t buf;
-} wreq_t;
-
-static void write_cb(uv_write_t *req, int status) {
-  (void)status;
-  wreq_t *w = (wreq_t *)req;
-  as_buf_free(&w->buf);
-  free(w);
-}
-
-/* Sends the frame in b (taken over) on the request's connection. */
+/* Queues the frame in b (freed here) on the request's connection. */
 static int send_frame(rreq_t *q, as_buf_t *b) {
-  if (!q->conn || q->conn->closing) {
-    as_buf_free(b);
-    return AS_ECLOSED;
-  }
-  wreq_t *w = malloc(sizeof *w);
-  if (!w) {
-    as_buf_free(b);
-    return AS_ENOMEM;
-  }
-  w->buf = *b;
-  uv_buf_t ub = uv_buf_init(w->buf.data, (unsigned)w->buf.len);
-  if (uv_write(&w->req, (uv_stream_t *)&q->conn->pipe, &ub, 1, write_cb) < 0) {
-    as_buf_free(&w->buf);
-    free(w);
-    return AS_EIO;
-  }
-  return 0;
+  int rc = (!q->conn || q->conn->closing) ? AS_ECLOSED : as_buf_append(as_wq_buf(&q->conn->wq), b->data, b->len);
+  as_buf_free(b);
+  return rc;
 }
 
 /* Starts a frame for request q: header and call id. */
@@ -310,6 +286,7 @@ static void rconn_close(rconn_t *k) {
   k->reqs = NULL;
   if (k->prev) k->prev->next = k->next; else r->conns = k->next;
   if (k->next) k->next->prev = k->prev;
+  as_wq_close(&k->wq);
   uv_close((uv_handle_t *)&k->pipe, rconn_closed);
 }
 
@@ -369,21 +346,24 @@ static void on_cancel(rconn_t *k, const char *p, size_t n) {
     if (q->call_id == (uint64_t)id.i) q->cancelled = 1;
 }
 
+/* Every read lands in one static buffer: read_cb copies what it keeps (into
+ * the framer) before the loop reads again, so no allocation per read. */
+static char read_buf[65536];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
-  buf->base = malloc(suggested);
-  buf->len = buf->base ? suggested : 0;
+  (void)suggested;
+  buf->base = read_buf;
+  buf->len = sizeof read_buf;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   rconn_t *k = s->data;
   if (nread < 0) {
-    free(buf->base);
     rconn_close(k);
     return;
   }
   int rc = nread > 0 ? as_framer_feed(&k->fr, buf->base, (size_t)nread) : 0;
-  free(buf->base);
   uint8_t type;
   const char *p;
   size_t n;
@@ -408,6 +388,7 @@ static void on_connection(uv_stream_t *server, int status) {
   k->pipe.data = k;
   k->r = r;
   as_framer_init(&k->fr, 0);
+  as_wq_init(&k->wq, &r->flusher, (uv_stream_t *)&k->pipe);
   if (uv_accept(server, (uv_stream_t *)&k->pipe) < 0) {
     uv_close((uv_handle_t *)&k->pipe, rconn_closed);
     return;
@@ -435,6 +416,7 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
   r->ready_cb = ready_cb;
   r->ready_ud = ud;
   *out = r;
+  if (as_flusher_init(loop, &r->flusher)) return AS_ENOMEM;
   asl_context_t ctx = {r->app, r->deployment, r->replica_id};
   r->L = asl_state_new(&host_ops, r, &ctx);
   if (!r->L) return AS_ENOMEM;
@@ -495,6 +477,7 @@ void as_replica_free(as_replica_t *r) {
     uv_close((uv_handle_t *)&r->server, server_closed);
     unlink(r->socket_path);
   }
+  as_flusher_close(&r->flusher);
   while (r->conns) rconn_close(r->conns);
   for (int i = 0; i < TOKEN_BUCKETS; i++) {
     while (r->buckets[i]) {

@@ -51,6 +51,7 @@ struct conn_s {
   as_framer_t fr;
   int closing;
   int connected;          /* connect succeeded: calls written here were delivered */
+  as_wq_t wq;             /* frames waiting for this iteration's write */
   as_call_t *head;        /* calls in flight on this connection */
 };
 
@@ -63,6 +64,7 @@ struct as_caller_s {
   uint64_t next_id;
   uint64_t rng;
   uv_timer_t retry;
+  as_flusher_t flusher;   /* writes each connection's frames once per iteration */
   size_t busy;            /* calls queued or in flight */
   int open_handles;       /* handles not yet closed, for as_caller_free */
   int freeing;
@@ -121,6 +123,7 @@ static void conn_fail(conn_t *k) {
   for (int i = 0; i < c->nroutes; i++)
     for (int j = 0; j < c->routes[i].n; j++)
       if (c->routes[i].slots[j] == k->slot && c->routes[i].gens[j] == k->gen) c->routes[i].down[j] = 1;
+  as_wq_close(&k->wq);
   while (k->head) {
     as_call_t *call = k->head;
     list_remove(&k->head, call);
@@ -168,22 +171,25 @@ static void on_frame(conn_t *k, uint8_t type, const char *p, size_t n) {
   }
 }
 
+/* Every read lands in one static buffer: read_cb copies what it keeps (into
+ * the framer) before the loop reads again, so no allocation per read. */
+static char read_buf[65536];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
-  buf->base = malloc(suggested);
-  buf->len = buf->base ? suggested : 0;
+  (void)suggested;
+  buf->base = read_buf;
+  buf->len = sizeof read_buf;
 }
 
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *k = s->data;
   if (nread < 0) {
-    free(buf->base);
     conn_fail(k);
     pump(k->c);
     return;
   }
   int rc = nread > 0 ? as_framer_feed(&k->fr, buf->base, (size_t)nread) : 0;
-  free(buf->base);
   if (rc) {
     conn_fail(k);
     return;
@@ -227,33 +233,15 @@ static conn_t *get_conn(as_caller_t *c, uint32_t slot, uint32_t gen, const char 
   k->gen = gen;
   k->pipe.data = k;
   as_framer_init(&k->fr, 0);
+  as_wq_init(&k->wq, &c->flusher, (uv_stream_t *)&k->pipe);
   req->data = k;
   uv_pipe_connect(req, &k->pipe, path, connect_cb);
   c->conns[slot] = k;
   return k;
 }
 
-typedef struct wreq_s {
-  uv_write_t req;
-  char data[];
-} wreq_t;
-
-static void write_cb(uv_write_t *req, int status) {
-  (void)status; /* a failed write shows up as a read error on the same socket */
-  free(req);
-}
-
 static int conn_write(conn_t *k, const char *p, size_t n) {
-  wreq_t *w = malloc(sizeof *w + n);
-  if (!w) return AS_ENOMEM;
-  memcpy(w->data, p, n);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-  int rc = uv_write(&w->req, (uv_stream_t *)&k->pipe, &b, 1, write_cb);
-  if (rc < 0) {
-    free(w);
-    return AS_EIO;
-  }
-  return 0;
+  return as_buf_append(as_wq_buf(&k->wq), p, n);
 }
 
 /* ---- admission and queues ------------------------------------------------ */
@@ -359,6 +347,11 @@ as_caller_t *as_caller_new(uv_loop_t *loop, as_table_t *table) {
   if (c->rng == 0) c->rng = 1;
   uv_timer_init(loop, &c->retry);
   c->retry.data = c;
+  if (as_flusher_init(loop, &c->flusher)) {
+    free(c->conns);
+    free(c);
+    return NULL;
+  }
   c->open_handles = 1;
   return c;
 }
@@ -402,6 +395,7 @@ void as_caller_free(as_caller_t *c) {
   }
   for (uint32_t s = 0; s < c->table->nslots; s++)
     if (c->conns[s]) conn_fail(c->conns[s]);
+  as_flusher_close(&c->flusher);
   uv_close((uv_handle_t *)&c->retry, retry_closed);
 }
 

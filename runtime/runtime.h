@@ -256,6 +256,37 @@ void as_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 #define AS_LOGW(...) as_log(AS_LOG_WARN, __VA_ARGS__)
 #define AS_LOGE(...) as_log(AS_LOG_ERROR, __VA_ARGS__)
 
+/* ---- batched writes (runtime/wq.c) ------------------------------------------
+ * Frames for one stream are appended to its write queue during a loop
+ * iteration and leave in one write when the iteration's callbacks are done
+ * (a uv_prepare handle), so many calls or replies cost one system call.
+ */
+
+struct uv_loop_s;
+struct uv_stream_s;
+typedef struct as_wq_s as_wq_t;
+
+typedef struct as_flusher_s {
+  void *prep;                 /* uv_prepare_t, owned */
+  as_wq_t *dirty;             /* queues with bytes waiting */
+} as_flusher_t;
+
+struct as_wq_s {
+  struct uv_stream_s *stream; /* where the bytes go */
+  as_flusher_t *f;
+  as_buf_t buf;               /* bytes not yet handed to libuv */
+  as_wq_t *prev, *next;       /* in f->dirty while buf is not empty */
+  int dirty;
+};
+
+int as_flusher_init(struct uv_loop_s *loop, as_flusher_t *f);
+void as_flusher_close(as_flusher_t *f);  /* flushes, then closes the handle */
+void as_wq_init(as_wq_t *q, as_flusher_t *f, struct uv_stream_s *stream);
+/* The buffer to append to; the queue will be flushed this iteration. */
+as_buf_t *as_wq_buf(as_wq_t *q);
+void as_wq_flush(as_wq_t *q);            /* hands what is queued to libuv now */
+void as_wq_close(as_wq_t *q);            /* drops what is queued */
+
 /* ---- callers (runtime/conn.c) ---------------------------------------------
  * A caller sends requests to replicas: the proxy has one, and so has every
  * worker (for its handles). It holds the routing table that the controller
