@@ -8,9 +8,12 @@ JOBS       ?= $(shell nproc)
 
 # Debian packages the build, the tests and the benchmarks need.
 DEB_PKGS = build-essential cmake pkg-config liblua5.4-dev libuv1-dev libyaml-dev \
-           libcjson-dev libhttp-parser-dev curl python3 python3-requests python3-pytest
+           libcjson-dev libhttp-parser-dev libopenblas-dev curl python3 python3-requests python3-pytest
 
-.PHONY: all deps configure build run test test-asan clean
+RAY_VERSION ?= 2.52.0
+BENCH_PKGS = wrk nginx-light python3-venv
+
+.PHONY: all deps configure build run test test-asan bench-serve bench-deps clean
 
 all: build
 
@@ -44,6 +47,21 @@ test-asan: deps
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j 2 --timeout 600
+
+# Benchmarks never run inside `make test`.
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@[ -x $(BUILD)/venv-bench/bin/ray ] || { /usr/bin/python3 -m venv $(BUILD)/venv-bench && \
+	  $(BUILD)/venv-bench/bin/pip install -q "ray[serve]==$(RAY_VERSION)" "protobuf>=6.33.5,<7"; }
+
+bench-serve: build bench-deps
+	/usr/bin/python3 bench/serve_overhead.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)
