@@ -27,6 +27,8 @@ typedef struct as_replica_cfg_s {
   const char *socket_path;  /* where to listen for calls */
   const char *args;         /* bind arguments: one codec value (a table) */
   size_t args_len;
+  const char *user_config;  /* one codec value for reconfigure(), or NULL */
+  size_t user_config_len;
   as_table_t *table;        /* the node's replica table */
   uint32_t slot;            /* this replica's slot in it */
 } as_replica_cfg_t;

@@ -450,7 +450,13 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
   lua_setfield(L, -2, "deployment");
   lua_pushstring(L, r->replica_id);
   lua_setfield(L, -2, "replica_id");
-  if (asl_call_module(L, "_init", 3, 0)) ready_cb(ud, 0, "the actorserve module failed to start the replica");
+  if (cfg->user_config) {
+    as_dec_init(&d, cfg->user_config, cfg->user_config_len);
+    if (asl_decode(L, &d)) lua_pushnil(L);
+  } else {
+    lua_pushnil(L);
+  }
+  if (asl_call_module(L, "_init", 4, 0)) ready_cb(ud, 0, "the actorserve module failed to start the replica");
   return 0;
 }
 

@@ -616,7 +616,7 @@ end
 
 -- Worker: builds the replica from its class and the bind arguments, then
 -- runs the constructor in a coroutine (it may call handles and wait).
-function M._init(class_name, args, context)
+function M._init(class_name, args, context, user_config)
   ctx = context
   local cls = registry[class_name]
   if not cls then
@@ -631,9 +631,22 @@ function M._init(class_name, args, context)
     if type(init) == "function" then
       ok, err = xpcall(init, traceback, instance, table.unpack(args, 1, args.n or #args))
     end
+    if ok and user_config ~= nil then
+      ok, err = M._reconfigure_now(user_config)
+    end
     core.ready(ok, ok and nil or tostring(err))
   end)
   resume(co)
+end
+
+-- Calls the replica's reconfigure(user_config), as Ray does at start and on
+-- every user_config change. Returns ok, error message.
+function M._reconfigure_now(user_config)
+  local f = instance and instance.reconfigure
+  if type(f) ~= "function" then
+    return false, string.format("deployment '%s' was given a user_config but has no reconfigure method", ctx.deployment)
+  end
+  return xpcall(f, traceback, instance, user_config)
 end
 
 return M

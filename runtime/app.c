@@ -51,6 +51,8 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
   lua_getfield(L, t, "class");
   d->class_name = strdup(lua_tostring(L, -1));
   lua_pop(L, 2);
+  as_buf_init(&d->args);
+  as_buf_init(&d->user_config);
   d->app = strdup(app->name);
   size_t kl = strlen(app->name) + strlen(d->name) + 2;
   d->key = malloc(kl);
@@ -63,6 +65,19 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
   d->max_ongoing = (int)opt_num(L, o, "max_ongoing_requests", 5);
   d->max_queued = (int)opt_num(L, o, "max_queued_requests", -1);
   d->graceful_s = opt_num(L, o, "graceful_shutdown_timeout_s", 20);
+  d->health_period_s = opt_num(L, o, "health_check_period_s", 10);
+  d->health_timeout_s = opt_num(L, o, "health_check_timeout_s", 30);
+  as_buf_init(&d->user_config);
+  lua_getfield(L, o, "user_config");
+  if (!lua_isnil(L, -1)) {
+    char uerr[256];
+    if (asl_encode(L, -1, &d->user_config, uerr, sizeof uerr)) {
+      snprintf(err, errlen, "%s: deployment '%s': user_config: %s", app->file, d->name, uerr);
+      lua_pop(L, 2);
+      return AS_EINVAL;
+    }
+  }
+  lua_pop(L, 1);
   memset(&d->req, 0, sizeof d->req);
   d->req.num_cpus = as_res_fixed(1); /* Ray reserves one CPU per replica unless told */
   lua_getfield(L, o, "ray_actor_options");
@@ -99,7 +114,6 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
     return AS_EINVAL;
   }
 
-  as_buf_init(&d->args);
   lua_getfield(L, t, "args");
   char eerr[256];
   int rc = asl_encode(L, -1, &d->args, eerr, sizeof eerr);
@@ -112,7 +126,7 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
 }
 
 int as_app_load(as_app_t *app, const char *target, const char *name, const char *prefix,
-                char *err, size_t errlen) {
+                const as_buf_t *args, char *err, size_t errlen) {
   memset(app, 0, sizeof *app);
   const char *colon = strrchr(target, ':');
   if (!colon || colon == target || !colon[1]) {
@@ -143,6 +157,31 @@ int as_app_load(as_app_t *app, const char *target, const char *name, const char 
              var, var);
     rc = AS_EINVAL;
     goto done;
+  }
+  if (lua_isfunction(L, v)) {
+    /* Ray's builder pattern: the function gets the config's args and returns the application. */
+    as_dec_t d;
+    if (args && args->len) {
+      as_dec_init(&d, args->data, args->len);
+      if (asl_decode(L, &d)) lua_newtable(L);
+    } else {
+      lua_newtable(L);
+    }
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      snprintf(err, errlen, "%s: builder '%s' failed: %s", file, var, lua_tostring(L, -1));
+      rc = AS_EINVAL;
+      goto done;
+    }
+  } else if (args && args->len > 2) {
+    /* a non-empty args mapping needs a builder to take it */
+    as_dec_t d;
+    as_val_t t;
+    as_dec_init(&d, args->data, args->len);
+    if (as_dec_next(&d, &t) == 0 && t.type == AS_T_TABLE && (t.narr || t.nhash)) {
+      snprintf(err, errlen, "%s: 'args' were given but '%s' is an application, not a builder function", file, var);
+      rc = AS_EINVAL;
+      goto done;
+    }
   }
   lua_pushvalue(L, v);
   if (asl_call_module(L, "_plan", 1, 2)) {
@@ -200,6 +239,7 @@ void as_app_free(as_app_t *app) {
     free(d->class_name);
     free(d->key);
     as_buf_free(&d->args);
+    as_buf_free(&d->user_config);
   }
   free(app->deps);
   free(app->name);
@@ -207,4 +247,51 @@ void as_app_free(as_app_t *app) {
   free(app->file);
   free(app->ingress);
   memset(app, 0, sizeof *app);
+}
+
+/* A config's deployment entry over the code's values: what the file sets wins,
+ * what it leaves out keeps the code's value. */
+static void apply_dep(as_dep_t *d, const as_cfg_dep_t *c) {
+  if (c->num_replicas.set) d->num_replicas = (int)c->num_replicas.v;
+  if (c->num_replicas_auto || c->autoscaling.set) {
+    /* autoscaling is not implemented yet: start with initial, else min, replicas */
+    int n = c->initial_replicas.set ? (int)c->initial_replicas.v : c->min_replicas.set ? (int)c->min_replicas.v : 1;
+    d->num_replicas = n > 0 ? n : 1;
+  }
+  if (c->max_ongoing.set) d->max_ongoing = (int)c->max_ongoing.v;
+  if (c->max_queued.set) d->max_queued = (int)c->max_queued.v;
+  if (c->graceful_timeout.set) d->graceful_s = c->graceful_timeout.v;
+  if (c->health_period.set) d->health_period_s = c->health_period.v;
+  if (c->health_timeout.set) d->health_timeout_s = c->health_timeout.v;
+  if (c->user_config.set) {
+    d->user_config.len = 0;
+    as_buf_append(&d->user_config, c->user_config.value.data, c->user_config.value.len);
+  }
+  if (c->num_cpus.set) d->req.num_cpus = as_res_fixed(c->num_cpus.v);
+  if (c->num_gpus.set) d->req.num_gpus = as_res_fixed(c->num_gpus.v);
+  if (c->memory.set) d->req.memory = (int64_t)c->memory.v;
+  if (c->resources_set) {
+    d->req.ncustom = c->nres;
+    memcpy(d->req.custom, c->res, sizeof c->res);
+  }
+}
+
+int as_app_apply_config(as_app_t *app, const as_cfg_app_t *c, const char *cfgfile, char *err, size_t errlen) {
+  for (int j = 0; j < c->ndeps; j++) {
+    const as_cfg_dep_t *cd = &c->deps[j];
+    as_dep_t *d = NULL;
+    for (int i = 0; i < app->ndeps; i++)
+      if (strcmp(app->deps[i].name, cd->name.s) == 0) d = &app->deps[i];
+    if (!d) {
+      as_buf_t names;
+      as_buf_init(&names);
+      for (int i = 0; i < app->ndeps; i++) as_buf_appendf(&names, "%s%s", i ? ", " : "", app->deps[i].name);
+      snprintf(err, errlen, "%s:%d:%d: deployments[%d].name: application '%s' defines no deployment '%s' (it has: %s)",
+               cfgfile, cd->name.pos.line, cd->name.pos.col, j, app->name, cd->name.s, names.data ? names.data : "");
+      as_buf_free(&names);
+      return AS_EINVAL;
+    }
+    apply_dep(d, cd);
+  }
+  return 0;
 }

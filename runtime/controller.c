@@ -258,7 +258,7 @@ static void send_config(replica_t *r) {
   size_t mark;
   as_buf_init(&b);
   as_frame_begin(&b, AS_FR_CONFIG, &mark);
-  as_enc_table(&b, 0, 10);
+  as_enc_table(&b, 0, d->user_config.len ? 11 : 10);
   as_enc_cstr(&b, "app"); as_enc_cstr(&b, d->app);
   as_enc_cstr(&b, "deployment"); as_enc_cstr(&b, d->name);
   as_enc_cstr(&b, "class"); as_enc_cstr(&b, d->class_name);
@@ -270,6 +270,10 @@ static void send_config(replica_t *r) {
   as_enc_cstr(&b, "graceful_shutdown_timeout_s");
   as_enc_float(&b, d->graceful_s < r->c->graceful_limit_s ? d->graceful_s : r->c->graceful_limit_s);
   as_enc_cstr(&b, "args"); as_buf_append(&b, d->args.data, d->args.len);
+  if (d->user_config.len) {
+    as_enc_cstr(&b, "user_config");
+    as_buf_append(&b, d->user_config.data, d->user_config.len);
+  }
   as_frame_end(&b, mark);
   ctrl_send(r, &b);
   as_buf_free(&b);

@@ -87,6 +87,93 @@ static int node_resources(const as_head_opts_t *o, as_node_res_t *n, char *err, 
   return 0;
 }
 
+static void free_apps(as_app_t **apps, int n) {
+  for (int i = 0; i < n; i++) {
+    as_app_free(apps[i]);
+    free(apps[i]);
+  }
+  free(apps);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t a = strlen(s), b = strlen(suffix);
+  return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* import_path "module:var" → "<dir>/module.lua:var" (dots in the module are
+ * folders; "file.lua:var" is taken as it is), looked up beside the config
+ * file first, then in the working directory. */
+static int resolve_import(const char *cfgdir, const char *imp, char *out, size_t n) {
+  const char *colon = strrchr(imp, ':');
+  if (!colon || colon == imp || !colon[1]) return AS_EINVAL;
+  char mod[PATH_MAX];
+  snprintf(mod, sizeof mod, "%.*s", (int)(colon - imp), imp);
+  if (!ends_with(mod, ".lua")) {
+    for (char *q = mod; *q; q++)
+      if (*q == '.') *q = '/';
+    strncat(mod, ".lua", sizeof mod - strlen(mod) - 1);
+  }
+  char cand[PATH_MAX * 2];
+  if (mod[0] != '/') {
+    snprintf(cand, sizeof cand, "%s/%s", cfgdir, mod);
+    if (access(cand, R_OK) == 0) return snprintf(out, n, "%s:%s", cand, colon + 1) < (int)n ? 0 : AS_ETOOBIG;
+  }
+  if (snprintf(out, n, "%s:%s", mod, colon + 1) >= (int)n) return AS_ETOOBIG;
+  return access(mod, R_OK) == 0 ? 0 : AS_ENOTFOUND;
+}
+
+/* FILE.lua:VAR → one application; CONFIG.yaml → every application it lists. */
+static int load_apps(as_head_opts_t *o, as_app_t ***out, int *nout, char *err, size_t errlen) {
+  int rc = 0;
+  if (!ends_with(o->target, ".yaml") && !ends_with(o->target, ".yml")) {
+    as_app_t *app = calloc(1, sizeof *app);
+    as_app_t **apps = calloc(1, sizeof *apps);
+    if (!app || !apps || as_app_load(app, o->target, o->app_name, o->route_prefix, NULL, err, errlen)) {
+      free(app);
+      free(apps);
+      return AS_EINVAL;
+    }
+    apps[0] = app;
+    *out = apps;
+    *nout = 1;
+    return 0;
+  }
+  as_config_t cfg;
+  if (as_config_load(&cfg, o->target, err, errlen)) return AS_EINVAL;
+  if (cfg.host.set && !o->host_set) o->host = strdup(cfg.host.s);
+  if (cfg.port.set && !o->port_set) o->port = (int)cfg.port.v;
+  if (cfg.request_timeout_s.set && !o->request_timeout_set) o->request_timeout_s = cfg.request_timeout_s.v;
+  if (cfg.keep_alive_timeout_s.set && !o->keep_alive_set) o->keep_alive_timeout_s = cfg.keep_alive_timeout_s.v;
+  if (cfg.grpc_functions > 0) AS_LOGW("%s: grpc_options: gRPC is not served yet; only HTTP", o->target);
+  as_app_t **apps = calloc((size_t)cfg.napps, sizeof *apps);
+  int n = 0;
+  for (int i = 0; apps && i < cfg.napps && rc == 0; i++) {
+    as_cfg_app_t *ca = &cfg.apps[i];
+    char target[PATH_MAX * 2];
+    if (resolve_import(cfg.dir, ca->import_path.s, target, sizeof target)) {
+      snprintf(err, errlen, "%s:%d:%d: applications[%d].import_path: '%s' names no readable Lua file (looked for it "
+               "beside the config file and in the working directory)", o->target, ca->import_path.pos.line,
+               ca->import_path.pos.col, i, ca->import_path.s);
+      rc = AS_EINVAL;
+      break;
+    }
+    as_app_t *app = calloc(1, sizeof *app);
+    if (!app) { rc = AS_ENOMEM; break; }
+    rc = as_app_load(app, target, ca->name.s, ca->route_prefix.s, ca->args.set ? &ca->args.value : NULL, err, errlen);
+    if (rc) { free(app); break; }
+    apps[n++] = app;
+    rc = as_app_apply_config(app, ca, o->target, err, errlen);
+  }
+  as_config_free(&cfg);
+  if (rc || !apps) {
+    free_apps(apps, n);
+    return rc ? rc : AS_ENOMEM;
+  }
+  *out = apps;
+  *nout = n;
+  return 0;
+}
+
 static void on_routes(void *ud, const char *payload, size_t len) {
   head_t *h = ud;
   if (as_caller_set_routes(h->caller, payload, len)) AS_LOGE("the proxy could not read the routes");
@@ -150,18 +237,18 @@ int as_head_main(const as_head_opts_t *o) {
   char err[1024];
   int rc;
 
-  as_app_t *app = calloc(1, sizeof *app);
-  if (!app) return 1;
-  if (as_app_load(app, o->target, o->app_name, o->route_prefix, err, sizeof err)) {
+  as_app_t **apps = NULL;
+  int napps = 0;
+  as_head_opts_t opts = *o; /* the config file may fill in what the command line left out */
+  if (load_apps(&opts, &apps, &napps, err, sizeof err)) {
     fprintf(stderr, "actorserve: %s\n", err);
-    free(app);
     return 1;
   }
+  o = &opts;
   as_node_res_t node;
   if (node_resources(o, &node, err, sizeof err)) {
     fprintf(stderr, "actorserve: %s\n", err);
-    as_app_free(app);
-    free(app);
+    free_apps(apps, napps);
     return 2;
   }
 
@@ -172,8 +259,7 @@ int as_head_main(const as_head_opts_t *o) {
   snprintf(h.rundir, sizeof h.rundir, "%s/actorserve-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(h.rundir)) {
     fprintf(stderr, "actorserve: cannot create a run directory in %s\n", h.rundir);
-    as_app_free(app);
-    free(app);
+    free_apps(apps, napps);
     return 1;
   }
   char tpath[PATH_MAX + 32];
@@ -193,11 +279,13 @@ int as_head_main(const as_head_opts_t *o) {
             rc < 0 && rc > -4096 ? uv_strerror(rc) : as_strerror(rc));
     goto fail_early;
   }
-  as_route_t route = {app->route_prefix, app->name, NULL};
-  char ingress[512];
-  snprintf(ingress, sizeof ingress, "%s/%s", app->name, app->ingress);
-  route.ingress = ingress;
-  as_proxy_set_routes(h.proxy, &route, 1);
+  as_route_t routes[64];
+  char ingress[64][512];
+  for (int i = 0; i < napps && i < 64; i++) {
+    snprintf(ingress[i], sizeof ingress[i], "%s/%s", apps[i]->name, apps[i]->ingress);
+    routes[i] = (as_route_t){apps[i]->route_prefix, apps[i]->name, ingress[i]};
+  }
+  as_proxy_set_routes(h.proxy, routes, napps < 64 ? napps : 64);
 
   char exe[PATH_MAX];
   size_t exe_len = sizeof exe;
@@ -206,11 +294,16 @@ int as_head_main(const as_head_opts_t *o) {
   setenv("ACTORSERVE_LOG_LEVEL", lv, 1); /* workers log at the same level */
   h.ctrl = as_controller_new(h.loop, h.table, &node, h.rundir, exe, o->graceful_shutdown_timeout_s);
   as_controller_on_routes(h.ctrl, on_routes, &h);
-  AS_LOGI("serving application '%s' (%s) at http://%s:%d%s", app->name, o->target, o->host, o->port,
-          app->route_prefix);
-  if ((rc = as_controller_add_app(h.ctrl, app))) {
-    AS_LOGE("cannot start application '%s': %s", app->name, as_strerror(rc));
+  for (int i = 0; i < napps; i++) {
+    AS_LOGI("serving application '%s' (%s) at http://%s:%d%s", apps[i]->name, apps[i]->file, o->host, o->port,
+            apps[i]->route_prefix);
+    if ((rc = as_controller_add_app(h.ctrl, apps[i]))) {
+      AS_LOGE("cannot start application '%s': %s", apps[i]->name, as_strerror(rc));
+      as_app_free(apps[i]);
+      free(apps[i]);
+    }
   }
+  free(apps); /* the controller owns the applications now */
 
   uv_signal_init(h.loop, &h.sigint);
   uv_signal_init(h.loop, &h.sigterm);
@@ -240,7 +333,6 @@ fail_early:
   uv_loop_close(h.loop);
   if (h.table) as_table_close(h.table);
   remove_rundir(h.rundir);
-  as_app_free(app);
-  free(app);
+  free_apps(apps, napps);
   return 1;
 }

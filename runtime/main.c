@@ -12,10 +12,12 @@
 
 static const char usage[] =
   "usage: actorserve run FILE.lua:VARIABLE [options]\n"
+  "       actorserve run CONFIG.yaml [options]\n"
   "       actorserve --help | --version\n"
   "\n"
-  "Serves the application that VARIABLE holds in FILE.lua (Deployment:bind(...))\n"
-  "over HTTP; each replica runs in its own worker process.\n"
+  "Serves the application that VARIABLE holds in FILE.lua (Deployment:bind(...)),\n"
+  "or every application of a config file in Ray Serve's schema, over HTTP;\n"
+  "each replica runs in its own worker process. Options given here beat the file's.\n"
   "\n"
   "options of run:\n"
   "  --host HOST                     address to listen on (default 0.0.0.0)\n"
@@ -68,7 +70,7 @@ static int cmd_run(int argc, char **argv) {
     if (i + 1 >= argc) return bad("option %s needs a value%s", a, "");
     const char *v = argv[++i];
     double d;
-    if (strcmp(a, "--host") == 0) o.host = v;
+    if (strcmp(a, "--host") == 0) o.host = v, o.host_set = 1;
     else if (strcmp(a, "--route-prefix") == 0) o.route_prefix = v;
     else if (strcmp(a, "--name") == 0) o.app_name = v;
     else if (strcmp(a, "--resources") == 0) o.resources_json = v;
@@ -83,12 +85,13 @@ static int cmd_run(int argc, char **argv) {
       if (strcmp(a, "--port") == 0) {
         if (d != (int)d || d > 65535) return bad("--port: expected a port number, got '%s'%s", v, "");
         o.port = (int)d;
+        o.port_set = 1;
       } else if (strcmp(a, "--num-cpus") == 0) o.num_cpus = d;
       else if (strcmp(a, "--num-gpus") == 0) {
         if (d != (int)d) return bad("--num-gpus: expected a whole number, got '%s'%s", v, "");
         o.num_gpus = d;
-      } else if (strcmp(a, "--request-timeout-s") == 0) o.request_timeout_s = d;
-      else if (strcmp(a, "--keep-alive-timeout-s") == 0) o.keep_alive_timeout_s = d;
+      } else if (strcmp(a, "--request-timeout-s") == 0) o.request_timeout_s = d, o.request_timeout_set = 1;
+      else if (strcmp(a, "--keep-alive-timeout-s") == 0) o.keep_alive_timeout_s = d, o.keep_alive_set = 1;
       else if (strcmp(a, "--graceful-shutdown-timeout-s") == 0) o.graceful_shutdown_timeout_s = d;
       else if (strcmp(a, "--max-body-bytes") == 0) o.max_body_bytes = (size_t)d;
       else if (strcmp(a, "--max-header-bytes") == 0) o.max_header_bytes = (size_t)d;

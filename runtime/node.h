@@ -26,6 +26,8 @@ typedef struct as_head_opts_s {
   double graceful_shutdown_timeout_s;
   size_t max_body_bytes;
   size_t max_header_bytes;
+  int host_set, port_set;          /* given on the command line: beats the config file */
+  int request_timeout_set, keep_alive_set;
 } as_head_opts_t;
 
 /* One deployment of an application, as planned from its bind graph. */
@@ -38,8 +40,11 @@ typedef struct as_dep_s {
   int max_ongoing;
   int max_queued;                  /* -1: unlimited */
   double graceful_s;
+  double health_period_s;          /* check_health() every this many seconds */
+  double health_timeout_s;         /* a check slower than this counts as failed */
   as_req_t req;                    /* ray_actor_options */
   as_buf_t args;                   /* bind arguments, one codec value */
+  as_buf_t user_config;            /* one codec value, or empty: reconfigure() gets it */
 } as_dep_t;
 
 typedef struct as_app_s {
@@ -51,10 +56,14 @@ typedef struct as_app_s {
   int ndeps;
 } as_app_t;
 
-/* Loads FILE.lua:VARIABLE into app. On error writes one line naming the file
- * (and line where known) into err and returns AS_EINVAL. */
+/* Loads FILE.lua:VARIABLE into app. VARIABLE holds an application, or a
+ * builder function called with args (a codec table, or NULL). On error writes
+ * one line naming the file (and line where known) into err, AS_EINVAL. */
 int as_app_load(as_app_t *app, const char *target, const char *name, const char *prefix,
-                char *err, size_t errlen);
+                const as_buf_t *args, char *err, size_t errlen);
+struct as_cfg_app_s;
+/* Applies a config file's deployment entries over the code's values. */
+int as_app_apply_config(as_app_t *app, const struct as_cfg_app_s *c, const char *cfgfile, char *err, size_t errlen);
 void as_app_free(as_app_t *app);
 
 typedef struct as_controller_s as_controller_t;
@@ -75,6 +84,57 @@ void as_controller_shutdown(as_controller_t *c, void (*done)(void *), void *ud);
 void as_controller_kill(as_controller_t *c);
 double as_controller_graceful_s(const as_controller_t *c);
 void as_controller_free(as_controller_t *c);
+
+/* ---- config.yaml (config.c): Ray Serve's schema; `set` says the file gave it ---- */
+
+typedef struct as_pos_s { int line, col; } as_pos_t;
+typedef struct as_num_s { int set; double v; as_pos_t pos; } as_num_t;
+typedef struct as_str_s { int set; char *s; as_pos_t pos; } as_str_t;
+typedef struct as_any_s { int set; as_buf_t value; as_pos_t pos; } as_any_t; /* one codec value */
+
+typedef struct as_cfg_dep_s {
+  as_pos_t pos;
+  as_str_t name;
+  as_num_t num_replicas;            /* integer form */
+  int num_replicas_auto;            /* num_replicas: auto */
+  as_num_t max_ongoing, max_queued;
+  as_any_t user_config;
+  as_any_t autoscaling;             /* the whole autoscaling_config mapping */
+  as_num_t min_replicas, max_replicas, initial_replicas, target_ongoing;
+  as_num_t health_period, health_timeout, graceful_wait_loop, graceful_timeout;
+  int rao_set;                      /* ray_actor_options given */
+  as_num_t num_cpus, num_gpus, memory;
+  int resources_set, nres;
+  as_custom_t res[AS_MAX_CUSTOM];
+} as_cfg_dep_t;
+
+typedef struct as_cfg_app_s {
+  as_pos_t pos;
+  as_str_t name;                    /* default "default" */
+  as_str_t route_prefix;            /* default "/" */
+  as_str_t import_path;             /* module:variable, module.lua beside the config or in the cwd */
+  as_any_t args;                    /* a mapping, for builder functions */
+  as_cfg_dep_t *deps;
+  int ndeps;
+} as_cfg_app_t;
+
+typedef struct as_config_s {
+  char *path, *dir;                 /* the file and its folder */
+  as_str_t proxy_location;          /* EveryNode, HeadOnly, Disabled */
+  as_str_t host, root_path;
+  as_num_t port, request_timeout_s, keep_alive_timeout_s;
+  as_num_t grpc_port;
+  int grpc_functions;               /* how many servicer functions were listed */
+  as_str_t log_encoding, log_level, logs_dir;
+  int access_log_set, enable_access_log;
+  as_cfg_app_t *apps;
+  int napps;
+} as_config_t;
+
+/* Reads and validates path; on error one line "file:line:col: field: why". */
+int as_config_load(as_config_t *cfg, const char *path, char *err, size_t errlen);
+void as_config_free(as_config_t *cfg);
+int as_route_prefix_ok(const char *prefix);
 
 int as_head_main(const as_head_opts_t *opts);
 int as_worker_main(void);

@@ -109,6 +109,16 @@ static void on_config(worker_t *w, const char *p, size_t n) {
     as_dec_t end = args;
     if (as_dec_skip(&end) == 0) args_n = (size_t)(end.p - args.p);
   }
+  as_dec_t uc;
+  const char *uc_p = NULL;
+  size_t uc_n = 0;
+  if (as_dec_find(&t, "user_config", &uc) == 0) {
+    as_dec_t end = uc;
+    if (as_dec_skip(&end) == 0) {
+      uc_p = (const char *)uc.p;
+      uc_n = (size_t)(end.p - uc.p);
+    }
+  }
   double slot = cfg_num(&t, "slot", -1);
   w->graceful_s = cfg_num(&t, "graceful_shutdown_timeout_s", 20);
   int rc = AS_EINVAL;
@@ -122,7 +132,7 @@ static void on_config(worker_t *w, const char *p, size_t n) {
       if (!w->caller) rc = AS_ENOMEM;
     }
     if (rc == 0) {
-      as_replica_cfg_t cfg = {app, dep, cls, rid, file, sock, args_p, args_n, w->table, (uint32_t)slot};
+      as_replica_cfg_t cfg = {app, dep, cls, rid, file, sock, args_p, args_n, uc_p, uc_n, w->table, (uint32_t)slot};
       rc = as_replica_start(w->loop, &cfg, w->caller, on_ready, w, &w->replica);
     }
   }
