@@ -34,12 +34,18 @@ typedef struct as_replica_cfg_s {
 } as_replica_cfg_t;
 
 typedef struct as_replica_s as_replica_t;
-typedef void (*as_ready_cb)(void *ud, int ok, const char *err);
+/* kind 0: the constructor finished; ASL_REPORT_HEALTH / ASL_REPORT_RECONFIGURE
+ * (lua/asl.h): a health check (seq) or a reconfigure finished. */
+typedef void (*as_ready_cb)(void *ud, int kind, int64_t seq, int ok, const char *err);
 
 /* Loads the app file, listens on the socket, runs the constructor; ready_cb
  * says when it finished. caller serves the replica's handles. */
 int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *caller,
                      as_ready_cb ready_cb, void *ud, as_replica_t **out);
+/* Runs check_health() (answer through the ready callback, kind HEALTH). */
+void as_replica_check_health(as_replica_t *r, int64_t seq);
+/* Runs reconfigure(user_config) with one codec value. */
+void as_replica_reconfigure(as_replica_t *r, const char *value, size_t len);
 /* Stops taking new connections; done is called once no request is running. */
 void as_replica_drain(as_replica_t *r, void (*done)(void *ud), void *ud);
 size_t as_replica_running(const as_replica_t *r);

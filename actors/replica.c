@@ -259,13 +259,34 @@ static int op_timer(void *ud, double seconds, uint64_t *id_out) {
 
 static int op_ready(void *ud, int ok, const char *err) {
   as_replica_t *r = ud;
-  if (r->ready_cb) r->ready_cb(r->ready_ud, ok, err);
+  if (r->ready_cb) r->ready_cb(r->ready_ud, 0, 0, ok, err);
+  return 0;
+}
+
+static int op_report(void *ud, int kind, int64_t seq, int ok, const char *err) {
+  as_replica_t *r = ud;
+  if (r->ready_cb) r->ready_cb(r->ready_ud, kind, seq, ok, err);
   return 0;
 }
 
 static const asl_host_ops host_ops = {
-  op_call, op_reply, op_stream_start, op_stream_data, op_stream_end, op_timer, op_ready,
+  op_call, op_reply, op_stream_start, op_stream_data, op_stream_end, op_timer, op_ready, op_report,
 };
+
+void as_replica_check_health(as_replica_t *r, int64_t seq) {
+  lua_pushinteger(r->L, (lua_Integer)seq);
+  if (asl_call_module(r->L, "_check_health", 1, 0)) op_report(r, ASL_REPORT_HEALTH, seq, 0, "health check could not run");
+}
+
+void as_replica_reconfigure(as_replica_t *r, const char *value, size_t len) {
+  as_dec_t d;
+  as_dec_init(&d, value, len);
+  if (asl_decode(r->L, &d)) {
+    op_report(r, ASL_REPORT_RECONFIGURE, 0, 0, "malformed user_config");
+    return;
+  }
+  asl_call_module(r->L, "_reconfigure", 1, 0);
+}
 
 /* ---- incoming connections --------------------------------------------------- */
 
@@ -423,7 +444,7 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
 
   char err[512];
   if (asl_run_file(r->L, cfg->file, err, sizeof err)) {
-    ready_cb(ud, 0, err);
+    ready_cb(ud, 0, 0, 0, err);
     return 0;
   }
   uv_pipe_init(loop, &r->server, 0);
@@ -433,7 +454,7 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
   if (rc == 0) rc = uv_listen((uv_stream_t *)&r->server, 511, on_connection);
   if (rc < 0) {
     snprintf(err, sizeof err, "cannot listen on %s: %s", r->socket_path, uv_strerror(rc));
-    ready_cb(ud, 0, err);
+    ready_cb(ud, 0, 0, 0, err);
     return 0;
   }
   r->listening = 1;
@@ -456,7 +477,7 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
   } else {
     lua_pushnil(L);
   }
-  if (asl_call_module(L, "_init", 4, 0)) ready_cb(ud, 0, "the actorserve module failed to start the replica");
+  if (asl_call_module(L, "_init", 4, 0)) ready_cb(ud, 0, 0, 0, "the actorserve module failed to start the replica");
   return 0;
 }
 

@@ -639,6 +639,33 @@ function M._init(class_name, args, context, user_config)
   resume(co)
 end
 
+-- Health check from the controller: check_health() raising (or returning
+-- false) marks the replica unhealthy; a deployment without it is healthy.
+function M._check_health(seq)
+  local co = coroutine.create(function()
+    local f = instance and instance.check_health
+    local ok, err = true, nil
+    if type(f) == "function" then
+      local res
+      ok, res = xpcall(f, traceback, instance)
+      if ok and res == false then ok, res = false, "check_health() returned false" end
+      err = not ok and tostring(res) or nil
+    end
+    core.report("health", seq, ok, err)
+  end)
+  resume(co)
+end
+
+-- A new user_config from the controller, while the replica keeps serving.
+function M._reconfigure(user_config)
+  local co = coroutine.create(function()
+    local ok, err = M._reconfigure_now(user_config)
+    if not ok then core.log("error", "reconfigure failed: " .. tostring(err)) end
+    core.report("reconfigure", 0, ok, ok and nil or tostring(err))
+  end)
+  resume(co)
+end
+
 -- Calls the replica's reconfigure(user_config), as Ray does at start and on
 -- every user_config change. Returns ok, error message.
 function M._reconfigure_now(user_config)

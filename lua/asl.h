@@ -36,7 +36,12 @@ typedef struct asl_host_ops_s {
   int (*timer)(void *ud, double seconds, uint64_t *id_out);
   /* The constructor finished (ok) or raised (err). */
   int (*ready)(void *ud, int ok, const char *err);
+  /* A check_health() (ASL_REPORT_HEALTH, with its seq) or a reconfigure()
+   * (ASL_REPORT_RECONFIGURE) finished. */
+  int (*report)(void *ud, int kind, int64_t seq, int ok, const char *err);
 } asl_host_ops;
+
+enum { ASL_REPORT_HEALTH = 1, ASL_REPORT_RECONFIGURE = 2 };
 
 /* The replica context exposed as serve.get_replica_context(). */
 typedef struct asl_context_s {

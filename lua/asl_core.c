@@ -133,6 +133,17 @@ static int l_ready(lua_State *L) {
   return 0;
 }
 
+static int l_report(lua_State *L) {
+  const asl_host_ops *ops = need_ops(L, "report");
+  static const char *const kinds[] = {"health", "reconfigure", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds) + 1;
+  lua_Integer seq = luaL_checkinteger(L, 2);
+  int ok = lua_toboolean(L, 3);
+  const char *err = luaL_optstring(L, 4, NULL);
+  ops->report(asl_host(L)->ud, kind, (int64_t)seq, ok, err);
+  return 0;
+}
+
 static int l_context(lua_State *L) {
   asl_host_t *h = asl_host(L);
   if (!h->has_ctx) return 0;
@@ -161,7 +172,7 @@ int luaopen_actorserve_core(lua_State *L) {
     {"json_encode", l_json_encode}, {"json_decode", l_json_decode},
     {"call", l_call}, {"reply", l_reply},
     {"stream_start", l_stream_start}, {"stream_data", l_stream_data}, {"stream_end", l_stream_end},
-    {"timer", l_timer}, {"ready", l_ready}, {"context", l_context}, {"log", l_log},
+    {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"context", l_context}, {"log", l_log},
     {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushlightuserdata(L, asl_null_sentinel());

@@ -58,6 +58,7 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
   d->key = malloc(kl);
   if (!d->name || !d->class_name || !d->app || !d->key) return AS_ENOMEM;
   snprintf(d->key, kl, "%s/%s", app->name, d->name);
+  d->file = app->file;
 
   lua_getfield(L, t, "options");
   int o = lua_gettop(L);
@@ -228,6 +229,7 @@ int as_app_load(as_app_t *app, const char *target, const char *name, const char 
 done:
   asl_state_close(L);
   if (rc) as_app_free(app);
+  else as_app_versions(app);
   return rc;
 }
 
@@ -247,6 +249,33 @@ void as_app_free(as_app_t *app) {
   free(app->file);
   free(app->ingress);
   memset(app, 0, sizeof *app);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
+/* Each deployment's code identity: the file's bytes, its class, its bind
+ * arguments and its resource request. A change of any of them replaces its
+ * replicas on redeploy; other option changes apply in place. */
+void as_app_versions(as_app_t *app) {
+  uint64_t fh = 14695981039346656037ull;
+  FILE *f = fopen(app->file, "rb");
+  if (f) {
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) fh = fnv(fh, buf, n);
+    fclose(f);
+  }
+  for (int i = 0; i < app->ndeps; i++) {
+    as_dep_t *d = &app->deps[i];
+    uint64_t h = fnv(fh, d->class_name, strlen(d->class_name));
+    h = fnv(h, d->args.data ? d->args.data : "", d->args.len);
+    h = fnv(h, &d->req, sizeof d->req);
+    d->version = h;
+  }
 }
 
 /* A config's deployment entry over the code's values: what the file sets wins,
@@ -293,5 +322,6 @@ int as_app_apply_config(as_app_t *app, const as_cfg_app_t *c, const char *cfgfil
     }
     apply_dep(d, cd);
   }
+  as_app_versions(app);
   return 0;
 }

@@ -294,16 +294,15 @@ int as_head_main(const as_head_opts_t *o) {
   setenv("ACTORSERVE_LOG_LEVEL", lv, 1); /* workers log at the same level */
   h.ctrl = as_controller_new(h.loop, h.table, &node, h.rundir, exe, o->graceful_shutdown_timeout_s);
   as_controller_on_routes(h.ctrl, on_routes, &h);
-  for (int i = 0; i < napps; i++) {
+  for (int i = 0; i < napps; i++)
     AS_LOGI("serving application '%s' (%s) at http://%s:%d%s", apps[i]->name, apps[i]->file, o->host, o->port,
             apps[i]->route_prefix);
-    if ((rc = as_controller_add_app(h.ctrl, apps[i]))) {
-      AS_LOGE("cannot start application '%s': %s", apps[i]->name, as_strerror(rc));
-      as_app_free(apps[i]);
-      free(apps[i]);
-    }
+  if ((rc = as_controller_deploy(h.ctrl, apps, napps))) {
+    AS_LOGE("cannot start the applications: %s", as_strerror(rc));
+    free_apps(apps, napps);
+  } else {
+    free(apps); /* the controller owns the applications now */
   }
-  free(apps); /* the controller owns the applications now */
 
   uv_signal_init(h.loop, &h.sigint);
   uv_signal_init(h.loop, &h.sigterm);

@@ -83,7 +83,8 @@ static int cmd_run(int argc, char **argv) {
     } else {
       if (parse_num(v, 0, 1e12, &d)) return bad("%s: expected a number ≥ 0, got '%s'", a, v);
       if (strcmp(a, "--port") == 0) {
-        if (d != (int)d || d > 65535) return bad("--port: expected a port number, got '%s'%s", v, "");
+        if (d != (int)d || d > 65535 || strspn(v, "0123456789") != strlen(v))
+          return bad("--port: expected a port number, got '%s'%s", v, "");
         o.port = (int)d;
         o.port_set = 1;
       } else if (strcmp(a, "--num-cpus") == 0) o.num_cpus = d;

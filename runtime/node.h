@@ -36,6 +36,8 @@ typedef struct as_dep_s {
   char *name;                      /* unique in the app: Ranker, Ranker_1 */
   char *class_name;                /* serve.deployment name in the file */
   char *key;                       /* "app/name", the caller's key */
+  const char *file;                /* the application file (owned by the app) */
+  uint64_t version;                /* code identity: file, class, args, resources */
   int num_replicas;
   int max_ongoing;
   int max_queued;                  /* -1: unlimited */
@@ -65,6 +67,7 @@ struct as_cfg_app_s;
 /* Applies a config file's deployment entries over the code's values. */
 int as_app_apply_config(as_app_t *app, const struct as_cfg_app_s *c, const char *cfgfile, char *err, size_t errlen);
 void as_app_free(as_app_t *app);
+void as_app_versions(as_app_t *app);  /* recomputes each deployment's version */
 
 typedef struct as_controller_s as_controller_t;
 typedef void (*as_routes_cb)(void *ud, const char *payload, size_t len);
@@ -72,8 +75,13 @@ typedef void (*as_routes_cb)(void *ud, const char *payload, size_t len);
 /* graceful_limit_s bounds every deployment's graceful_shutdown_timeout_s. */
 as_controller_t *as_controller_new(uv_loop_t *loop, as_table_t *table, as_node_res_t *node,
                                    const char *rundir, const char *exe, double graceful_limit_s);
-/* Adds an application's deployments and starts (or parks as PENDING) their replicas. */
-int as_controller_add_app(as_controller_t *c, as_app_t *app);
+/* Makes apps[0..n) the desired state (taking them over): new deployments
+ * start, removed ones stop, a changed num_replicas scales, a changed
+ * max_ongoing_requests or user_config is applied to the running replicas,
+ * and changed code or ray_actor_options replace replicas one at a time. */
+int as_controller_deploy(as_controller_t *c, as_app_t **apps, int n);
+/* The applications now desired (for the proxy's routes). */
+int as_controller_apps(as_controller_t *c, as_app_t ***apps);
 /* Called with every new ROUTES payload (the proxy's caller takes it). */
 void as_controller_on_routes(as_controller_t *c, as_routes_cb cb, void *ud);
 /* Status of applications, deployments, replicas and node resources as JSON. */

@@ -121,6 +121,9 @@ enum {
   AS_FR_READY = 2,        /* worker → head: init done (or failed) */
   AS_FR_ROUTES = 3,       /* head → worker: the replica table of each deployment */
   AS_FR_SHUTDOWN = 4,     /* head → worker: drain and exit */
+  AS_FR_HEALTH = 5,       /* head → worker: seq; run check_health() */
+  AS_FR_REPORT = 6,       /* worker → head: kind, seq, ok, message (health, reconfigure) */
+  AS_FR_RECONFIGURE = 7,  /* head → worker: user_config value; run reconfigure() */
   AS_FR_CALL = 10,        /* caller → replica: id, method, args */
   AS_FR_REPLY = 11,       /* replica → caller: id, ok, value */
   AS_FR_STREAM_START = 12,/* replica → caller: id, status, headers */

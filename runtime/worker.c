@@ -45,18 +45,23 @@ static void ctrl_send(worker_t *w, as_buf_t *b) {
   if (uv_write(req, (uv_stream_t *)&w->ctrl, &ub, 1, ctrl_write_cb) < 0) free(req);
 }
 
-static void on_ready(void *ud, int ok, const char *err) {
+/* READY (kind 0) or REPORT (health check, reconfigure) to the head. */
+static void on_ready(void *ud, int kind, int64_t seq, int ok, const char *err) {
   worker_t *w = ud;
   as_buf_t b;
   size_t mark;
   as_buf_init(&b);
-  as_frame_begin(&b, AS_FR_READY, &mark);
+  as_frame_begin(&b, kind ? AS_FR_REPORT : AS_FR_READY, &mark);
+  if (kind) {
+    as_enc_int(&b, kind);
+    as_enc_int(&b, seq);
+  }
   as_enc_bool(&b, ok);
   as_enc_cstr(&b, err);
   as_frame_end(&b, mark);
   ctrl_send(w, &b);
   as_buf_free(&b);
-  if (!ok) AS_LOGE("constructor failed: %s", err ? err : "(no message)");
+  if (!ok && !kind) AS_LOGE("constructor failed: %s", err ? err : "(no message)");
 }
 
 static void stop(worker_t *w, int code) {
@@ -138,7 +143,7 @@ static void on_config(worker_t *w, const char *p, size_t n) {
   }
   if (rc) {
     AS_LOGE("bad worker configuration: %s", as_strerror(rc));
-    on_ready(w, 0, "bad worker configuration");
+    on_ready(w, 0, 0, 0, "bad worker configuration");
   }
   free(app); free(dep); free(cls); free(rid); free(file); free(sock); free(tpath);
 }
@@ -170,6 +175,16 @@ static void ctrl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
         break;
       case AS_FR_ROUTES:
         if (w->caller && as_caller_set_routes(w->caller, p, n)) AS_LOGW("bad ROUTES frame");
+        break;
+      case AS_FR_HEALTH: {
+        as_dec_t d;
+        as_val_t seq;
+        as_dec_init(&d, p, n);
+        if (w->replica && as_dec_next(&d, &seq) == 0 && seq.type == AS_T_INT) as_replica_check_health(w->replica, seq.i);
+        break;
+      }
+      case AS_FR_RECONFIGURE:
+        if (w->replica) as_replica_reconfigure(w->replica, p, n);
         break;
       case AS_FR_SHUTDOWN:
         if (!w->replica) {

@@ -16,9 +16,226 @@
 
 /* ==== tokenizer section (owned by the tokenizer work) ==== */
 
+/* Tokenizers read from a Hugging Face folder: tokenizer.json (byte-level BPE as
+ * GPT-2 / Llama-3 / Qwen2, SentencePiece-style BPE with byte fallback as
+ * Llama-2 / Gemma, WordPiece as BERT), tokenizer_config.json (special token
+ * strings, chat_template) and generation_config.json (bos/eos/pad ids). Ids
+ * equal those of the `tokenizers` library; see docs/tokenizers.md. A loaded
+ * tokenizer is immutable: many threads may use one at once. Input text that is
+ * not valid UTF-8 has each maximal invalid subpart replaced with U+FFFD first. */
+typedef struct as_tokenizer_s as_tokenizer_t;
+typedef struct as_detok_s as_detok_t;
+
+typedef struct as_ids_s {
+  int32_t *v; /* heap array of token ids */
+  size_t n;   /* ids in use */
+  size_t cap; /* ids allocated */
+} as_ids_t;
+
+typedef struct as_chat_msg_s {
+  const char *role;    /* "system", "user", "assistant" (NUL-terminated UTF-8) */
+  const char *content; /* the message text */
+} as_chat_msg_t;
+
+enum {
+  AS_TOK_ADD_SPECIAL = 1,      /* add the post-processor's tokens (BOS, [CLS]/[SEP]) */
+  AS_TOK_NO_PARSE_SPECIAL = 2  /* special tokens written in the text stay plain text */
+};
+
+void as_ids_init(as_ids_t *ids);
+void as_ids_free(as_ids_t *ids);               /* idempotent */
+int as_ids_push(as_ids_t *ids, int32_t id);
+
+/* Loads dir/tokenizer.json (+ tokenizer_config.json, generation_config.json when
+ * present). Errors name the file and field in err. */
+int as_tokenizer_load(const char *dir, as_tokenizer_t **out, char *err, size_t errlen);
+/* Same from memory: tokenizer.json text, optional tokenizer_config.json and
+ * generation_config.json texts (NULL when absent). */
+int as_tokenizer_load_mem(const char *tok_json, size_t tok_len, const char *cfg_json,
+                          const char *gen_json, as_tokenizer_t **out, char *err, size_t errlen);
+void as_tokenizer_free(as_tokenizer_t *tok);    /* NULL is fine */
+
+/* Appends the ids of text[0..len) to out; flags are AS_TOK_*. */
+int as_tokenizer_encode(const as_tokenizer_t *tok, const char *text, size_t len, int flags,
+                        as_ids_t *out);
+/* Appends the decoded text of ids to out (ids out of range are skipped). */
+int as_tokenizer_decode(const as_tokenizer_t *tok, const int32_t *ids, size_t n, int skip_special,
+                        as_buf_t *out);
+/* Formats messages with the chat template of the tokenizer's family (Llama-3,
+ * Llama-2, Gemma, Qwen2, ChatML; see docs/tokenizers.md) into out. AS_EINVAL with
+ * a message when the family refuses the conversation (Gemma: no system role). */
+int as_tokenizer_apply_chat(const as_tokenizer_t *tok, const as_chat_msg_t *msgs, size_t n,
+                            int add_generation_prompt, as_buf_t *out, char *err, size_t errlen);
+const char *as_tokenizer_chat_family(const as_tokenizer_t *tok); /* "llama3", ..., or NULL */
+
+int32_t as_tokenizer_vocab_size(const as_tokenizer_t *tok);   /* largest id + 1 */
+int32_t as_tokenizer_bos_id(const as_tokenizer_t *tok);       /* -1 when none */
+int32_t as_tokenizer_pad_id(const as_tokenizer_t *tok);       /* -1 when none */
+size_t as_tokenizer_eos_ids(const as_tokenizer_t *tok, const int32_t **ids); /* all stop ids */
+int as_tokenizer_is_eos(const as_tokenizer_t *tok, int32_t id);
+int as_tokenizer_is_special(const as_tokenizer_t *tok, int32_t id);
+int32_t as_tokenizer_token_id(const as_tokenizer_t *tok, const char *s, size_t len); /* -1 */
+const char *as_tokenizer_token(const as_tokenizer_t *tok, int32_t id, size_t *len);  /* NULL */
+
+/* Incremental detokenizer: feed ids as they are generated and get the text that
+ * is complete so far, never a partial UTF-8 character; finish flushes the rest.
+ * The concatenation of everything it appends equals as_tokenizer_decode. */
+int as_detok_new(const as_tokenizer_t *tok, int skip_special, as_detok_t **out);
+int as_detok_feed(as_detok_t *d, const int32_t *ids, size_t n, as_buf_t *out);
+int as_detok_finish(as_detok_t *d, as_buf_t *out);
+void as_detok_free(as_detok_t *d);             /* NULL is fine */
+
 /* ==== end tokenizer section ==== */
 
 /* ==== model section (owned by the model work) ==== */
+
+/* Model functions report failures as a negative AS_E* code and write a
+ * message naming the file, tensor or field into err (errlen bytes, may be
+ * NULL/0). Messages are complete sentences without a trailing newline. */
+
+/* ---- safetensors (actors/llm/safetensors.c) -------------------------------
+ * A safetensors file is: u64 LE header length N, N bytes of JSON
+ * {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]},
+ *  "__metadata__": {...}}, then the data (offsets are relative to it).
+ * The parser checks everything and never trusts the file: a truncated file,
+ * a header length beyond the file, non-object JSON, a bad dtype, a shape
+ * whose byte size differs from its offsets, offsets out of range or
+ * overlapping, a duplicate name: AS_EINVAL naming the file and tensor. */
+
+enum { AS_DT_BOOL, AS_DT_U8, AS_DT_I8, AS_DT_F8_E4M3, AS_DT_F8_E5M2, AS_DT_I16, AS_DT_U16,
+       AS_DT_F16, AS_DT_BF16, AS_DT_I32, AS_DT_U32, AS_DT_F32, AS_DT_F64, AS_DT_I64,
+       AS_DT_U64, AS_DT_COUNT };
+
+#define AS_ST_MAX_DIMS 8
+
+typedef struct as_st_tensor_s {
+  const char *name;              /* as in the header */
+  const char *file;              /* path of the file it lives in (for messages) */
+  int dtype;                     /* AS_DT_* */
+  int ndim;                      /* 0 (scalar) .. AS_ST_MAX_DIMS */
+  int64_t shape[AS_ST_MAX_DIMS]; /* shape[0..ndim) */
+  size_t numel;                  /* product of the shape */
+  const uint8_t *data;           /* in the mapping; not necessarily aligned */
+  size_t nbytes;                 /* numel * dtype size */
+} as_st_tensor_t;
+
+typedef struct as_st_s as_st_t; /* one or more parsed (mapped) files */
+
+/* Parses a safetensors image in memory (buf is borrowed and must outlive the
+ * result); `file` names it in messages. */
+int as_st_parse(as_st_t **out, const void *buf, size_t len, const char *file, char *err,
+                size_t errlen);
+/* Maps and parses `path`: a .safetensors file, or a model folder holding
+ * model.safetensors or shards listed by model.safetensors.index.json (every
+ * tensor of the weight_map must be in the shard it names). */
+int as_st_open(as_st_t **out, const char *path, char *err, size_t errlen);
+void as_st_close(as_st_t *st); /* unmaps; NULL is fine */
+int as_st_count(const as_st_t *st);
+const as_st_tensor_t *as_st_get(const as_st_t *st, int i);        /* sorted by name */
+const as_st_tensor_t *as_st_find(const as_st_t *st, const char *name); /* NULL if absent */
+const char *as_st_dtype_name(int dtype);                          /* "BF16" */
+size_t as_st_dtype_size(int dtype);                               /* bytes per element */
+/* Converts a F32/F16/BF16/F64 tensor to f32 into out (numel floats);
+ * AS_EINVAL for other dtypes. Handles misaligned data. */
+int as_st_to_f32(const as_st_tensor_t *t, float *out, char *err, size_t errlen);
+
+/* ---- config.json (actors/llm/config.c) ------------------------------------ */
+
+enum { AS_ARCH_LLAMA = 1, AS_ARCH_GEMMA = 2, AS_ARCH_QWEN2 = 3, AS_ARCH_BERT = 4 };
+
+typedef struct as_llm_config_s {
+  int arch;                  /* AS_ARCH_* */
+  char model_type[32];       /* "llama", "gemma", "qwen2", "bert" */
+  int vocab_size;
+  int hidden_size;
+  int intermediate_size;
+  int num_layers;            /* num_hidden_layers */
+  int num_heads;             /* num_attention_heads */
+  int num_kv_heads;          /* num_key_value_heads (= num_heads when absent) */
+  int head_dim;              /* head_dim (= hidden_size / num_heads when absent) */
+  int max_positions;         /* max_position_embeddings */
+  int type_vocab_size;       /* BERT token types */
+  int act;                   /* ASK_ACT_* of kernels.h: hidden_act / hidden_activation */
+  double norm_eps;           /* rms_norm_eps, or layer_norm_eps for BERT */
+  double rope_theta;         /* rope_theta (or rope_parameters.rope_theta) */
+  int rope_llama3;           /* rope_scaling / rope_parameters of type "llama3" */
+  double rope_factor;        /* llama3: factor */
+  double rope_low_freq;      /* llama3: low_freq_factor */
+  double rope_high_freq;     /* llama3: high_freq_factor */
+  int rope_orig_max;         /* llama3: original_max_position_embeddings */
+  int tie_word_embeddings;   /* lm_head shares embed_tokens */
+  int qkv_bias;              /* q/k/v projections have biases (Qwen2, attention_bias) */
+  int o_bias;                /* o_proj has a bias (Llama attention_bias) */
+  int mlp_bias;              /* gate/up/down have biases (Llama mlp_bias) */
+  int bos_token_id;          /* -1 when absent */
+  int pad_token_id;          /* -1 when absent */
+  int n_eos;                 /* eos_token_id: one id or a list */
+  int eos_token_ids[8];
+} as_llm_config_t;
+
+/* Parses config.json text; `file` names it in messages. An architecture
+ * other than llama, gemma, qwen2, bert is AS_EINVAL saying so. */
+int as_llm_config_parse(as_llm_config_t *cfg, const char *json, size_t len, const char *file,
+                        char *err, size_t errlen);
+/* Reads and parses a config.json path (or a folder holding one). */
+int as_llm_config_load(as_llm_config_t *cfg, const char *path, char *err, size_t errlen);
+
+/* ---- models (actors/llm/model.c) -------------------------------------------
+ * A loaded model is read-only: forward and embed calls on different KV
+ * caches may run at once from several threads. */
+
+typedef struct as_model_s as_model_t;
+
+/* Loads a Hugging Face model folder: config.json and its safetensors, every
+ * tensor bound by its HF name and shape-checked (a missing tensor or a wrong
+ * shape is AS_EINVAL naming it). Weights end up f32 in memory. */
+int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen);
+void as_model_free(as_model_t *m); /* NULL is fine */
+const as_llm_config_t *as_model_config(const as_model_t *m);
+
+/* ---- KV cache (actors/llm/kvcache.c) ----------------------------------------
+ * Holds the keys and values of many sequences of one decoder model at once.
+ * A sequence is named by a caller-chosen id; its length is how many tokens
+ * the cache holds for it (the position of its next token). */
+
+typedef struct as_kv_s as_kv_t;
+
+/* max_tokens bounds the tokens held over all sequences (0: no bound). */
+int as_kv_new(as_kv_t **out, const as_model_t *m, size_t max_tokens);
+void as_kv_free(as_kv_t *kv); /* NULL is fine */
+int as_kv_seq_new(as_kv_t *kv, int64_t id);      /* AS_EEXISTS when taken */
+int as_kv_seq_free(as_kv_t *kv, int64_t id);     /* AS_ENOTFOUND when unknown */
+int as_kv_seq_len(const as_kv_t *kv, int64_t id); /* >= 0, or AS_ENOTFOUND */
+/* Forgets all but the first len tokens (len <= the current length). */
+int as_kv_seq_truncate(as_kv_t *kv, int64_t id, int len);
+size_t as_kv_tokens(const as_kv_t *kv);           /* tokens held, all sequences */
+
+/* ---- forward and embed (actors/llm/forward.c) ------------------------------ */
+
+typedef struct as_fwd_seq_s {
+  int64_t seq;           /* sequence id in the KV cache (as_kv_seq_new first) */
+  const int32_t *tokens; /* new token ids, appended after what the cache holds */
+  int n;                 /* how many (>= 1) */
+} as_fwd_seq_t;
+
+/* One forward step of a decoder over a batch of sequences (prefill chunks
+ * and single decode tokens may be mixed; each sequence at most once). The
+ * new tokens' keys/values are appended to the cache. logits receives
+ * (nseq, vocab) floats: the last new token of each sequence, or, with
+ * all_positions, (sum of n, vocab) floats in batch order. On error nothing
+ * in the cache changes: AS_EINVAL (bad token id, unknown sequence, past
+ * max_position_embeddings, an encoder model), AS_EFULL (max_tokens),
+ * AS_ENOMEM. */
+int as_model_forward(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                     float *logits, int all_positions, char *err, size_t errlen);
+
+/* Sentence embeddings of a BERT encoder: ids (batch, seqlen) with
+ * attention_mask (batch, seqlen) of 0/1 (NULL: all ones) and token_type_ids
+ * (NULL: all zeros). out (batch, hidden_size) is the masked mean of the last
+ * hidden states, L2-normalised (all-MiniLM / sentence-transformers). */
+int as_model_embed(const as_model_t *m, const int32_t *ids, const int32_t *attention_mask,
+                   const int32_t *token_type_ids, int batch, int seqlen, float *out, char *err,
+                   size_t errlen);
 
 /* ==== end model section ==== */
 
