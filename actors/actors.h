@@ -54,6 +54,18 @@ void as_replica_free(as_replica_t *r);
 
 /* ---- proxy ------------------------------------------------------------------ */
 
+/* A request to an admin server (the REST API): answered synchronously. */
+typedef struct as_admin_req_s {
+  const char *method;            /* "GET", "PUT", ... */
+  const char *path;              /* not NUL-terminated */
+  size_t path_len;
+  const char *body;
+  size_t body_len;
+  const char *config_path;       /* x-actorserve-config-path header, or NULL */
+} as_admin_req_t;
+/* Fills out and *ctype, returns the HTTP status. */
+typedef int (*as_admin_fn)(void *ud, const as_admin_req_t *req, as_buf_t *out, const char **ctype);
+
 typedef struct as_proxy_cfg_s {
   const char *host;              /* "0.0.0.0" */
   int port;                      /* 8000 */
@@ -62,6 +74,8 @@ typedef struct as_proxy_cfg_s {
   double header_timeout_s;       /* a request's head must arrive within this */
   size_t max_body_bytes;         /* 413 beyond */
   size_t max_header_bytes;       /* 431 beyond */
+  as_admin_fn admin;             /* set: an admin server; every request goes here */
+  void *admin_ud;
 } as_proxy_cfg_t;
 
 typedef struct as_route_s {

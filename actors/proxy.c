@@ -340,6 +340,24 @@ static void dispatch(hreq_t *r) {
   const char *query = (u.field_set & (1 << UF_QUERY)) ? url + u.field_data[UF_QUERY].off : "";
   size_t qlen = (u.field_set & (1 << UF_QUERY)) ? u.field_data[UF_QUERY].len : 0;
 
+  if (p->cfg.admin) {
+    as_admin_req_t ar = {http_method_str((enum http_method)r->method), path, plen,
+                         r->body.data ? r->body.data : "", r->body.len, NULL};
+    char cpath[4096];
+    const hdr_t *h = find_header(r, "x-actorserve-config-path");
+    if (h && h->vlen < sizeof cpath) {
+      memcpy(cpath, r->hraw.data + h->voff, h->vlen);
+      cpath[h->vlen] = 0;
+      ar.config_path = cpath;
+    }
+    as_buf_t b;
+    as_buf_init(&b);
+    const char *ctype = "application/json";
+    int status = p->cfg.admin(p->cfg.admin_ud, &ar, &b, &ctype);
+    answer(r, status, ctype, b.data ? b.data : "", b.len);
+    as_buf_free(&b);
+    return;
+  }
   if (plen == 10 && memcmp(path, "/-/healthz", 10) == 0) {
     answer_text(r, 200, "success");
     return;

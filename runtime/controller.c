@@ -130,10 +130,11 @@ static void ctrl_frame(replica_t *r, uint8_t type, const void *payload, size_t n
 
 static void ctrl_closed(uv_handle_t *h) {
   replica_t *r = h->data;
+  as_controller_t *c = r->c;
   as_framer_free(&r->fr);
   r->ctrl_open = 0;
-  maybe_remove(r);
-  check_down(r->c);
+  maybe_remove(r); /* may free r */
+  check_down(c);
 }
 
 static void ctrl_close(replica_t *r) {
@@ -270,9 +271,10 @@ static void restart_fired(uv_timer_t *t) { start_replica(t->data); }
 
 static void proc_closed(uv_handle_t *h) {
   replica_t *r = h->data;
+  as_controller_t *c = r->c;
   r->proc_open = 0;
-  maybe_remove(r);
-  check_down(r->c);
+  maybe_remove(r); /* may free r */
+  check_down(c);
 }
 
 static void release_placement(replica_t *r) {
@@ -704,7 +706,7 @@ as_controller_t *as_controller_new(uv_loop_t *loop, as_table_t *table, as_node_r
 }
 
 int as_controller_deploy(as_controller_t *c, as_app_t **apps, int n) {
-  as_app_t **keep = realloc(c->retired, sizeof *keep * (size_t)(c->nretired + c->napps));
+  as_app_t **keep = realloc(c->retired, sizeof *keep * (size_t)(c->nretired + c->napps + 1));
   as_app_t **now = malloc(sizeof *now * (size_t)(n ? n : 1));
   if (!keep || !now) {
     if (keep) c->retired = keep;
@@ -714,7 +716,7 @@ int as_controller_deploy(as_controller_t *c, as_app_t **apps, int n) {
   c->retired = keep;
   for (int a = 0; a < c->napps; a++) c->retired[c->nretired++] = c->apps[a];
   free(c->apps);
-  memcpy(now, apps, sizeof *now * (size_t)n);
+  if (n) memcpy(now, apps, sizeof *now * (size_t)n);
   c->apps = now;
   c->napps = n;
   reconcile(c);

@@ -24,6 +24,8 @@
 
 typedef struct head_s {
   const as_head_opts_t *o;
+  as_proxy_t *rest;        /* the REST API on 127.0.0.1 */
+  as_buf_t config_text;    /* the last config deployed, for GET config */
   uv_loop_t *loop;
   as_table_t *table;
   as_caller_t *caller;
@@ -122,9 +124,55 @@ static int resolve_import(const char *cfgdir, const char *imp, char *out, size_t
   return access(mod, R_OK) == 0 ? 0 : AS_ENOTFOUND;
 }
 
-/* FILE.lua:VAR → one application; CONFIG.yaml → every application it lists. */
-static int load_apps(as_head_opts_t *o, as_app_t ***out, int *nout, char *err, size_t errlen) {
+/* Every application of a loaded config, planned and with the file's values applied. */
+static int config_apps(as_config_t *cfg, const char *name, as_app_t ***out, int *nout, char *err, size_t errlen) {
   int rc = 0;
+  as_app_t **apps = calloc((size_t)cfg->napps, sizeof *apps);
+  int n = 0;
+  for (int i = 0; apps && i < cfg->napps && rc == 0; i++) {
+    as_cfg_app_t *ca = &cfg->apps[i];
+    char target[PATH_MAX * 2];
+    if (resolve_import(cfg->dir, ca->import_path.s, target, sizeof target)) {
+      snprintf(err, errlen, "%s:%d:%d: applications[%d].import_path: '%s' names no readable Lua file (looked for it "
+               "beside the config file and in the working directory)", name, ca->import_path.pos.line,
+               ca->import_path.pos.col, i, ca->import_path.s);
+      rc = AS_EINVAL;
+      break;
+    }
+    as_app_t *app = calloc(1, sizeof *app);
+    if (!app) { rc = AS_ENOMEM; break; }
+    rc = as_app_load(app, target, ca->name.s, ca->route_prefix.s, ca->args.set ? &ca->args.value : NULL, err, errlen);
+    if (rc) { free(app); break; }
+    apps[n++] = app;
+    rc = as_app_apply_config(app, ca, name, err, errlen);
+  }
+  if (rc || !apps) {
+    free_apps(apps, n);
+    return rc ? rc : AS_ENOMEM;
+  }
+  *out = apps;
+  *nout = n;
+  return 0;
+}
+
+static void read_file_into(const char *path, as_buf_t *b) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return;
+  char buf[8192];
+  size_t n;
+  b->len = 0;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) as_buf_append(b, buf, n);
+  fclose(f);
+}
+
+/* FILE.lua:VAR → one application; CONFIG.yaml → every application it lists;
+ * no target (`actorserve start`) → none yet. */
+static int load_apps(as_head_opts_t *o, as_app_t ***out, int *nout, as_buf_t *text, char *err, size_t errlen) {
+  if (!o->target) {
+    *out = NULL;
+    *nout = 0;
+    return 0;
+  }
   if (!ends_with(o->target, ".yaml") && !ends_with(o->target, ".yml")) {
     as_app_t *app = calloc(1, sizeof *app);
     as_app_t **apps = calloc(1, sizeof *apps);
@@ -145,33 +193,107 @@ static int load_apps(as_head_opts_t *o, as_app_t ***out, int *nout, char *err, s
   if (cfg.request_timeout_s.set && !o->request_timeout_set) o->request_timeout_s = cfg.request_timeout_s.v;
   if (cfg.keep_alive_timeout_s.set && !o->keep_alive_set) o->keep_alive_timeout_s = cfg.keep_alive_timeout_s.v;
   if (cfg.grpc_functions > 0) AS_LOGW("%s: grpc_options: gRPC is not served yet; only HTTP", o->target);
-  as_app_t **apps = calloc((size_t)cfg.napps, sizeof *apps);
-  int n = 0;
-  for (int i = 0; apps && i < cfg.napps && rc == 0; i++) {
-    as_cfg_app_t *ca = &cfg.apps[i];
-    char target[PATH_MAX * 2];
-    if (resolve_import(cfg.dir, ca->import_path.s, target, sizeof target)) {
-      snprintf(err, errlen, "%s:%d:%d: applications[%d].import_path: '%s' names no readable Lua file (looked for it "
-               "beside the config file and in the working directory)", o->target, ca->import_path.pos.line,
-               ca->import_path.pos.col, i, ca->import_path.s);
-      rc = AS_EINVAL;
-      break;
-    }
-    as_app_t *app = calloc(1, sizeof *app);
-    if (!app) { rc = AS_ENOMEM; break; }
-    rc = as_app_load(app, target, ca->name.s, ca->route_prefix.s, ca->args.set ? &ca->args.value : NULL, err, errlen);
-    if (rc) { free(app); break; }
-    apps[n++] = app;
-    rc = as_app_apply_config(app, ca, o->target, err, errlen);
-  }
+  int rc = config_apps(&cfg, o->target, out, nout, err, errlen);
   as_config_free(&cfg);
-  if (rc || !apps) {
-    free_apps(apps, n);
-    return rc ? rc : AS_ENOMEM;
+  if (rc == 0) read_file_into(o->target, text);
+  return rc;
+}
+
+/* The proxy's routes follow the controller's applications. */
+static void set_proxy_routes(head_t *h) {
+  as_app_t **apps;
+  int n = as_controller_apps(h->ctrl, &apps);
+  as_route_t *routes = calloc((size_t)n + 1, sizeof *routes);
+  char (*ingress)[512] = calloc((size_t)n + 1, sizeof *ingress);
+  if (!routes || !ingress) {
+    free(routes);
+    free(ingress);
+    return;
   }
-  *out = apps;
-  *nout = n;
-  return 0;
+  for (int i = 0; i < n; i++) {
+    snprintf(ingress[i], sizeof ingress[i], "%s/%s", apps[i]->name, apps[i]->ingress);
+    routes[i] = (as_route_t){apps[i]->route_prefix, apps[i]->name, ingress[i]};
+  }
+  as_proxy_set_routes(h->proxy, routes, n);
+  free(routes);
+  free(ingress);
+}
+
+static void start_shutdown(head_t *h, const char *why);
+
+/* The REST API (Ray's /api/serve/applications/ plus two of ours). */
+static int rest(void *ud, const as_admin_req_t *q, as_buf_t *out, const char **ctype) {
+  head_t *h = ud;
+  char err[1024];
+  size_t n = q->path_len;
+  while (n > 1 && q->path[n - 1] == '/') n--;
+#define PATH_IS(lit) (n == sizeof(lit) - 1 && memcmp(q->path, lit, n) == 0)
+  int apps_path = PATH_IS("/api/serve/applications");
+  if (apps_path && strcmp(q->method, "GET") == 0) {
+    as_controller_status(h->ctrl, out);
+    return 200;
+  }
+  if (apps_path && strcmp(q->method, "PUT") == 0) {
+    /* The body is the config (YAML or JSON). A local client names the file,
+     * so import paths resolve beside it and errors point into it. */
+    char path[PATH_MAX + 64];
+    const char *name = q->config_path;
+    if (!name || access(name, R_OK) != 0) {
+      static unsigned seq;
+      snprintf(path, sizeof path, "%s/deploy-%u.yaml", h->rundir, ++seq);
+      FILE *f = fopen(path, "wb");
+      if (!f || fwrite(q->body, 1, q->body_len, f) != q->body_len) {
+        if (f) fclose(f);
+        as_buf_appendf(out, "{\"error\": \"cannot store the config\"}");
+        return 500;
+      }
+      fclose(f);
+      name = path;
+    }
+    as_config_t cfg;
+    as_app_t **apps = NULL;
+    int napps = 0;
+    int rc = as_config_load(&cfg, name, err, sizeof err);
+    if (rc == 0) {
+      rc = config_apps(&cfg, name, &apps, &napps, err, sizeof err);
+      as_config_free(&cfg);
+    }
+    if (rc == 0) rc = as_controller_deploy(h->ctrl, apps, napps);
+    if (rc) {
+      *ctype = "text/plain; charset=utf-8";
+      as_buf_appendf(out, "%s\n", err);
+      return 400;
+    }
+    free(apps);
+    set_proxy_routes(h);
+    h->config_text.len = 0;
+    as_buf_append(&h->config_text, q->body, q->body_len);
+    AS_LOGI("deployed %d application(s) from %s", napps, name);
+    as_buf_appendf(out, "{\"deployed\": %d}", napps);
+    return 200;
+  }
+  if (apps_path && strcmp(q->method, "DELETE") == 0) {
+    as_controller_deploy(h->ctrl, NULL, 0);
+    set_proxy_routes(h);
+    h->config_text.len = 0;
+    AS_LOGI("deleted every application");
+    as_buf_appendf(out, "{\"deleted\": true}");
+    return 200;
+  }
+  if (PATH_IS("/api/actorserve/config") && strcmp(q->method, "GET") == 0) {
+    *ctype = "text/yaml; charset=utf-8";
+    as_buf_append(out, h->config_text.data ? h->config_text.data : "", h->config_text.len);
+    return 200;
+  }
+  if (PATH_IS("/api/actorserve/shutdown") && strcmp(q->method, "POST") == 0) {
+    start_shutdown(h, "a shutdown request");
+    as_buf_appendf(out, "{\"stopping\": true}");
+    return 200;
+  }
+#undef PATH_IS
+  *ctype = "text/plain; charset=utf-8";
+  as_buf_appendf(out, "no such endpoint: %s %.*s\n", q->method, (int)(q->path_len > 200 ? 200 : q->path_len), q->path);
+  return 404;
 }
 
 static void on_routes(void *ud, const char *payload, size_t len) {
@@ -198,18 +320,22 @@ static void drain_tick(uv_timer_t *t) {
   as_controller_shutdown(h->ctrl, all_down, h);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-  head_t *h = s->data;
+static void start_shutdown(head_t *h, const char *why) {
   if (h->stopping) {
-    AS_LOGW("second signal: killing the workers");
+    AS_LOGW("%s again: killing the workers", why);
     as_controller_kill(h->ctrl);
     return;
   }
   h->stopping = 1;
-  AS_LOGI("received %s: stopping (in-flight requests finish first)", signum == SIGINT ? "SIGINT" : "SIGTERM");
+  AS_LOGI("%s: stopping (in-flight requests finish first)", why);
   as_proxy_stop_accepting(h->proxy);
+  as_proxy_stop_accepting(h->rest);
   h->drain_started = uv_now(h->loop);
   uv_timer_start(&h->drain, drain_tick, 0, 20);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  start_shutdown(s->data, signum == SIGINT ? "received SIGINT" : "received SIGTERM");
 }
 
 static void remove_rundir(const char *dir) {
@@ -240,7 +366,9 @@ int as_head_main(const as_head_opts_t *o) {
   as_app_t **apps = NULL;
   int napps = 0;
   as_head_opts_t opts = *o; /* the config file may fill in what the command line left out */
-  if (load_apps(&opts, &apps, &napps, err, sizeof err)) {
+  as_buf_t text;
+  as_buf_init(&text);
+  if (load_apps(&opts, &apps, &napps, &text, err, sizeof err)) {
     fprintf(stderr, "actorserve: %s\n", err);
     return 1;
   }
@@ -255,6 +383,7 @@ int as_head_main(const as_head_opts_t *o) {
   head_t h;
   memset(&h, 0, sizeof h);
   h.o = o;
+  h.config_text = text;
   h.loop = uv_default_loop();
   snprintf(h.rundir, sizeof h.rundir, "%s/actorserve-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
   if (!mkdtemp(h.rundir)) {
@@ -272,20 +401,13 @@ int as_head_main(const as_head_opts_t *o) {
   }
 
   as_proxy_cfg_t pc = {o->host, o->port, o->request_timeout_s, o->keep_alive_timeout_s,
-                       30.0, o->max_body_bytes, o->max_header_bytes};
+                       30.0, o->max_body_bytes, o->max_header_bytes, NULL, NULL};
   rc = as_proxy_start(h.loop, &pc, h.caller, status_json, &h, &h.proxy);
   if (rc) {
     fprintf(stderr, "actorserve: cannot listen on %s:%d: %s\n", o->host, o->port,
             rc < 0 && rc > -4096 ? uv_strerror(rc) : as_strerror(rc));
     goto fail_early;
   }
-  as_route_t routes[64];
-  char ingress[64][512];
-  for (int i = 0; i < napps && i < 64; i++) {
-    snprintf(ingress[i], sizeof ingress[i], "%s/%s", apps[i]->name, apps[i]->ingress);
-    routes[i] = (as_route_t){apps[i]->route_prefix, apps[i]->name, ingress[i]};
-  }
-  as_proxy_set_routes(h.proxy, routes, napps < 64 ? napps : 64);
 
   char exe[PATH_MAX];
   size_t exe_len = sizeof exe;
@@ -303,6 +425,17 @@ int as_head_main(const as_head_opts_t *o) {
   } else {
     free(apps); /* the controller owns the applications now */
   }
+  set_proxy_routes(&h);
+  if (o->dashboard_port > 0) {
+    /* The REST API listens on loopback only, never on other interfaces. */
+    as_proxy_cfg_t rc_cfg = {"127.0.0.1", o->dashboard_port, 0, o->keep_alive_timeout_s, 30.0, 64u << 20,
+                             o->max_header_bytes, rest, &h};
+    if ((rc = as_proxy_start(h.loop, &rc_cfg, NULL, NULL, NULL, &h.rest)))
+      AS_LOGW("no REST API: cannot listen on 127.0.0.1:%d: %s (deploy/status need it; see --dashboard-port)",
+              o->dashboard_port, rc < 0 && rc > -4096 ? uv_strerror(rc) : as_strerror(rc));
+    else
+      AS_LOGI("REST API at http://127.0.0.1:%d/api/serve/applications/", o->dashboard_port);
+  }
 
   uv_signal_init(h.loop, &h.sigint);
   uv_signal_init(h.loop, &h.sigterm);
@@ -315,6 +448,8 @@ int as_head_main(const as_head_opts_t *o) {
   uv_run(h.loop, UV_RUN_DEFAULT);
 
   as_proxy_free(h.proxy);
+  as_proxy_free(h.rest);
+  as_buf_free(&h.config_text);
   as_caller_free(h.caller);
   as_controller_free(h.ctrl);
   uv_walk(h.loop, close_walk, NULL);

@@ -13,7 +13,14 @@
 static const char usage[] =
   "usage: actorserve run FILE.lua:VARIABLE [options]\n"
   "       actorserve run CONFIG.yaml [options]\n"
+  "       actorserve start [options of run]       a head in the background, no application yet\n"
+  "       actorserve deploy CONFIG.yaml [-a ADDRESS]\n"
+  "       actorserve status [--json] [-a ADDRESS]\n"
+  "       actorserve config [-a ADDRESS]          the config deployed last\n"
+  "       actorserve shutdown [-a ADDRESS]        delete every application and stop the head\n"
+  "       actorserve build FILE.lua:VARIABLE [-o CONFIG.yaml]\n"
   "       actorserve --help | --version\n"
+  "ADDRESS is the head's REST API (default http://127.0.0.1:8265, or $ACTORSERVE_ADDRESS).\n"
   "\n"
   "Serves the application that VARIABLE holds in FILE.lua (Deployment:bind(...)),\n"
   "or every application of a config file in Ray Serve's schema, over HTTP;\n"
@@ -32,6 +39,7 @@ static const char usage[] =
   "  --max-body-bytes N              answer 413 above N body bytes (default 10485760)\n"
   "  --max-header-bytes N            answer 431 above N header bytes (default 16384)\n"
   "  --graceful-shutdown-timeout-s S how long in-flight requests may run on SIGTERM (default 20)\n"
+  "  --dashboard-port PORT           the REST API on 127.0.0.1 (default 8265; 0: none)\n"
   "  --log-level LEVEL               debug, info, warn or error (default info)\n";
 
 static int bad(const char *fmt, const char *a, const char *b) {
@@ -50,16 +58,17 @@ static int parse_num(const char *s, double lo, double hi, double *out) {
   return 0;
 }
 
-static int cmd_run(int argc, char **argv) {
+static int cmd_run(int argc, char **argv, int head_only) {
   as_head_opts_t o = {
     .host = "0.0.0.0", .port = 8000, .route_prefix = "/", .app_name = "default",
     .num_cpus = -1, .num_gpus = -1, .keep_alive_timeout_s = 90,
     .graceful_shutdown_timeout_s = 20, .max_body_bytes = 10485760, .max_header_bytes = 16384,
+    .dashboard_port = 8265,
   };
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-') {
-      if (o.target) return bad("unexpected argument '%s'%s", a, "");
+      if (o.target || head_only) return bad("unexpected argument '%s'%s", a, "");
       o.target = a;
       continue;
     }
@@ -87,6 +96,9 @@ static int cmd_run(int argc, char **argv) {
           return bad("--port: expected a port number, got '%s'%s", v, "");
         o.port = (int)d;
         o.port_set = 1;
+      } else if (strcmp(a, "--dashboard-port") == 0) {
+        if (d != (int)d || d > 65535) return bad("--dashboard-port: expected a port number, got '%s'%s", v, "");
+        o.dashboard_port = (int)d;
       } else if (strcmp(a, "--num-cpus") == 0) o.num_cpus = d;
       else if (strcmp(a, "--num-gpus") == 0) {
         if (d != (int)d) return bad("--num-gpus: expected a whole number, got '%s'%s", v, "");
@@ -99,7 +111,7 @@ static int cmd_run(int argc, char **argv) {
       else return bad("unknown option %s%s", a, "");
     }
   }
-  if (!o.target) return bad("run needs FILE.lua:VARIABLE%s%s", "", "");
+  if (!o.target && !head_only) return bad("run needs FILE.lua:VARIABLE or CONFIG.yaml%s%s", "", "");
   size_t pl = strlen(o.route_prefix);
   if (o.route_prefix[0] != '/' || (pl > 1 && o.route_prefix[pl - 1] == '/') || strpbrk(o.route_prefix, "{}"))
     return bad("--route-prefix: '%s' must start with '/', not end with '/' (unless it is '/'), and hold no braces%s",
@@ -117,6 +129,10 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (strcmp(argv[1], "__worker") == 0) return as_worker_main();
-  if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2);
+  if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2, 0);
+  if (strcmp(argv[1], "__head") == 0) return cmd_run(argc - 2, argv + 2, 1);
+  if (!strcmp(argv[1], "start") || !strcmp(argv[1], "deploy") || !strcmp(argv[1], "status") ||
+      !strcmp(argv[1], "config") || !strcmp(argv[1], "shutdown") || !strcmp(argv[1], "build"))
+    return as_cli_main(argc - 1, argv + 1);
   return bad("unknown command '%s'%s", argv[1], "");
 }

@@ -26,6 +26,7 @@ typedef struct as_head_opts_s {
   double graceful_shutdown_timeout_s;
   size_t max_body_bytes;
   size_t max_header_bytes;
+  int dashboard_port;              /* the REST API on 127.0.0.1 (Ray's 8265); 0: none */
   int host_set, port_set;          /* given on the command line: beats the config file */
   int request_timeout_set, keep_alive_set;
 } as_head_opts_t;
@@ -146,5 +147,7 @@ int as_route_prefix_ok(const char *prefix);
 
 int as_head_main(const as_head_opts_t *opts);
 int as_worker_main(void);
+/* start, deploy, status, config, shutdown, build (cli.c); argv[0] is the command. */
+int as_cli_main(int argc, char **argv);
 
 #endif /* AS_NODE_H */

@@ -1,0 +1,103 @@
+/* kernels.h — the one public header of kernels/: the ops table of the model
+ * engine.
+ *
+ * Every tensor operation the forward pass needs is one function pointer in
+ * ask_ops_t. kernels/ref fills the table with plain C (plus OpenBLAS for the
+ * f32 matrix products) and is the source of truth; kernels/cuda fills the same
+ * table later and is tested against it. Conventions, as in llm.c: outputs
+ * first, then inputs, then sizes; every pointer is a row-major f32 array
+ * whose shape the comment gives ((T,C) is T rows of C floats). Ops never
+ * allocate and never fail: the caller (actors/llm) checks sizes and token ids
+ * before calling, and passes any scratch memory an op needs.
+ *
+ * Weights are f32 in memory (bf16/f16 are converted when a model loads, f32
+ * tensors are used straight from the mmap when aligned): OpenBLAS's portable
+ * GEMM/GEMV is f32, a per-call conversion would cost more than the product on
+ * the decode path, and the f32 path is the exact reference the GPU backend is
+ * measured against. See docs/engine.md.
+ */
+#ifndef ASK_KERNELS_H
+#define ASK_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Activations (hidden_act / hidden_activation in config.json). */
+enum {
+  ASK_ACT_SILU = 0,      /* "silu" / "swish": x * sigmoid(x) */
+  ASK_ACT_GELU_TANH = 1, /* "gelu_pytorch_tanh" / "gelu_new": tanh approximation */
+  ASK_ACT_GELU = 2,      /* "gelu": exact, 0.5 * x * (1 + erf(x / sqrt(2))) */
+};
+
+typedef struct ask_ops_s {
+  const char *name; /* "ref", "cuda" */
+
+  /* out (T,C) = table[ids[t]] (V,C) * scale. ids are in [0, V) (checked by
+   * the caller). scale is 1, or sqrt(C) for Gemma's normalised embeddings. */
+  void (*embedding)(float *out, const float *table, const int32_t *ids, int T, int C,
+                    float scale);
+
+  /* out (T,C) = x / sqrt(mean(x^2) + eps) * (w_offset + w), per row; w (C).
+   * w_offset is 0 for Llama/Qwen2 and 1 for Gemma's (1 + w) RMSNorm.
+   * out may equal x. */
+  void (*rmsnorm)(float *out, const float *x, const float *w, int T, int C, float eps,
+                  float w_offset);
+
+  /* out (T,C) = (x - mean) / sqrt(var + eps) * w + b, per row (biased
+   * variance, as torch.nn.LayerNorm); w, b (C). out may equal x. */
+  void (*layernorm)(float *out, const float *x, const float *w, const float *b, int T,
+                    int C, float eps);
+
+  /* out (T,N) = x (T,K) · wᵀ + bias, w (N,K) as torch.nn.Linear stores it,
+   * bias (N) or NULL. out must not alias x or w. Uses every core (BLAS). */
+  void (*matmul)(float *out, const float *x, const float *w, const float *bias, int T,
+                 int K, int N);
+
+  /* In place RoPE, Hugging Face's rotate-half layout: for each row t, head
+   * h, and i < D/2, with a = pos[t] * inv_freq[i]:
+   *   x0 = x[i], x1 = x[i + D/2]
+   *   x[i] = x0 cos a - x1 sin a,  x[i + D/2] = x1 cos a + x0 sin a.
+   * x (T, nh*D) with row stride `stride` floats; pos (T); inv_freq (D/2),
+   * already Llama-3 scaled where the config asks (actors/llm does it at load). */
+  void (*rope)(float *x, const int32_t *pos, const float *inv_freq, int T, int nh, int D,
+               int stride);
+
+  /* Scaled dot-product attention of T new query rows over L keys/values
+   * (the KV cache of one sequence, the new rows last):
+   *   out (T, nh*D), q (T, nh*D);
+   *   k, v (L, *) with row stride kv_stride, kv head g at columns [g*D, g*D+D);
+   *   query head h reads kv head h / (nh / nkv) (grouped-query; nkv = 1 is
+   *   multi-query, nkv = nh multi-head);
+   *   causal: query t is at position L - T + t and sees keys [0, L - T + t];
+   *   key_mask (L) or NULL: key j is hidden when key_mask[j] == 0 (BERT padding);
+   *   scale multiplies q·k (1/sqrt(D) for every supported family);
+   *   scratch holds T*L floats. A row that sees no key at all gets zeros. */
+  void (*attention)(float *out, float *scratch, const float *q, const float *k,
+                    const float *v, const int32_t *key_mask, int T, int L, int nh, int nkv,
+                    int D, int kv_stride, float scale, int causal);
+
+  /* Gated MLP activation: out (n) = act(gate) * up (SwiGLU with
+   * ASK_ACT_SILU, GeGLU with ASK_ACT_GELU_TANH). out may equal gate or up. */
+  void (*glu)(float *out, const float *gate, const float *up, size_t n, int act);
+
+  /* out (n) = act(x) (BERT's intermediate GELU). out may equal x. */
+  void (*activate)(float *out, const float *x, size_t n, int act);
+
+  /* out (T,N) = softmax of each row of x (T,N), max-subtracted. out may equal x. */
+  void (*softmax)(float *out, const float *x, int T, int N);
+
+  /* out (n) = a + b (residual connections). out may equal a or b. */
+  void (*add)(float *out, const float *a, const float *b, size_t n);
+
+  /* Index of the largest of x (n), the first one on ties (torch.argmax). */
+  int (*argmax)(const float *x, int n);
+} ask_ops_t;
+
+/* The plain-C reference backend (kernels/ref). Never NULL. */
+const ask_ops_t *ask_ref_ops(void);
+
+/* Conversions used at load time (kernels/ref/convert.c): n values. */
+void ask_bf16_to_f32(float *out, const uint16_t *in, size_t n);
+void ask_f16_to_f32(float *out, const uint16_t *in, size_t n);
+
+#endif /* ASK_KERNELS_H */
