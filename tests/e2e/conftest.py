@@ -125,13 +125,14 @@ class ServerError(Exception):
 
 
 class Server:
-    def __init__(self, target, args=(), env=None, cwd=None, host_flag=True):
+    def __init__(self, target, args=(), env=None, cwd=None, host_flag=True, port=None):
         self.target = target
         self.args = list(args)
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.cwd = cwd or ROOT
         self.host_flag = host_flag
+        self.fixed_port = port      # a port the binary picks by itself (no --port flag)
         self.proc = None
         self.port = None
         self.rc = None
@@ -145,14 +146,15 @@ class Server:
         cmd = [BIN, "run", self.target]
         if self.host_flag:
             cmd += ["--host", "127.0.0.1"]
-        cmd += ["--port", str(port)] + self.args
-        return cmd
+        if self.fixed_port is None:
+            cmd += ["--port", str(port)]
+        return cmd + self.args
 
     def start(self):
         if not os.path.exists(BIN):
             raise ServerError("actorserve binary not found at %s (set ACTORSERVE_BIN)" % BIN)
         for attempt in range(3):
-            self.port = free_port()
+            self.port = self.fixed_port or free_port()
             self.errfile.seek(0)
             self.errfile.truncate()
             self.proc = subprocess.Popen(self.cmdline(self.port), cwd=self.cwd, env=self.env,
@@ -162,7 +164,8 @@ class Server:
                 self._wait_healthz()
                 return self
             except ServerError:
-                if self.proc.poll() is not None and "in use" in self.stderr().lower() and attempt < 2:
+                if (self.proc.poll() is not None and "in use" in self.stderr().lower() and attempt < 2
+                        and self.fixed_port is None):
                     continue  # lost the free-port race; try another port
                 raise
 
@@ -329,8 +332,8 @@ def serve(request):
     servers = []
     request.node._as_servers = servers
 
-    def start(target, *args, env=None, wait_running=True, cwd=None, host_flag=True):
-        srv = Server(target, args, env=env, cwd=cwd, host_flag=host_flag)
+    def start(target, *args, env=None, wait_running=True, cwd=None, host_flag=True, port=None):
+        srv = Server(target, args, env=env, cwd=cwd, host_flag=host_flag, port=port)
         servers.append(srv)
         srv.start()
         srv.snapshot_pids()

@@ -1,6 +1,7 @@
 """CLI: --help, --version, flags, error exits, default host, signals."""
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -15,9 +16,25 @@ QUICK = 15  # seconds: the bound for commands that must exit by themselves
 
 
 def run_cli(*args, timeout=QUICK):
+    """Runs the binary to completion; if it is still running after timeout, kills
+    its whole session (head and any worker) and fails."""
     assert os.path.exists(BIN), "actorserve binary not found at %s" % BIN
-    return subprocess.run([BIN] + list(args), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, start_new_session=True)
+    p = subprocess.Popen([BIN] + list(args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(p)
+        out, err = p.communicate()
+        pytest.fail("`actorserve %s` still running after %ss; stderr:\n%s" % (" ".join(args), timeout, tail(err)))
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def _kill_session(p):
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def test_help_exits_0_with_usage_on_stdout():
@@ -85,18 +102,17 @@ def test_app_file_error_never_listens(tmp_path):
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     accepted = False
     deadline = time.monotonic() + QUICK
-    import socket
     while p.poll() is None and time.monotonic() < deadline:
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=0.2)
             s.close()
             accepted = True
         except OSError:
-            pass
+            time.sleep(0.005)
     try:
         out, err = p.communicate(timeout=QUICK)
     except subprocess.TimeoutExpired:
-        p.kill()
+        _kill_session(p)
         out, err = p.communicate()
         pytest.fail("did not exit")
     assert p.returncode == 1, err
@@ -107,6 +123,15 @@ def test_default_host_serves_loopback(serve):
     """Without --host (0.0.0.0 by default) the server answers on 127.0.0.1."""
     srv = serve(app("basic.lua:app"), host_flag=False)
     r = srv.get("/")
+    assert r.status_code == 200 and r.text == "root:hi"
+
+
+def test_default_port_8000(serve):
+    """Without --port the server listens on 8000 (skipped when 8000 is taken)."""
+    if not port_is_free(8000):
+        pytest.skip("port 8000 is in use on this machine")
+    srv = serve(app("basic.lua:app"), port=8000)
+    r = requests.get("http://127.0.0.1:8000/", timeout=10)
     assert r.status_code == 200 and r.text == "root:hi"
 
 

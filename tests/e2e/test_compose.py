@@ -60,6 +60,26 @@ def test_error_reraises_with_deployment_name(serve):
     assert "adder failed: boom" in body["err"], body
 
 
+def test_missing_method_error_names_deployment(serve):
+    srv = serve(COMPOSE)
+    body = srv.get("/no_method").json()
+    assert body["ok"] is False
+    assert "Adder_1" in body["err"] and "no_such_method" in body["err"], body
+
+
+def test_callee_death_is_an_error_and_it_restarts(serve):
+    srv = serve(COMPOSE)
+    old = srv.get("/who").json()["a"]["pid"]
+    r = srv.get("/callee_dies", timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ok"] is False, body
+    assert "Adder" in body["err"], body
+    r = srv.get("/add?x=2", timeout=30)
+    assert r.status_code == 200 and r.json()["a"] == 12, r.text
+    assert srv.get("/who").json()["a"]["pid"] != old
+
+
 def test_uncaught_callee_error_is_500(serve):
     srv = serve(COMPOSE)
     rid = new_id()
@@ -169,3 +189,28 @@ def test_pipeline_bad_json_is_400(serve):
     srv = _pipeline(serve)
     r = srv.post("/", data=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status_code == 400, (r.status_code, r.text[:200])
+
+
+# ---- handle routing over replicas ----------------------------------------------------
+
+FANOUT = app("fanout.lua:app")
+
+
+def test_handle_calls_spread_over_replicas(serve):
+    srv = serve(FANOUT)
+    st = srv.status()
+    multi = {r["pid"] for r in st["applications"]["default"]["deployments"]["Multi"]["replicas"]}
+    assert len(multi) == 2
+    pids = srv.get("/sequential?n=40", timeout=30).json()["pids"]
+    assert set(pids) == multi, "40 handle calls reached %s of replicas %s" % (set(pids), multi)
+
+
+def test_handle_calls_queue_at_max_ongoing(serve):
+    """Six calls at once on two replicas that take one each: all succeed, each
+    replica never runs two at once, both are used."""
+    srv = serve(FANOUT)
+    r = srv.get("/parallel?n=6&s=0.2", timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["pids"]) == 6 and len(set(body["pids"])) == 2, body
+    assert set(body["peaks"]) == {1}, body

@@ -63,6 +63,18 @@ def test_binary_body_round_trip(serve):
     assert r.content == payload
 
 
+def test_large_body_with_curl(serve, tmp_path):
+    """curl sends Expect: 100-continue for big bodies."""
+    srv = serve(BASIC)
+    f = tmp_path / "big.bin"
+    payload = os.urandom(2 * 1024 * 1024 + 7)
+    f.write_bytes(payload)
+    code, _, body, cp = curl("--data-binary", "@%s" % f, srv.url("/body"))
+    assert cp.returncode == 0, cp.stderr
+    assert code == 200
+    assert body == payload
+
+
 def test_large_body_under_default_limit(serve):
     srv = serve(BASIC)
     payload = os.urandom(3 * 1024 * 1024)
@@ -270,6 +282,25 @@ def test_pipelining_answers_in_order(serve):
     assert bodies == [b"pipe-1", b"two", b"pipe-3"]
 
 
+def test_pipelining_with_a_stream_in_the_middle(serve):
+    srv = serve(BASIC)
+    s = connect(srv.port)
+    try:
+        s.sendall(b"GET /pipe?i=1&s=0.1 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"GET /stream/multi?n=4 HTTP/1.1\r\nHost: t\r\n\r\n"
+                  b"POST /body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                  b"GET /ret/int HTTP/1.1\r\nHost: t\r\n\r\n")
+        rd = RawReader(s)
+        resps = [rd.read_response() for _ in range(4)]
+    finally:
+        s.close()
+    assert [r.status for r in resps] == [200, 201, 200, 200], resps
+    assert resps[0].body == b"pipe-1"
+    assert resps[1].body == b"chunk1;chunk2;chunk3;chunk4;"
+    assert resps[2].body == b"abc"
+    assert resps[3].body == b"42"
+
+
 def test_chunked_request_body_raw(serve):
     srv = serve(BASIC)
     resp = raw_exchange(srv.port, b"POST /body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -359,6 +390,7 @@ def test_header_limit_431(serve, limit_args, small, big):
     assert r.status_code == 200 and r.json()["custom_lower"] == "a" * small
     r = srv.get("/echo", headers={"X-Custom": "a" * big})
     assert r.status_code == 431
+    assert r.headers.get("x-request-id")
     # Many headers add up too.
     many = {"X-H%03d" % i: "v" * 50 for i in range(big // 50)}
     r = srv.get("/echo", headers=many)

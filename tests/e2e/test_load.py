@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from conftest import app, curl, new_id, pid_alive, session_members, touch, wait_for_file
+from conftest import RawReader, app, connect, curl, new_id, pid_alive, session_members, touch, wait_for_file
 
 LOAD = app("load.lua:app")
 PAD = "z" * 1000
@@ -134,14 +134,51 @@ def test_sigterm_under_load_loses_no_accepted_request(serve, workdir):
     stop.set()
     for t in ts:
         t.join(40)
+    started = set(os.listdir(workdir))
+    print("answers=%d connection-errors=%d handler-starts=%d" % (len(results), len(conn_errors), len(started)))
     assert rc == 0, "exit code %s after SIGTERM under load" % rc
     assert len(results) >= 40, "load never got going: %d answers" % len(results)
     assert not bad, "%d bad answers, first: %r" % (len(bad), bad[:5])
     answered = {rid for rid, st, ok in results if st == 200 and ok}
-    started = set(os.listdir(workdir))
     lost = started - answered
     assert not lost, "%d requests reached a replica but got no 200: %s; their errors: %r" % (
         len(lost), sorted(lost)[:5], [c for c in conn_errors if c[0] in lost][:5])
     time.sleep(0.2)
     left = [p for p in pids if pid_alive(p)] + session_members(srv.proc.pid)
     assert not left, "processes left after SIGTERM: %s" % left
+
+
+def test_sigterm_with_idle_and_stalled_connections(serve):
+    """Open idle keep-alive and half-sent connections do not hold shutdown."""
+    srv = serve(LOAD)
+    idle = connect(srv.port, timeout=30)
+    stalled = connect(srv.port, timeout=30)
+    try:
+        idle.sendall(b"GET /?n=idle HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert RawReader(idle).read_response().status == 200
+        stalled.sendall(b"GET /?n=stalled HTTP/1.1\r\nHost: t\r\nX-Half")
+        time.sleep(0.2)
+        srv.send(signal.SIGTERM)
+        rc = srv.wait_exit(22)
+        assert rc is not None, "open idle/stalled connections kept the server from exiting"
+        assert rc == 0
+    finally:
+        idle.close()
+        stalled.close()
+
+
+def test_sigterm_during_stream_lets_it_finish(serve, workdir):
+    srv = serve(app("basic.lua:app"))
+    with requests.get(srv.url("/stream/gated?dir=%s" % workdir), stream=True, timeout=(5, 25)) as r:
+        assert r.status_code == 200
+        it = r.iter_content(chunk_size=None)
+        got = b""
+        while len(got) < len(b"first\n"):
+            got += next(it)
+        srv.send(signal.SIGTERM)
+        time.sleep(0.3)
+        touch(os.path.join(workdir, "release"))
+        for chunk in it:
+            got += chunk
+    assert got == b"first\nsecond\n"
+    assert srv.wait_exit(25) == 0

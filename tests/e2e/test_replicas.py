@@ -119,10 +119,13 @@ def test_backpressure_503(serve, workdir):
     results = [None] * 5
     done = threading.Semaphore(0)
 
+    rids = []
+
     def extra(i):
         try:
             r = requests.get(srv.url("/"), timeout=40)
             results[i] = r.status_code
+            rids.append(r.headers.get("x-request-id"))
         except Exception as e:  # noqa: BLE001
             results[i] = repr(e)
         done.release()
@@ -144,6 +147,16 @@ def test_backpressure_503(serve, workdir):
                      "before the first finished: %r" % (got, early)
     assert sorted(results, key=str) == [200] + [503] * 4, results
     assert held.get("r") == (200, "released"), held
+    assert all(rids), "a response without x-request-id"
+
+
+def test_max_ongoing_requests_is_enforced(serve):
+    """max_ongoing_requests = 2: eight concurrent requests run at most two at a time."""
+    srv = serve(REPL("peak"))
+    res = _parallel_get([srv.url("/") for _ in range(8)])
+    assert all(isinstance(x, tuple) and x == (200, "done") for x in res), res
+    p = srv.get("/peak").json()
+    assert p == {"peak": 2, "total": 8}, p
 
 
 def test_unlimited_queue_by_default(serve):
@@ -151,6 +164,33 @@ def test_unlimited_queue_by_default(serve):
     srv = serve(REPL("queue_unlimited"))
     res = _parallel_get([srv.url("/?s=0.05") for _ in range(12)])
     assert all(isinstance(x, tuple) and x[0] == 200 for x in res), res
+
+
+def test_starting_state_and_requests_wait_for_init(serve, workdir):
+    """While the constructor runs the replica is STARTING; a request sent then
+    waits for it and is served once init finishes."""
+    srv = serve(app("slow_init.lua:app"), env={"AS_E2E_GATE_DIR": workdir}, wait_running=False)
+    assert wait_for_file(os.path.join(workdir, "init.started")), "init never ran"
+    st = srv.status()
+    rep = replicas_of(st)["SlowInit"][0]
+    assert rep["state"] == "STARTING", rep
+    out = {}
+
+    def call():
+        try:
+            r = requests.get(srv.url("/"), timeout=40)
+            out["r"] = (r.status_code, r.text)
+        except requests.RequestException as e:
+            out["r"] = repr(e)
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.3)
+    assert "r" not in out, "answered before the replica finished init: %r" % out
+    touch(os.path.join(workdir, "init.release"))
+    t.join(45)
+    assert out.get("r") == (200, "init released"), out
+    srv.wait_running()
 
 
 def _pending(srv, dep):

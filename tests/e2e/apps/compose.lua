@@ -37,6 +37,7 @@ function Adder:rendezvous(dir, me, other)
   return wait_file(dir .. "/" .. other, 10)
 end
 function Adder:echo(v) return v end
+function Adder:die() os.exit(1) end
 
 local Slow = serve.deployment{ name = "Slow", num_replicas = 1, ray_actor_options = { num_cpus = 0 } }
 function Slow:wait(dir, name)
@@ -78,6 +79,17 @@ end
 
 handlers.fail = function(self, req)
   local ok, err = pcall(function() return self.b:fail("boom"):result() end)
+  return { ok = ok, err = tostring(err) }
+end
+
+handlers.no_method = function(self, req)
+  local ok, err = pcall(function() return self.b:no_such_method(1):result() end)
+  return { ok = ok, err = tostring(err) }
+end
+
+-- The callee's worker dies: the caller gets an error, not a hang.
+handlers.callee_dies = function(self, req)
+  local ok, err = pcall(function() return self.a:die():result() end)
   return { ok = ok, err = tostring(err) }
 end
 

@@ -70,3 +70,18 @@ queue_unlimited = W:options{ name = "Q", num_replicas = 1, max_ongoing_requests 
 
 -- One replica, for crash/restart.
 single = W:options{ name = "Single", num_replicas = 1, max_ongoing_requests = 5 }:bind()
+
+-- Admission limit: counts the requests running at once in this replica.
+local Peak = serve.deployment{ name = "Peak", num_replicas = 1, max_ongoing_requests = 2,
+                               ray_actor_options = { num_cpus = 0 } }
+function Peak:init() self.cur, self.peak, self.total = 0, 0, 0 end
+function Peak:__call(req)
+  if req.path == "/peak" then return { peak = self.peak, total = self.total } end
+  self.cur = self.cur + 1
+  self.total = self.total + 1
+  if self.cur > self.peak then self.peak = self.cur end
+  serve.sleep(0.2)
+  self.cur = self.cur - 1
+  return "done"
+end
+peak = Peak:bind()
