@@ -160,6 +160,7 @@ struct as_tokenizer_s {
   tok_added_t *added;
   size_t nadded;
   int has_norm_added;    /* some added token has normalized=true */
+  uint8_t added_first[32]; /* bit set of the first bytes of added tokens */
   int32_t *post_pre, *post_suf; /* ids the post-processor puts around a single sequence */
   size_t npost_pre, npost_suf;
   /* configs */

@@ -21,6 +21,8 @@ int tok_chat_family(const char *tmpl, const char *hint) {
     return TOK_CHAT_NONE;
   if (strstr(tmpl, "Cutting Knowledge Date") != NULL)
     return TOK_CHAT_NONE; /* Llama-3.1+: dated system header, not implemented */
+  if (strstr(tmpl, "first_user_prefix") != NULL)
+    return TOK_CHAT_NONE; /* Gemma-3: system text folded into the first turn, not implemented */
   if (strstr(tmpl, "<|start_header_id|>") != NULL)
     return TOK_CHAT_LLAMA3;
   if (strstr(tmpl, "<start_of_turn>") != NULL)

@@ -818,6 +818,7 @@ static int build_rev(ld_t *L) {
       return r;
     t->rev[x->id].off = off;
     t->rev[x->id].len = (uint32_t)x->len;
+    t->added_first[(uint8_t)x->s[0] >> 3] |= (uint8_t)(1u << ((uint8_t)x->s[0] & 7));
     t->flags[x->id] = TOK_F_VALID | TOK_F_ADDED | (x->special ? TOK_F_SPECIAL : 0);
   }
   return 0;
@@ -1094,13 +1095,16 @@ int as_tokenizer_load_mem(const char *tok_json, size_t tok_len, const char *cfg_
     r = LERR(&L, AS_EINVAL, "tokenizer.json: expected an object");
     goto done;
   }
-  if ((r = parse_model(&L, root)) != 0 || (r = parse_added(&L, root)) != 0 || (r = build_rev(&L)) != 0)
+  if ((r = parse_model(&L, root)) != 0 || (r = parse_added(&L, root)) != 0)
     goto done;
   if ((r = parse_normalizer(&L, jget(root, "normalizer"), "normalizer", &norm, 0)) != 0)
     goto done;
   t->norm = norm.v;
   t->nnorm = norm.n;
   norm.v = NULL;
+  /* normalized added tokens match, and decode, in their normalized form (as the library) */
+  if ((r = normalize_added(t)) != 0 || (r = build_rev(&L)) != 0)
+    goto done;
   if ((r = parse_pretok(&L, jget(root, "pre_tokenizer"), "pre_tokenizer", &pre, 0)) != 0)
     goto done;
   t->pre = pre.v;
@@ -1113,8 +1117,7 @@ int as_tokenizer_load_mem(const char *tok_json, size_t tok_len, const char *cfg_
   t->dec = dec.v;
   t->ndec = dec.n;
   dec.v = NULL;
-  if ((r = parse_post(&L, jget(root, "post_processor"), "post_processor", 0)) != 0 ||
-      (r = normalize_added(t)) != 0)
+  if ((r = parse_post(&L, jget(root, "post_processor"), "post_processor", 0)) != 0)
     goto done;
   if (cfg_json != NULL) {
     L.file = "tokenizer_config.json";
@@ -1254,6 +1257,11 @@ static int split_added(const as_tokenizer_t *t, const char *s, size_t n, int nor
   int r = 0;
   while (r == 0 && i < n) {
     const tok_added_t *best = NULL;
+    uint8_t c0 = (uint8_t)s[i];
+    if (!(t->added_first[c0 >> 3] & (1u << (c0 & 7)))) {
+      i++;
+      continue;
+    }
     for (size_t k = 0; k < t->nadded; k++) {
       const tok_added_t *x = &t->added[k];
       if (x->normalized != normalized || x->len > n - i || (best && x->len <= best->len))
