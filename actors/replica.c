@@ -182,13 +182,19 @@ static int op_reply(void *ud, int64_t token, int ok, const char *val, size_t len
   as_replica_t *r = ud;
   rreq_t *q = req_find(r, token);
   if (!q) return AS_ENOTFOUND;
-  as_buf_t b;
-  size_t mark;
-  int rc = frame_start(&b, AS_FR_REPLY, q, &mark);
-  if (!rc) rc = as_enc_bool(&b, ok);
-  if (!rc) rc = as_buf_append(&b, val, len);
-  if (!rc) rc = as_frame_end(&b, mark);
-  rc = rc ? (as_buf_free(&b), rc) : send_frame(q, &b);
+  int rc = AS_ECLOSED;
+  if (q->conn && !q->conn->closing) {
+    /* built in place in the connection's write queue: no copy, no allocation */
+    as_buf_t *b = as_wq_buf(&q->conn->wq);
+    size_t start = b->len, mark;
+    rc = as_buf_reserve(b, len + 32);
+    if (!rc) rc = as_frame_begin(b, AS_FR_REPLY, &mark);
+    if (!rc) rc = as_enc_int(b, (int64_t)q->call_id);
+    if (!rc) rc = as_enc_bool(b, ok);
+    if (!rc) rc = as_buf_append(b, val, len);
+    if (!rc) rc = as_frame_end(b, mark);
+    if (rc) b->len = start;
+  }
   req_finish(r, q);
   return rc;
 }

@@ -233,11 +233,33 @@ local function settle(resp, ok, value)
   for _, f in ipairs(ls) do f(resp) end
 end
 
+-- Requests run in pooled coroutines: a finished task yields DONE and its
+-- coroutine waits in the pool for the next task (creating a coroutine per
+-- request was the largest cost of a small request).
+local DONE = setmetatable({}, { __name = "actorserve.DONE" })
+local pool, POOL_MAX = {}, 256
+
 local function resume(co, ...)
-  local ok, err = coroutine.resume(co, ...)
+  local ok, v = coroutine.resume(co, ...)
   if not ok then
-    core.log("error", "coroutine failed: " .. tostring(err))
+    core.log("error", "coroutine failed: " .. tostring(v))
+  elseif v == DONE and #pool < POOL_MAX then
+    pool[#pool + 1] = co
   end
+end
+
+local function task_loop(fn, a, b, c, d)
+  while true do
+    fn(a, b, c, d)
+    fn, a, b, c, d = coroutine.yield(DONE)
+  end
+end
+
+-- Runs fn(a, b, c, d) in a coroutine of its own.
+local function spawn(fn, a, b, c, d)
+  local co = pool[#pool]
+  if co then pool[#pool] = nil else co = coroutine.create(task_loop) end
+  resume(co, fn, a, b, c, d)
 end
 
 local function in_coroutine(what)
@@ -444,29 +466,45 @@ local function header_table(list)
   })
 end
 
+-- The proxy sends a request as {method, path, query, request_id, body,
+-- headers}; fields are worked out on first use, so a handler pays only for
+-- what it reads.
 local Request = {}
-Request.__index = Request
-Request.__name = "actorserve.Request"
+local RequestMT = { __name = "actorserve.Request" }
+local request_fields = {
+  method = function(r) return r[1] end,
+  path = function(r) return r[2] end,
+  query_string = function(r) return r[3] or "" end,
+  query_params = function(r) return parse_query(r[3]) end,
+  path_params = function(r) return r.path_params or {} end,
+  request_id = function(r) return r[4] end,
+  headers = function(r) return header_table(r[6] or {}) end,
+}
+RequestMT.__index = function(self, k)
+  local m = Request[k]
+  if m then return m end
+  local f = request_fields[k]
+  if f then
+    local v = f(rawget(self, "_r"))
+    rawset(self, k, v)
+    return v
+  end
+end
 
-function Request:body() return self._body end
+function Request:body() return self._r[5] or "" end
 
 function Request:json()
-  local ok, v = pcall(core.json_decode, self._body)
+  local ok, v = pcall(core.json_decode, self:body())
   if not ok then
     M.http_error(400, "request body is not valid JSON: " .. tostring(v))
   end
   return v
 end
 
-function Request:text() return self._body end
+function Request:text() return self:body() end
 
 local function new_request(r)
-  return setmetatable({
-    method = r.method, path = r.path, query_string = r.query or "",
-    query_params = parse_query(r.query), path_params = r.path_params or {},
-    headers = header_table(r.headers or {}), request_id = r.request_id,
-    _body = r.body or "",
-  }, Request)
+  return setmetatable({ _r = r }, RequestMT)
 end
 M.Request = Request
 
@@ -498,7 +536,9 @@ local function header_list(t, into)
   return into
 end
 
--- A handler's return value → {status, headers, body} for the proxy.
+local TEXT_HEADERS = { "content-type", "text/plain; charset=utf-8" }
+
+-- A handler's return value → {status, headers, body} (positional) for the proxy.
 local function to_http(v)
   local mt = getmetatable(v)
   if mt == ResponseSpec then
@@ -515,27 +555,26 @@ local function to_http(v)
       body = tostring(body)
       if not has_ct then header_list({ ["content-type"] = "text/plain; charset=utf-8" }, hdrs) end
     end
-    return { status = v.status, headers = hdrs, body = body }
+    return { v.status, hdrs, body }
   end
   local t = type(v)
   if t == "string" then
-    return { status = 200, headers = { "content-type", "text/plain; charset=utf-8" }, body = v }
+    return { 200, TEXT_HEADERS, v }
   elseif v == nil then
-    return { status = 200, headers = { "content-type", "text/plain; charset=utf-8" }, body = "" }
+    return { 200, { "content-type", "text/plain; charset=utf-8" }, "" }
   elseif t == "table" or t == "number" or t == "boolean" or v == M.null then
-    return { status = 200, headers = { "content-type", "application/json" }, body = core.json_encode(v) }
+    return { 200, { "content-type", "application/json" }, core.json_encode(v) }
   end
   error("a handler must return a string, a table, a number, a boolean, nil, serve.response{} or serve.stream(); got a " .. t)
 end
 
 local function error_response(e, request_id)
   if getmetatable(e) == HTTPError then
-    return { status = e.status, headers = { "content-type", "text/plain; charset=utf-8" },
-      body = e.message .. "\n" }
+    return { e.status, { "content-type", "text/plain; charset=utf-8" }, e.message .. "\n" }
   end
   core.log("error", string.format("request %s failed in %s: %s", tostring(request_id), prefix(), tostring(e)))
-  return { status = 500, headers = { "content-type", "text/plain; charset=utf-8" },
-    body = "Internal Server Error (request id: " .. tostring(request_id) .. ")\n" }
+  return { 500, { "content-type", "text/plain; charset=utf-8" },
+    "Internal Server Error (request id: " .. tostring(request_id) .. ")\n" }
 end
 
 local CLIENT_GONE = setmetatable({}, { __tostring = function() return "client disconnected" end })
@@ -572,15 +611,18 @@ local function serve_http(token, args)
   else
     ok, v = xpcall(call, traceback, instance, req)
   end
+  if ok and type(v) == "string" then
+    return core.reply_text(token, v) -- the common case, without building a table
+  end
   if ok and getmetatable(v) == StreamSpec then
-    return run_stream(token, v, r.request_id)
+    return run_stream(token, v, r[4])
   end
   local resp
   if ok then
     ok, resp = pcall(to_http, v)
-    if not ok then resp = error_response(resp, r.request_id) end
+    if not ok then resp = error_response(resp, r[4]) end
   else
-    resp = error_response(v, r.request_id)
+    resp = error_response(v, r[4])
   end
   core.reply(token, true, resp)
 end
@@ -608,10 +650,7 @@ local function serve_call(token, method, args)
 end
 
 function M._dispatch(token, kind, method, args)
-  local co = coroutine.create(function()
-    if kind == KIND_HTTP then serve_http(token, args) else serve_call(token, method, args) end
-  end)
-  resume(co)
+  if kind == KIND_HTTP then spawn(serve_http, token, args) else spawn(serve_call, token, method, args) end
 end
 
 -- Worker: builds the replica from its class and the bind arguments, then

@@ -82,6 +82,29 @@ static int l_reply(lua_State *L) {
   return 0;
 }
 
+/* reply_text(token, s): a 200 text/plain answer encoded straight from the
+ * string, the common case of a handler returning a string. */
+static int l_reply_text(lua_State *L) {
+  const asl_host_ops *ops = need_ops(L, "reply");
+  lua_Integer token = luaL_checkinteger(L, 1);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  static const char ct[] = "content-type", tp[] = "text/plain; charset=utf-8";
+  as_buf_t b;
+  as_buf_init(&b);
+  int rc = as_buf_reserve(&b, n + 64);
+  if (!rc) rc = as_enc_table(&b, 3, 0);
+  if (!rc) rc = as_enc_int(&b, 200);
+  if (!rc) rc = as_enc_table(&b, 2, 0);
+  if (!rc) rc = as_enc_str(&b, ct, sizeof ct - 1);
+  if (!rc) rc = as_enc_str(&b, tp, sizeof tp - 1);
+  if (!rc) rc = as_enc_str(&b, s, n);
+  if (!rc) rc = ops->reply(asl_host(L)->ud, (int64_t)token, 1, b.data, b.len);
+  as_buf_free(&b);
+  if (rc && rc != AS_ECLOSED) return luaL_error(L, "reply failed: %s", as_strerror(rc));
+  return 0;
+}
+
 static int l_stream_start(lua_State *L) {
   const asl_host_ops *ops = need_ops(L, "serve.stream");
   lua_Integer token = luaL_checkinteger(L, 1);
@@ -170,7 +193,7 @@ static int l_log(lua_State *L) {
 int luaopen_actorserve_core(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"json_encode", l_json_encode}, {"json_decode", l_json_decode},
-    {"call", l_call}, {"reply", l_reply},
+    {"call", l_call}, {"reply", l_reply}, {"reply_text", l_reply_text},
     {"stream_start", l_stream_start}, {"stream_data", l_stream_data}, {"stream_end", l_stream_end},
     {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"context", l_context}, {"log", l_log},
     {NULL, NULL}};

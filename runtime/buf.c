@@ -26,7 +26,7 @@ void as_buf_free(as_buf_t *b) {
 
 /* Makes room for extra more bytes past len. Returns 0, AS_ENOMEM, or
  * AS_ETOOBIG when the size would overflow size_t. */
-int as_buf_reserve(as_buf_t *b, size_t extra) {
+int as__buf_grow(as_buf_t *b, size_t extra) {
   size_t need, cap;
   char *p;
 
@@ -37,7 +37,7 @@ int as_buf_reserve(as_buf_t *b, size_t extra) {
   need = b->len + extra;
   if (need <= b->cap)
     return 0;
-  cap = b->cap ? b->cap : 64;
+  cap = b->cap ? b->cap : 128;
   while (cap < need)
     cap = cap > SIZE_MAX / 2 ? need : cap * 2;
   p = realloc(b->data, cap);
@@ -48,23 +48,17 @@ int as_buf_reserve(as_buf_t *b, size_t extra) {
   return 0;
 }
 
-int as_buf_append(as_buf_t *b, const void *p, size_t n) {
-  int rc;
+int as_buf_append_u64(as_buf_t *b, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
 
-  if (b == NULL || (p == NULL && n > 0))
-    return AS_EINVAL;
-  if (n == 0)
-    return 0;
-  rc = as_buf_reserve(b, n);
-  if (rc != 0)
-    return rc;
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-  return 0;
+  do {
+    tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return as_buf_append(b, tmp + sizeof tmp - n, n);
 }
 
-/* printf-style append. The text is NUL-terminated in the buffer, but the NUL
- * is not counted in len. Returns 0, AS_ENOMEM or AS_EINVAL (bad format). */
 int as_buf_appendf(as_buf_t *b, const char *fmt, ...) {
   va_list ap;
   int n, rc;

@@ -50,8 +50,28 @@ typedef struct as_buf_s {
 
 void as_buf_init(as_buf_t *b);
 void as_buf_free(as_buf_t *b);                               /* idempotent */
-int as_buf_reserve(as_buf_t *b, size_t extra);               /* room for extra more bytes */
-int as_buf_append(as_buf_t *b, const void *p, size_t n);
+int as__buf_grow(as_buf_t *b, size_t extra);                 /* the slow path of the two below */
+
+/* Room for extra more bytes. Inline: the request path appends a lot. */
+static inline int as_buf_reserve(as_buf_t *b, size_t extra) {
+  return extra <= b->cap - b->len ? 0 : as__buf_grow(b, extra);
+}
+
+static inline int as_buf_append(as_buf_t *b, const void *p, size_t n) {
+  if (n == 0) return 0;
+  if (p == NULL) return AS_EINVAL;
+  if (n > b->cap - b->len) {
+    int rc = as__buf_grow(b, n);
+    if (rc) return rc;
+  }
+  __builtin_memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+/* Appends a string literal (its size is known at compile time). */
+#define AS_BUF_LIT(b, lit) as_buf_append((b), (lit), sizeof(lit) - 1)
+int as_buf_append_u64(as_buf_t *b, uint64_t v);             /* decimal */
 int as_buf_appendf(as_buf_t *b, const char *fmt, ...)        /* printf-style append */
     __attribute__((format(printf, 2, 3)));
 void as_buf_consume(as_buf_t *b, size_t n);                  /* drop n bytes from the front */
