@@ -102,17 +102,20 @@ static int ends_with(const char *s, const char *suffix) {
   return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* import_path "module:var" → "<dir>/module.lua:var" (dots in the module are
- * folders; "file.lua:var" is taken as it is), looked up beside the config
- * file first, then in the working directory. */
+/* import_path "module:var" → "<dir>/module.lua:var" (dots in a module name
+ * without slashes are folders, as in Python; "path/file" and "file.lua" are
+ * taken as they are), looked up beside the config file first, then in the
+ * working directory. */
 static int resolve_import(const char *cfgdir, const char *imp, char *out, size_t n) {
   const char *colon = strrchr(imp, ':');
   if (!colon || colon == imp || !colon[1]) return AS_EINVAL;
   char mod[PATH_MAX];
   snprintf(mod, sizeof mod, "%.*s", (int)(colon - imp), imp);
   if (!ends_with(mod, ".lua")) {
-    for (char *q = mod; *q; q++)
-      if (*q == '.') *q = '/';
+    /* a dotted module name (pkg.app) is a path; one with slashes is one already */
+    if (!strchr(mod, '/'))
+      for (char *q = mod; *q; q++)
+        if (*q == '.') *q = '/';
     strncat(mod, ".lua", sizeof mod - strlen(mod) - 1);
   }
   char cand[PATH_MAX * 2];
