@@ -210,9 +210,13 @@ static void close_walk(uv_handle_t *h, void *arg) {
 }
 
 int as_worker_main(void) {
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  /* Ctrl-C, `timeout`, `kill -- -PGID` reach the whole process group: the
+   * head alone decides, and drains its workers in order. If the head dies,
+   * the kernel kills the worker (and EOF on fd 3 ends it too). */
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
   signal(SIGPIPE, SIG_IGN);
-  signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the whole group; the head decides */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGTERM, SIG_IGN);
   as_log_component = "worker";
   const char *lv = getenv("ACTORSERVE_LOG_LEVEL");
   if (lv && lv[0] >= '0' && lv[0] <= '3') as_log_level = lv[0] - '0';
