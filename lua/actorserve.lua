@@ -255,6 +255,10 @@ local function task_loop(fn, a, b, c, d)
   end
 end
 
+-- Resumes a coroutine that waits (other modules, e.g. actorserve.llm, wake
+-- their waiters through this so that pooled coroutines go back to the pool).
+M._wake = resume
+
 -- Runs fn(a, b, c, d) in a coroutine of its own.
 local function spawn(fn, a, b, c, d)
   local co = pool[#pool]

@@ -75,7 +75,9 @@ int asl_decode(lua_State *L, as_dec_t *d);
 int asl_json_encode(lua_State *L, int idx, as_buf_t *out, char *err, size_t errlen);
 int asl_json_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen);
 
-/* Opens the C module `actorserve.core` (registered by asl_state_new). */
+/* Opens the C modules `actorserve.core` and `actorserve.llm_core` (the model
+ * engine; registered by asl_state_new). */
 int luaopen_actorserve_core(lua_State *L);
+int luaopen_actorserve_llm_core(lua_State *L);
 
 #endif /* ASL_H */

@@ -55,6 +55,8 @@ lua_State *asl_state_new(const asl_host_ops *ops, void *ud, const asl_context_t 
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_actorserve_core);
   lua_setfield(L, -2, "actorserve.core");
+  lua_pushcfunction(L, luaopen_actorserve_llm_core);
+  lua_setfield(L, -2, "actorserve.llm_core");
   for (int i = 0; asl_embedded[i].name; i++) {
     lua_pushcfunction(L, load_embedded);
     lua_setfield(L, -2, asl_embedded[i].name);

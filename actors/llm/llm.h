@@ -239,4 +239,143 @@ int as_model_embed(const as_model_t *m, const int32_t *ids, const int32_t *atten
 
 /* ==== end model section ==== */
 
+/* ==== generation section (owned by the generation work) ==== */
+
+/* Generation over many requests at once (actors/llm/generate.c). A
+ * generator owns one KV cache of one decoder model; requests are added with
+ * their prompt ids and options, and each as_gen_step runs ONE
+ * as_model_forward over every active request (prefill chunks and decode
+ * tokens mixed), samples one token for each request whose prompt is done,
+ * and reports it as an event. A request ends with "stop" (a stop token, or a
+ * stop string in its text) or "length" (max_new_tokens, or
+ * max_position_embeddings); its sequence is freed at once. A generator is
+ * used by one thread at a time (the serving loop); the model may be shared.
+ * See docs/engine.md, "Generation". */
+
+typedef struct as_gen_s as_gen_t;
+
+/* Text of a request's tokens, for stop strings and streamed text: append to
+ * out the text that ids complete (whole UTF-8 characters only; keep partial
+ * ones for later). Called with ids == NULL and n == 0 once when the request
+ * ends: append what is left and drop any state kept for `req`. */
+typedef int (*as_gen_detok_fn)(void *ud, int64_t req, const int32_t *ids, size_t n,
+                               as_buf_t *out);
+
+typedef struct as_gen_opts_s {
+  int max_new_tokens;            /* tokens to generate at most (default 256) */
+  float temperature;             /* <= 0: greedy (default 0) */
+  int top_k;                     /* keep the k most likely; 0: off (default) */
+  float top_p;                   /* nucleus; >= 1: off (default 1) */
+  int64_t seed;                  /* sampling seed; < 0: from the clock (default -1) */
+  const int32_t *stop_ids;       /* stop tokens (copied), with n_stop_ids: */
+  int n_stop_ids;                /* -1: the model's eos ids (default); 0: none */
+  const char *const *stop_strs;  /* stop strings (UTF-8, copied); need text */
+  int n_stop_strs;
+  const as_tokenizer_t *tok;     /* text through as_detok_* (skip_special), or: */
+  as_gen_detok_fn detok;         /* text through this callback (when tok is NULL) */
+  void *detok_ud;
+} as_gen_opts_t;
+
+typedef struct as_gen_event_s {
+  int64_t id;                /* the request */
+  int32_t token;             /* the token it generated this step, or -1 (none) */
+  const char *text;          /* new text (whole UTF-8 characters, stop string cut
+                                off, NUL-terminated); "" without a detokenizer */
+  size_t text_len;
+  int finished;              /* 1: the request ended with this event; its id is gone */
+  const char *finish_reason; /* "stop", "length", or NULL while it runs */
+  int stop_str;              /* index of the stop string that ended it, or -1 */
+} as_gen_event_t;
+
+/* A generator for model m (a decoder). model_dir (or NULL) is read for
+ * generation_config.json: its eos_token_id (else config.json's) are the
+ * default stop ids and its do_sample / temperature / top_k / top_p /
+ * max_new_tokens fill as_gen_opts_model. kv_max_tokens bounds the cache
+ * (0: none). */
+int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_t kv_max_tokens,
+               char *err, size_t errlen);
+void as_gen_free(as_gen_t *g); /* NULL is fine; ends every request */
+/* Plain defaults: greedy, 256 new tokens, the model's eos ids. */
+void as_gen_opts_init(as_gen_opts_t *o);
+/* The model's defaults as transformers' generate() takes them from
+ * generation_config.json (do_sample false: greedy; true: its temperature,
+ * top_k (50 when absent, as GenerationConfig), top_p). */
+void as_gen_opts_model(const as_gen_t *g, as_gen_opts_t *o);
+/* The model's default stop ids. */
+size_t as_gen_eos_ids(const as_gen_t *g, const int32_t **ids);
+/* Tokens of prefill per step over all requests (default 512; decodes always
+ * run, and one prefill chunk of at least 32 tokens gets in). */
+void as_gen_set_step_tokens(as_gen_t *g, int n);
+
+/* Adds a request: prompt ids (n >= 1, copied), options (NULL: defaults).
+ * *id receives its id (> 0). AS_EINVAL for a bad id, a prompt beyond
+ * max_position_embeddings, stop strings without text. */
+int as_gen_add(as_gen_t *g, const int32_t *prompt, int n, const as_gen_opts_t *o, int64_t *id,
+               char *err, size_t errlen);
+/* Ends a request now without an event; AS_ENOTFOUND when unknown. */
+int as_gen_cancel(as_gen_t *g, int64_t id);
+int as_gen_active(const as_gen_t *g); /* requests not finished */
+
+/* One step of every active request. *events (valid until the next call)
+ * receives one event per request that got a token or ended; *nevents may be
+ * 0 (prefill chunks only, or nothing to do). On a forward error (AS_EFULL:
+ * the cache is full) nothing changes and the step may be retried after
+ * cancelling a request. */
+int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *err,
+                size_t errlen);
+
+/* `actorserve generate|embed ...` (actors/llm/cli_llm.c); argv[0] is the
+ * subcommand. Returns the process exit status. */
+int as_llm_cli(int argc, char **argv);
+
+/* ==== end generation section ==== */
+
+/* ==== serving engine section (actors/llm/engine.c) ==== */
+
+/* Continuous batching for a replica: a thread of its own steps every active
+ * request together (as_gen_step); requests and cancellations submitted from
+ * the replica's loop join and leave between steps; events come back on the
+ * loop (through a uv_async handle) to cb, in order per request. */
+
+struct uv_loop_s;
+typedef struct as_engine_s as_engine_t;
+
+typedef struct as_engine_ev_s {
+  int64_t id;                /* the request (as_engine_generate / as_engine_embed) */
+  int32_t token;             /* generated this step, or -1 */
+  const char *text;          /* new text (whole UTF-8 characters), or the error when finish_reason is "error" */
+  size_t text_len;
+  int finished;              /* the request is over */
+  const char *finish_reason; /* "stop", "length", "error", or NULL while it runs */
+  int ntokens;               /* embed: tokens read */
+  const float *embedding;    /* embed: the vector (dim floats), valid during the callback */
+  int dim;
+} as_engine_ev_t;
+
+typedef void (*as_engine_cb)(void *ud, const as_engine_ev_t *evs, int n);
+
+typedef struct as_engine_opts_s {
+  size_t kv_max_tokens;      /* tokens the KV cache holds over all requests (0: 65536) */
+  int step_tokens;           /* prefill tokens per step (0: the generator's default) */
+} as_engine_opts_t;
+
+/* Loads the model folder (and its tokenizer when it has one) and starts the
+ * engine thread; events go to cb on loop. */
+int as_engine_new(as_engine_t **out, const char *dir, struct uv_loop_s *loop, as_engine_cb cb, void *ud,
+                  const as_engine_opts_t *o, char *err, size_t errlen);
+/* Stops the thread and frees everything (the async handle closes on the loop). */
+void as_engine_free(as_engine_t *e);
+const as_model_t *as_engine_model(const as_engine_t *e);
+const as_tokenizer_t *as_engine_tokenizer(const as_engine_t *e); /* NULL: none */
+const as_gen_t *as_engine_gen(const as_engine_t *e);             /* NULL: an encoder */
+/* Queues a generation (ids and options are copied; text comes through the
+ * tokenizer). AS_EINVAL for an encoder model or an empty prompt. */
+int as_engine_generate(as_engine_t *e, const int32_t *ids, int n, const as_gen_opts_t *o, int64_t *id);
+/* Queues one text's embedding (encoder models). */
+int as_engine_embed(as_engine_t *e, const int32_t *ids, int n, int64_t *id);
+/* The request ends at the next step, with no further event. */
+void as_engine_cancel(as_engine_t *e, int64_t id);
+
+/* ==== end serving engine section ==== */
+
 #endif /* AS_LLM_H */
