@@ -91,10 +91,29 @@ typedef struct ask_ops_s {
 
   /* Index of the largest of x (n), the first one on ties (torch.argmax). */
   int (*argmax)(const float *x, int n);
+
+  /* Next token from one row of logits x (n), as transformers' generate()
+   * with do_sample: temperature (x / temperature), then top-k (values below
+   * the k-th largest removed, ties kept; top_k <= 0 or >= n: off), then top-p
+   * (ascending cumulative softmax <= 1 - top_p removed, the largest kept;
+   * top_p >= 1: off), then a draw from the softmax of what is left using one
+   * uniform of *rng (ask_rng_*). temperature <= 0 is greedy: the argmax,
+   * *rng untouched. probs (n) or NULL receives the final distribution; w (n
+   * doubles) and idx (n) are scratch. Returns the token id. */
+  int (*sample)(float *probs, double *w, int32_t *idx, const float *x, int n,
+                float temperature, int top_k, float top_p, uint64_t *rng);
 } ask_ops_t;
 
 /* The plain-C reference backend (kernels/ref). Never NULL. */
 const ask_ops_t *ask_ref_ops(void);
+
+/* The per-sequence random generator of sampling (kernels/ref/sample.c):
+ * xorshift64*, 64 bits of state. ask_rng_seed turns any seed into a valid
+ * (non-zero) state through splitmix64; ask_rng_uniform returns [0, 1) from
+ * the top 53 bits of one output. The same seed gives the same stream. */
+uint64_t ask_rng_seed(uint64_t seed);
+uint64_t ask_rng_next(uint64_t *state);
+double ask_rng_uniform(uint64_t *state);
 
 /* Conversions used at load time (kernels/ref/convert.c): n values. */
 void ask_bf16_to_f32(float *out, const uint16_t *in, size_t n);

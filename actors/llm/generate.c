@@ -1,0 +1,577 @@
+/* generate.c — generation over many requests at once: the step loop the
+ * serving engine drives (continuous batching on one KV cache).
+ *
+ * Each as_gen_step builds one batch: every decoding request feeds its last
+ * token, and requests still in their prompt feed a chunk of it (within a
+ * per-step token budget), all in ONE as_model_forward call. Requests whose
+ * prompt is complete then sample their next token with the ops table's
+ * sample op and their own random generator, so a request's tokens do not
+ * depend on what else shares its steps. After each token the request checks,
+ * in order: a stop token (finish "stop"), a stop string in its text (finish
+ * "stop"; the text is cut before it), max_new_tokens or the model's
+ * max_position_embeddings (finish "length"). A finished request's sequence
+ * leaves the cache at once.
+ *
+ * Text comes from a tokenizer's incremental detokenizer or a caller's
+ * callback. Text that could be the start of a stop string is held back
+ * until it is known not to be one, so a stop string never reaches the
+ * caller, not even in part. Only undelivered text is kept: a match can never
+ * start inside delivered text (it would have been held back).
+ */
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model_int.h"
+
+#define AS_GEN_DEFAULT_MAX_NEW 256
+#define AS_GEN_MIN_PREFILL 32
+
+typedef struct as__req_s {
+  int64_t id;
+  int32_t *prompt;       /* prompt ids (owned) */
+  int n_prompt;          /* prompt length */
+  int done_prompt;       /* prompt tokens already in the cache */
+  int32_t last;          /* last sampled token: the next decode input */
+  int n_gen;             /* tokens generated */
+  int max_new;           /* max_new_tokens */
+  float temperature;
+  int top_k;
+  float top_p;
+  uint64_t rng;          /* xorshift64* state (ask_rng_*) */
+  int32_t *stop_ids;     /* owned */
+  int n_stop_ids;
+  char **stops;          /* owned NUL-terminated stop strings */
+  int n_stops;
+  as_detok_t *dt;        /* the tokenizer path, or NULL */
+  as_gen_detok_fn fn;    /* the callback path, or NULL */
+  void *ud;
+  as_buf_t text;         /* text produced and not yet delivered */
+} as__req_t;
+
+typedef struct as__ev_s { /* an event under construction: text as an offset */
+  as_gen_event_t e;
+  size_t off;
+} as__ev_t;
+
+struct as_gen_s {
+  const as_model_t *m;
+  as_kv_t *kv;
+  int vocab;
+  int max_pos;
+  int step_tokens;        /* prefill budget per step */
+  int32_t eos[16];        /* default stop ids */
+  int n_eos;
+  int gc_sample;          /* generation_config.json: do_sample */
+  float gc_temperature, gc_top_p;
+  int gc_top_k, gc_max_new;
+  int64_t next_id;
+  as__req_t **reqs;       /* active requests, in arrival order */
+  int nreq, capreq;
+  as_fwd_seq_t *batch;    /* per step (capreq) */
+  as__req_t **who;        /* the request of each batch entry */
+  float *logits;          /* (capreq, vocab) */
+  double *w;              /* sampling scratch (vocab) */
+  int32_t *idx;           /* sampling scratch (vocab) */
+  as__ev_t *evs;          /* this step's events (capreq) */
+  as_gen_event_t *out;    /* what the caller sees */
+  int nev;
+  as_buf_t arena;         /* this step's event texts */
+};
+
+static int as__gen_err(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int as__gen_err(char *err, size_t errlen, int code, const char *fmt, ...) {
+  va_list ap;
+  if (err != NULL && errlen > 0) {
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+/* Reads generation_config.json of dir (absent: nothing changes). Returns 0,
+ * or AS_EINVAL naming the file when it is not JSON. */
+static int as__gen_read_config(as_gen_t *g, const char *dir, char *err, size_t errlen) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/generation_config.json", dir);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return 0;
+  as_buf_t b;
+  char chunk[4096];
+  size_t n;
+  as_buf_init(&b);
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    if (as_buf_append(&b, chunk, n) != 0) {
+      fclose(f);
+      as_buf_free(&b);
+      return as__gen_err(err, errlen, AS_ENOMEM, "out of memory reading %s", path);
+    }
+  fclose(f);
+  cJSON *j = cJSON_ParseWithLength(b.data != NULL ? b.data : "", b.len);
+  as_buf_free(&b);
+  if (j == NULL || !cJSON_IsObject(j)) {
+    cJSON_Delete(j);
+    return as__gen_err(err, errlen, AS_EINVAL, "%s: not a JSON object", path);
+  }
+  const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "eos_token_id"), *it;
+  if (cJSON_IsNumber(e)) {
+    g->eos[0] = (int32_t)e->valueint;
+    g->n_eos = 1;
+  } else if (cJSON_IsArray(e)) {
+    g->n_eos = 0;
+    cJSON_ArrayForEach(it, e) {
+      if (cJSON_IsNumber(it) && g->n_eos < 16)
+        g->eos[g->n_eos++] = (int32_t)it->valueint;
+    }
+  }
+  it = cJSON_GetObjectItemCaseSensitive(j, "do_sample");
+  g->gc_sample = cJSON_IsTrue(it);
+  if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, "temperature")))
+    g->gc_temperature = (float)it->valuedouble;
+  if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, "top_k")))
+    g->gc_top_k = it->valueint;
+  if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, "top_p")))
+    g->gc_top_p = (float)it->valuedouble;
+  if (cJSON_IsNumber(it = cJSON_GetObjectItemCaseSensitive(j, "max_new_tokens")) &&
+      it->valueint > 0)
+    g->gc_max_new = it->valueint;
+  cJSON_Delete(j);
+  return 0;
+}
+
+int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_t kv_max_tokens,
+               char *err, size_t errlen) {
+  const as_llm_config_t *c;
+  as_gen_t *g;
+  int rc;
+  if (out == NULL || m == NULL)
+    return as__gen_err(err, errlen, AS_EINVAL, "as_gen_new: no model");
+  c = as_model_config(m);
+  if (c->arch == AS_ARCH_BERT)
+    return as__gen_err(err, errlen, AS_EINVAL,
+                       "%s models are encoders: they embed, they do not generate",
+                       c->model_type);
+  g = calloc(1, sizeof *g);
+  if (g == NULL)
+    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+  g->m = m;
+  g->vocab = c->vocab_size;
+  g->max_pos = c->max_positions;
+  g->step_tokens = 512;
+  g->next_id = 1;
+  g->gc_temperature = 1.0f;
+  g->gc_top_k = 50;
+  g->gc_top_p = 1.0f;
+  g->gc_max_new = AS_GEN_DEFAULT_MAX_NEW;
+  for (int i = 0; i < c->n_eos && i < 8; i++)
+    g->eos[g->n_eos++] = c->eos_token_ids[i];
+  as_buf_init(&g->arena);
+  if (model_dir != NULL && (rc = as__gen_read_config(g, model_dir, err, errlen)) != 0) {
+    free(g);
+    return rc;
+  }
+  g->w = malloc((size_t)g->vocab * sizeof(double));
+  g->idx = malloc((size_t)g->vocab * sizeof(int32_t));
+  if (g->w == NULL || g->idx == NULL || (rc = as_kv_new(&g->kv, m, kv_max_tokens)) != 0) {
+    as_gen_free(g);
+    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory for a generator");
+  }
+  *out = g;
+  return 0;
+}
+
+static void as__req_free(as__req_t *r) {
+  if (r == NULL)
+    return;
+  free(r->prompt);
+  free(r->stop_ids);
+  for (int i = 0; i < r->n_stops; i++)
+    free(r->stops[i]);
+  free(r->stops);
+  as_detok_free(r->dt);
+  as_buf_free(&r->text);
+  free(r);
+}
+
+/* Drops request i from the generator (its sequence, its text state). */
+static void as__gen_drop(as_gen_t *g, int i) {
+  as__req_t *r = g->reqs[i];
+  as_kv_seq_free(g->kv, r->id);
+  if (r->fn != NULL && r->dt == NULL) { /* let the callback drop its state */
+    as_buf_t tmp;
+    as_buf_init(&tmp);
+    r->fn(r->ud, r->id, NULL, 0, &tmp);
+    as_buf_free(&tmp);
+  }
+  as__req_free(r);
+  memmove(g->reqs + i, g->reqs + i + 1, (size_t)(g->nreq - i - 1) * sizeof *g->reqs);
+  g->nreq--;
+}
+
+void as_gen_free(as_gen_t *g) {
+  if (g == NULL)
+    return;
+  while (g->nreq > 0)
+    as__gen_drop(g, g->nreq - 1);
+  as_kv_free(g->kv);
+  free(g->reqs);
+  free(g->batch);
+  free(g->who);
+  free(g->logits);
+  free(g->w);
+  free(g->idx);
+  free(g->evs);
+  free(g->out);
+  as_buf_free(&g->arena);
+  free(g);
+}
+
+void as_gen_opts_init(as_gen_opts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->max_new_tokens = AS_GEN_DEFAULT_MAX_NEW;
+  o->temperature = 0.0f;
+  o->top_k = 0;
+  o->top_p = 1.0f;
+  o->seed = -1;
+  o->n_stop_ids = -1;
+}
+
+void as_gen_opts_model(const as_gen_t *g, as_gen_opts_t *o) {
+  as_gen_opts_init(o);
+  o->max_new_tokens = g->gc_max_new;
+  if (g->gc_sample) {
+    o->temperature = g->gc_temperature;
+    o->top_k = g->gc_top_k;
+    o->top_p = g->gc_top_p;
+  }
+}
+
+size_t as_gen_eos_ids(const as_gen_t *g, const int32_t **ids) {
+  *ids = g->eos;
+  return (size_t)g->n_eos;
+}
+
+void as_gen_set_step_tokens(as_gen_t *g, int n) { g->step_tokens = n > 0 ? n : 1; }
+
+int as_gen_active(const as_gen_t *g) { return g->nreq; }
+
+/* Grows the per-request arrays to hold `need` requests. */
+static int as__gen_grow(as_gen_t *g, int need) {
+  if (need <= g->capreq)
+    return 0;
+  int cap = g->capreq ? g->capreq * 2 : 8;
+  while (cap < need)
+    cap *= 2;
+  void *a = realloc(g->reqs, (size_t)cap * sizeof *g->reqs);
+  if (a == NULL)
+    return AS_ENOMEM;
+  g->reqs = a;
+  if ((a = realloc(g->batch, (size_t)cap * sizeof *g->batch)) == NULL)
+    return AS_ENOMEM;
+  g->batch = a;
+  if ((a = realloc(g->who, (size_t)cap * sizeof *g->who)) == NULL)
+    return AS_ENOMEM;
+  g->who = a;
+  if ((a = realloc(g->evs, (size_t)cap * sizeof *g->evs)) == NULL)
+    return AS_ENOMEM;
+  g->evs = a;
+  if ((a = realloc(g->out, (size_t)cap * sizeof *g->out)) == NULL)
+    return AS_ENOMEM;
+  g->out = a;
+  if ((a = realloc(g->logits, (size_t)cap * (size_t)g->vocab * sizeof(float))) == NULL)
+    return AS_ENOMEM;
+  g->logits = a;
+  g->capreq = cap;
+  return 0;
+}
+
+static uint64_t as__clock_seed(void) {
+  static _Atomic uint64_t counter;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
+         (++counter * 0x9e3779b97f4a7c15ull);
+}
+
+int as_gen_add(as_gen_t *g, const int32_t *prompt, int n, const as_gen_opts_t *o_in, int64_t *id,
+               char *err, size_t errlen) {
+  as_gen_opts_t def;
+  const as_gen_opts_t *o = o_in;
+  as__req_t *r;
+  int rc;
+  if (o == NULL) {
+    as_gen_opts_init(&def);
+    o = &def;
+  }
+  if (g == NULL || prompt == NULL || n <= 0)
+    return as__gen_err(err, errlen, AS_EINVAL, "a request needs at least one prompt token");
+  for (int i = 0; i < n; i++)
+    if (prompt[i] < 0 || prompt[i] >= g->vocab)
+      return as__gen_err(err, errlen, AS_EINVAL,
+                         "prompt token %d (position %d) is outside the vocabulary (%d)",
+                         (int)prompt[i], i, g->vocab);
+  if (n > g->max_pos)
+    return as__gen_err(err, errlen, AS_EINVAL,
+                       "the prompt has %d tokens: more than max_position_embeddings (%d)", n,
+                       g->max_pos);
+  if (o->max_new_tokens < 0)
+    return as__gen_err(err, errlen, AS_EINVAL, "max_new_tokens must be >= 0, not %d",
+                       o->max_new_tokens);
+  if (o->n_stop_strs > 0 && o->tok == NULL && o->detok == NULL)
+    return as__gen_err(err, errlen, AS_EINVAL,
+                       "stop strings need text: give a tokenizer or a detokenizer callback");
+  if (o->n_stop_ids > 0 && o->stop_ids == NULL)
+    return as__gen_err(err, errlen, AS_EINVAL, "n_stop_ids > 0 without stop_ids");
+  if ((rc = as__gen_grow(g, g->nreq + 1)) != 0)
+    return as__gen_err(err, errlen, rc, "out of memory");
+  if ((r = calloc(1, sizeof *r)) == NULL)
+    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+  as_buf_init(&r->text);
+  r->id = g->next_id;
+  r->n_prompt = n;
+  r->max_new = o->max_new_tokens;
+  r->temperature = o->temperature;
+  r->top_k = o->top_k;
+  r->top_p = o->top_p;
+  r->rng = ask_rng_seed(o->seed >= 0 ? (uint64_t)o->seed : as__clock_seed());
+  r->prompt = malloc((size_t)n * sizeof(int32_t));
+  const int32_t *sid = o->n_stop_ids < 0 ? g->eos : o->stop_ids;
+  r->n_stop_ids = o->n_stop_ids < 0 ? g->n_eos : o->n_stop_ids;
+  r->stop_ids = malloc(((size_t)r->n_stop_ids + 1) * sizeof(int32_t));
+  r->stops = calloc((size_t)(o->n_stop_strs > 0 ? o->n_stop_strs : 1), sizeof(char *));
+  rc = r->prompt == NULL || r->stop_ids == NULL || r->stops == NULL ? AS_ENOMEM : 0;
+  if (rc == 0) {
+    memcpy(r->prompt, prompt, (size_t)n * sizeof(int32_t));
+    if (r->n_stop_ids > 0)
+      memcpy(r->stop_ids, sid, (size_t)r->n_stop_ids * sizeof(int32_t));
+  }
+  for (int i = 0; rc == 0 && i < o->n_stop_strs; i++) {
+    const char *s = o->stop_strs[i];
+    if (s == NULL || s[0] == '\0') {
+      as__req_free(r);
+      return as__gen_err(err, errlen, AS_EINVAL, "stop string %d is empty", i);
+    }
+    if ((r->stops[r->n_stops++] = strdup(s)) == NULL)
+      rc = AS_ENOMEM;
+  }
+  if (rc == 0 && o->tok != NULL)
+    rc = as_detok_new(o->tok, 1, &r->dt);
+  else if (o->detok != NULL) {
+    r->fn = o->detok;
+    r->ud = o->detok_ud;
+  }
+  if (rc == 0)
+    rc = as_kv_seq_new(g->kv, r->id);
+  if (rc != 0) {
+    as__req_free(r);
+    return as__gen_err(err, errlen, rc, "cannot add the request: %s", as_strerror(rc));
+  }
+  g->next_id++;
+  g->reqs[g->nreq++] = r;
+  *id = r->id;
+  return 0;
+}
+
+int as_gen_cancel(as_gen_t *g, int64_t id) {
+  for (int i = 0; i < g->nreq; i++)
+    if (g->reqs[i]->id == id) {
+      as__gen_drop(g, i);
+      return 0;
+    }
+  return AS_ENOTFOUND;
+}
+
+/* Starts an event for r (the arrays hold one per request); NULL when out
+ * of memory. Event texts lie back to back in the arena, each ended by a NUL
+ * written when the next event starts (or the step ends). */
+static as__ev_t *as__gen_event(as_gen_t *g, as__req_t *r) {
+  if (g->nev > 0 && as_buf_append(&g->arena, "", 1) != 0)
+    return NULL;
+  as__ev_t *ev = &g->evs[g->nev++];
+  memset(ev, 0, sizeof *ev);
+  ev->e.id = r->id;
+  ev->e.token = -1;
+  ev->e.stop_str = -1;
+  ev->off = g->arena.len;
+  return ev;
+}
+
+/* Length of the longest suffix of t[0..n) that is a proper prefix of a
+ * stop string (text to hold back). */
+static size_t as__holdback(const as__req_t *r, const char *t, size_t n) {
+  size_t best = 0;
+  for (int i = 0; i < r->n_stops; i++) {
+    size_t L = strlen(r->stops[i]);
+    for (size_t k = (L - 1 < n ? L - 1 : n); k > best; k--)
+      if (memcmp(t + n - k, r->stops[i], k) == 0) {
+        best = k;
+        break;
+      }
+  }
+  return best;
+}
+
+/* Moves r's deliverable text into the event (all of it when `flush`), and
+ * looks for a stop string. Returns 1 when one matched (the text before it
+ * is delivered), 0 otherwise, or a negative error. */
+static int as__gen_text(as_gen_t *g, as__req_t *r, as__ev_t *ev, int flush) {
+  const char *t = r->text.data;
+  size_t n = r->text.len, end = n, cut = (size_t)-1;
+  int hit = -1;
+  for (int i = 0; i < r->n_stops && n > 0; i++) {
+    size_t L = strlen(r->stops[i]);
+    for (size_t p = 0; p + L <= n && p < cut; p++)
+      if (memcmp(t + p, r->stops[i], L) == 0) {
+        cut = p;
+        hit = i;
+        break;
+      }
+  }
+  if (hit >= 0)
+    end = cut;
+  else if (!flush)
+    end = n - as__holdback(r, t, n);
+  if (end > 0 && as_buf_append(&g->arena, t, end) != 0)
+    return AS_ENOMEM;
+  as_buf_consume(&r->text, end);
+  ev->e.stop_str = hit;
+  return hit >= 0;
+}
+
+/* Feeds token id (or the end, id < 0) to r's detokenizer. */
+static int as__gen_detok(as__req_t *r, int32_t id) {
+  if (r->dt != NULL)
+    return id >= 0 ? as_detok_feed(r->dt, &id, 1, &r->text) : as_detok_finish(r->dt, &r->text);
+  if (r->fn != NULL) {
+    int rc = id >= 0 ? r->fn(r->ud, r->id, &id, 1, &r->text) : r->fn(r->ud, r->id, NULL, 0, &r->text);
+    if (id < 0)
+      r->fn = NULL; /* its state is gone: as__gen_drop must not call it again */
+    return rc;
+  }
+  return 0;
+}
+
+/* Handles a sampled token of r: the event, the stop rules. Returns 1 when
+ * the request finished, 0 when it goes on, or a negative error. */
+static int as__gen_token(as_gen_t *g, as__req_t *r, int32_t tok) {
+  as__ev_t *ev = as__gen_event(g, r);
+  const char *reason = NULL;
+  int rc, is_stop = 0;
+  if (ev == NULL)
+    return AS_ENOMEM;
+  ev->e.token = tok;
+  r->n_gen++;
+  r->last = tok;
+  for (int i = 0; i < r->n_stop_ids; i++)
+    is_stop |= r->stop_ids[i] == tok;
+  if (is_stop) {
+    reason = "stop";
+  } else {
+    if ((rc = as__gen_detok(r, tok)) != 0)
+      return rc;
+    if ((rc = as__gen_text(g, r, ev, 0)) < 0)
+      return rc;
+    if (rc == 1)
+      reason = "stop";
+    else if (r->n_gen >= r->max_new || r->n_prompt + r->n_gen >= g->max_pos)
+      reason = "length"; /* the next input would not fit max_position_embeddings */
+  }
+  if (reason == NULL)
+    return 0;
+  if (ev->e.stop_str < 0) { /* flush what the detokenizer holds (no stop string yet) */
+    if ((rc = as__gen_detok(r, -1)) != 0)
+      return rc;
+    if ((rc = as__gen_text(g, r, ev, 1)) < 0)
+      return rc;
+    if (rc == 1)
+      reason = "stop";
+  }
+  ev->e.finished = 1;
+  ev->e.finish_reason = reason;
+  return 1;
+}
+
+int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *err,
+                size_t errlen) {
+  int nb = 0, ndec = 0, budget, rc;
+  *events = g->out;
+  *nevents = 0;
+  g->nev = 0;
+  g->arena.len = 0;
+  if (g->nreq == 0)
+    return 0;
+
+  /* Decodes first, then prefill chunks within the budget. */
+  for (int i = 0; i < g->nreq; i++) {
+    as__req_t *r = g->reqs[i];
+    if (r->max_new > 0 && r->done_prompt == r->n_prompt) {
+      g->batch[nb] = (as_fwd_seq_t){r->id, &r->last, 1};
+      g->who[nb++] = r;
+      ndec++;
+    }
+  }
+  budget = g->step_tokens - ndec;
+  if (budget < AS_GEN_MIN_PREFILL)
+    budget = AS_GEN_MIN_PREFILL;
+  for (int i = 0; i < g->nreq && budget > 0; i++) {
+    as__req_t *r = g->reqs[i];
+    int left = r->n_prompt - r->done_prompt;
+    if (left == 0 || r->max_new == 0)
+      continue;
+    int chunk = left < budget ? left : budget;
+    g->batch[nb] = (as_fwd_seq_t){r->id, r->prompt + r->done_prompt, chunk};
+    g->who[nb++] = r;
+    budget -= chunk;
+  }
+  if (nb > 0 && (rc = as_model_forward(g->m, g->kv, g->batch, nb, g->logits, 0, err, errlen)) != 0)
+    return rc; /* nothing changed */
+
+  for (int b = 0; b < nb; b++) {
+    as__req_t *r = g->who[b];
+    if (r->done_prompt < r->n_prompt) {
+      r->done_prompt += g->batch[b].n;
+      if (r->done_prompt < r->n_prompt)
+        continue; /* more prompt next step */
+    }
+    int32_t tok = g->m->ops->sample(NULL, g->w, g->idx, g->logits + (size_t)b * g->vocab,
+                                    g->vocab, r->temperature, r->top_k, r->top_p, &r->rng);
+    if ((rc = as__gen_token(g, r, tok)) < 0)
+      return as__gen_err(err, errlen, rc, "request %lld: %s", (long long)r->id,
+                         as_strerror(rc));
+  }
+  /* Requests that may generate nothing end without a token. */
+  for (int i = 0; i < g->nreq; i++)
+    if (g->reqs[i]->max_new == 0) {
+      as__ev_t *ev = as__gen_event(g, g->reqs[i]);
+      if (ev == NULL)
+        return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+      ev->e.finished = 1;
+      ev->e.finish_reason = "length";
+    }
+  /* Drop finished requests; point the events' texts into the arena. */
+  for (int e = 0; e < g->nev; e++)
+    if (g->evs[e].e.finished)
+      for (int i = 0; i < g->nreq; i++)
+        if (g->reqs[i]->id == g->evs[e].e.id) {
+          as__gen_drop(g, i);
+          break;
+        }
+  if (g->nev == 0)
+    return 0;
+  if (as_buf_append(&g->arena, "", 1) != 0)
+    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+  for (int e = 0; e < g->nev; e++) {
+    size_t end = e + 1 < g->nev ? g->evs[e + 1].off - 1 : g->arena.len - 1;
+    g->out[e] = g->evs[e].e;
+    g->out[e].text = g->arena.data + g->evs[e].off;
+    g->out[e].text_len = end - g->evs[e].off;
+  }
+  *nevents = g->nev;
+  return 0;
+}
