@@ -17,6 +17,8 @@ M.null = core.null
 M.json_encode = core.json_encode
 M.json_decode = core.json_decode
 M.__version = core.version
+-- The folder of the application file (relative paths in apps resolve against it).
+M.app_dir = core.app_dir
 
 local KIND_CALL, KIND_HTTP = 0, 1
 

@@ -59,7 +59,16 @@ function M.load(dir, opts)
   if device == "cuda" then
     error("llm.load: the CUDA backend is not built yet; use device = \"cpu\" or \"auto\"", 2)
   end
-  local e, err = core.load(dir, { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens })
+  local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens }
+  local e, err = core.load(dir, lopts)
+  if not e and dir:sub(1, 1) ~= "/" and serve.app_dir() then
+    -- a relative folder is looked up beside the app file, then one level up
+    -- (apps/chat.lua binds "models/tiny-kjv" of the repository)
+    for _, base in ipairs({ serve.app_dir() .. "/", serve.app_dir() .. "/../" }) do
+      local e2 = core.load(base .. dir, lopts)
+      if e2 then e, dir = e2, base .. dir break end
+    end
+  end
   if not e then error("llm.load: " .. tostring(err), 2) end
   return setmetatable({ engine = e, dir = dir, info = e:info(), device = "cpu" }, Model)
 end

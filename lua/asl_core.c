@@ -182,6 +182,11 @@ static int l_context(lua_State *L) {
   return 1;
 }
 
+static int l_app_dir(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "actorserve.app_dir");
+  return 1;
+}
+
 static int l_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
   int level = luaL_checkoption(L, 1, "info", levels);
@@ -195,7 +200,7 @@ int luaopen_actorserve_core(lua_State *L) {
     {"json_encode", l_json_encode}, {"json_decode", l_json_decode},
     {"call", l_call}, {"reply", l_reply}, {"reply_text", l_reply_text},
     {"stream_start", l_stream_start}, {"stream_data", l_stream_data}, {"stream_end", l_stream_end},
-    {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"context", l_context}, {"log", l_log},
+    {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"context", l_context}, {"log", l_log}, {"app_dir", l_app_dir},
     {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushlightuserdata(L, asl_null_sentinel());

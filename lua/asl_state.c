@@ -95,6 +95,8 @@ int asl_run_file(lua_State *L, const char *path, char *err, size_t errlen) {
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
   if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+  lua_pushstring(L, dir);
+  lua_setfield(L, LUA_REGISTRYINDEX, "actorserve.app_dir"); /* for paths relative to the app */
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

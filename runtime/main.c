@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llm.h"
 #include "node.h"
 
 static const char usage[] =
@@ -19,6 +20,8 @@ static const char usage[] =
   "       actorserve config [-a ADDRESS]          the config deployed last\n"
   "       actorserve shutdown [-a ADDRESS]        delete every application and stop the head\n"
   "       actorserve build FILE.lua:VARIABLE [-o CONFIG.yaml]\n"
+  "       actorserve generate MODEL_DIR \"prompt\" [--max-new-tokens N] [--temperature T] [--chat] ...\n"
+  "       actorserve embed MODEL_DIR \"text\" [\"text\" ...]\n"
   "       actorserve --help | --version\n"
   "ADDRESS is the head's REST API (default http://127.0.0.1:8265, or $ACTORSERVE_ADDRESS).\n"
   "\n"
@@ -131,6 +134,7 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "__worker") == 0) return as_worker_main();
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2, 0);
   if (strcmp(argv[1], "__head") == 0) return cmd_run(argc - 2, argv + 2, 1);
+  if (!strcmp(argv[1], "generate") || !strcmp(argv[1], "embed")) return as_llm_cli(argc - 1, argv + 1);
   if (!strcmp(argv[1], "start") || !strcmp(argv[1], "deploy") || !strcmp(argv[1], "status") ||
       !strcmp(argv[1], "config") || !strcmp(argv[1], "shutdown") || !strcmp(argv[1], "build"))
     return as_cli_main(argc - 1, argv + 1);
