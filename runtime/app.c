@@ -305,7 +305,8 @@ static void apply_dep(as_dep_t *d, const as_cfg_dep_t *c) {
   }
 }
 
-int as_app_apply_config(as_app_t *app, const as_cfg_app_t *c, const char *cfgfile, char *err, size_t errlen) {
+int as_app_apply_config(as_app_t *app, const as_cfg_app_t *c, int app_index, const char *cfgfile, char *err,
+                        size_t errlen) {
   for (int j = 0; j < c->ndeps; j++) {
     const as_cfg_dep_t *cd = &c->deps[j];
     as_dep_t *d = NULL;
@@ -315,8 +316,10 @@ int as_app_apply_config(as_app_t *app, const as_cfg_app_t *c, const char *cfgfil
       as_buf_t names;
       as_buf_init(&names);
       for (int i = 0; i < app->ndeps; i++) as_buf_appendf(&names, "%s%s", i ? ", " : "", app->deps[i].name);
-      snprintf(err, errlen, "%s:%d:%d: deployments[%d].name: application '%s' defines no deployment '%s' (it has: %s)",
-               cfgfile, cd->name.pos.line, cd->name.pos.col, j, app->name, cd->name.s, names.data ? names.data : "");
+      snprintf(err, errlen,
+               "%s:%d:%d: applications[%d].deployments[%d].name: application '%s' defines no deployment '%s' (it has: %s)",
+               cfgfile, cd->name.pos.line, cd->name.pos.col, app_index, j, app->name, cd->name.s,
+               names.data ? names.data : "");
       as_buf_free(&names);
       return AS_EINVAL;
     }

@@ -754,7 +754,8 @@ static const char *dep_status(as_controller_t *c, const as_dep_t *d) {
   for (int k = 0; k < c->nreps; k++) {
     replica_t *r = c->reps[k];
     if (strcmp(r->dep->key, d->key)) continue;
-    if (r->state == R_UNHEALTHY || (r->state != R_RUNNING && r->failures > 0)) unhealthy++;
+    /* a replica being stopped on purpose says nothing about the deployment's health */
+    if (!r->retiring && (r->state == R_UNHEALTHY || (r->state != R_RUNNING && r->failures > 0))) unhealthy++;
     if (r->state == R_RUNNING && r->version == d->version && !r->retiring) running++;
     else other++;
   }

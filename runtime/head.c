@@ -147,7 +147,7 @@ static int config_apps(as_config_t *cfg, const char *name, as_app_t ***out, int 
     rc = as_app_load(app, target, ca->name.s, ca->route_prefix.s, ca->args.set ? &ca->args.value : NULL, err, errlen);
     if (rc) { free(app); break; }
     apps[n++] = app;
-    rc = as_app_apply_config(app, ca, name, err, errlen);
+    rc = as_app_apply_config(app, ca, i, name, err, errlen);
   }
   if (rc || !apps) {
     free_apps(apps, n);

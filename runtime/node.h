@@ -66,7 +66,8 @@ int as_app_load(as_app_t *app, const char *target, const char *name, const char 
                 const as_buf_t *args, char *err, size_t errlen);
 struct as_cfg_app_s;
 /* Applies a config file's deployment entries over the code's values. */
-int as_app_apply_config(as_app_t *app, const struct as_cfg_app_s *c, const char *cfgfile, char *err, size_t errlen);
+int as_app_apply_config(as_app_t *app, const struct as_cfg_app_s *c, int app_index, const char *cfgfile, char *err,
+                        size_t errlen);
 void as_app_free(as_app_t *app);
 void as_app_versions(as_app_t *app);  /* recomputes each deployment's version */
 

@@ -543,3 +543,107 @@ def raw_exchange(port, data, timeout=10.0):
 
 def new_id():
     return "e2e-" + uuid.uuid4().hex
+
+
+# ---- helpers of the config and control-plane tests (test_config.py, test_control.py) ----
+
+def run_cli(*args, env=None, cwd=None, timeout=60):
+    """Runs `actorserve ARGS...` to completion; returns the CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([BIN] + [str(a) for a in args], capture_output=True, text=True, env=e,
+                          cwd=cwd or ROOT, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def write_file(path, text):
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def text_pos(text, needle, nth=1):
+    """(line, column), 1-based, where the nth occurrence of needle starts in text."""
+    i = -1
+    for _ in range(nth):
+        i = text.index(needle, i + 1)
+    line = text.count("\n", 0, i) + 1
+    col = i - (text.rfind("\n", 0, i) + 1) + 1
+    return line, col
+
+
+def rest_url(dash_port, path="/api/serve/applications/"):
+    return "http://127.0.0.1:%d%s" % (dash_port, path)
+
+
+class Load:
+    """Client threads that send requests continuously until stop() (or max_s).
+
+    results: list of (url, status or None, parsed JSON body or None, error repr or None)
+    in the order they finished."""
+
+    def __init__(self, urls, threads_per_url=2, pause=0.01, max_s=90.0, timeout=30.0):
+        import threading
+        self._threading = threading
+        self.urls = list(urls)
+        self.per_url = threads_per_url
+        self.pause = pause
+        self.max_s = max_s
+        self.timeout = timeout
+        self.results = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+
+    def _run(self, url):
+        deadline = time.monotonic() + self.max_s
+        s = requests.Session()
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    r = s.get(url, timeout=self.timeout)
+                    try:
+                        body = r.json()
+                    except ValueError:
+                        body = None
+                    rec = (url, r.status_code, body, None)
+                except requests.RequestException as e:
+                    rec = (url, None, None, repr(e))
+                with self._lock:
+                    self.results.append(rec)
+                self._stop.wait(self.pause)
+        finally:
+            s.close()
+
+    def start(self):
+        for u in self.urls:
+            for _ in range(self.per_url):
+                t = self._threading.Thread(target=self._run, args=(u,), daemon=True)
+                t.start()
+                self._threads.append(t)
+        return self
+
+    def count(self, url=None):
+        with self._lock:
+            return sum(1 for r in self.results if url is None or r[0] == url)
+
+    def wait_count(self, n, url=None, timeout=30.0):
+        """Waits until n more results (for url) than now have arrived."""
+        goal = self.count(url) + n
+        deadline = time.monotonic() + timeout
+        while self.count(url) < goal and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.count(url) >= goal
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 10)
+        with self._lock:
+            return list(self.results)
+
+    def failed(self, url=None, ok=(200,)):
+        with self._lock:
+            return [r for r in self.results if (url is None or r[0] == url) and r[1] not in ok]
