@@ -515,6 +515,61 @@ TEST(test_errors) {
   as_model_free(m);
 }
 
+/* Runs as_llm_cli with stdout into a file; returns its status and the
+ * output in out. */
+static int run_cli(char **argv, int argc, char *out, size_t cap) {
+  char path[] = "/tmp/as_test_cli_XXXXXX";
+  int fd = mkstemp(path), saved = dup(1), rc;
+  fflush(stdout);
+  dup2(fd, 1);
+  rc = as_llm_cli(argc, argv);
+  fflush(stdout);
+  dup2(saved, 1);
+  close(saved);
+  lseek(fd, 0, SEEK_SET);
+  ssize_t n = read(fd, out, cap - 1);
+  out[n > 0 ? n : 0] = '\0';
+  close(fd);
+  unlink(path);
+  return rc;
+}
+
+TEST(test_cli) {
+  ref_t r;
+  char out[8192], want[512] = "";
+  if (load_ref("llama-bf16", &r) != 0)
+    SKIP("fixture reference.json not present");
+  /* A folder without tokenizer.json: ids in, ids out. */
+  char *gen[] = {"generate", FIX "llama-bf16", "--ids", "1,17,300,42,7", "--max-new-tokens",
+                 "16", "--ignore-eos"};
+  ASSERT_EQ(run_cli(gen, 7, out, sizeof out), 0);
+  for (int k = 0; k < 16; k++)
+    snprintf(want + strlen(want), sizeof want - strlen(want), "%s%d", k ? " " : "",
+             (int)r.want[1][k]);
+  strcat(want, "\n");
+  ASSERT_STR_EQ(out, want);
+  char *text[] = {"generate", FIX "llama-bf16", "hello"}; /* text needs a tokenizer */
+  ASSERT_EQ(run_cli(text, 3, out, sizeof out), 1);
+  char *bench[] = {"generate", FIX "llama-bf16", "--bench", "--bench-prompt-tokens", "8",
+                   "--max-new-tokens", "4", "--bench-repeat", "1"};
+  ASSERT_EQ(run_cli(bench, 9, out, sizeof out), 0);
+  cJSON *j = cJSON_Parse(out);
+  ASSERT_TRUE(j != NULL);
+  ASSERT_EQ(cJSON_GetObjectItem(j, "prompt_tokens")->valueint, 8);
+  ASSERT_EQ(cJSON_GetObjectItem(j, "new_tokens")->valueint, 4);
+  cJSON_Delete(j);
+  char *bad1[] = {"generate", FIX "llama-bf16", "--ids", "1", "--top-p", "2"};
+  ASSERT_EQ(run_cli(bad1, 6, out, sizeof out), 2);
+  char *bad2[] = {"generate", FIX "llama-bf16", "--ids", "1,x"};
+  ASSERT_EQ(run_cli(bad2, 4, out, sizeof out), 2);
+  char *emb[] = {"embed", FIX "llama-bf16", "text"}; /* a decoder does not embed */
+  ASSERT_EQ(run_cli(emb, 3, out, sizeof out), 1);
+  char *emb2[] = {"embed", FIX "bert-f32", "text"}; /* no tokenizer */
+  ASSERT_EQ(run_cli(emb2, 3, out, sizeof out), 1);
+  char *other[] = {"frobnicate"};
+  ASSERT_EQ(run_cli(other, 1, out, sizeof out), 2);
+}
+
 TEST_MAIN(test_greedy_equals_transformers, test_batched_equals_alone, test_max_new_tokens,
           test_stop_tokens, test_stop_strings_callback, test_text_with_tokenizer,
-          test_seeded_sampling, test_errors)
+          test_seeded_sampling, test_errors, test_cli)
