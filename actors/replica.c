@@ -43,6 +43,7 @@ typedef struct htimer_s {
   uv_timer_t t;
   as_replica_t *r;
   uint64_t id;
+  struct htimer_s *prev, *next; /* the replica's armed timers */
 } htimer_t;
 
 typedef struct hcall_s {
@@ -66,6 +67,7 @@ struct as_replica_s {
   size_t running;         /* requests not yet answered */
   int64_t next_token;
   uint64_t next_timer;
+  htimer_t *timers;       /* armed serve.sleep timers, closed by as_replica_free */
   as_ready_cb ready_cb;
   void *ready_ud;
   void (*drained)(void *);
@@ -242,8 +244,14 @@ static int op_stream_end(void *ud, int64_t token, int ok, const char *err) {
 
 static void timer_closed(uv_handle_t *h) { free(h->data); }
 
+static void timer_unlink(htimer_t *ht) {
+  if (ht->prev) ht->prev->next = ht->next; else ht->r->timers = ht->next;
+  if (ht->next) ht->next->prev = ht->prev;
+}
+
 static void timer_fired(uv_timer_t *t) {
   htimer_t *ht = t->data;
+  timer_unlink(ht);
   lua_pushinteger(ht->r->L, (lua_Integer)ht->id);
   asl_call_module(ht->r->L, "_on_timer", 1, 0);
   uv_close((uv_handle_t *)t, timer_closed);
@@ -255,6 +263,9 @@ static int op_timer(void *ud, double seconds, uint64_t *id_out) {
   if (!ht) return AS_ENOMEM;
   ht->r = r;
   ht->id = ++r->next_timer;
+  ht->next = r->timers;
+  if (r->timers) r->timers->prev = ht;
+  r->timers = ht;
   uv_timer_init(r->loop, &ht->t);
   ht->t.data = ht;
   double ms = seconds * 1000.0;
@@ -511,6 +522,11 @@ void as_replica_free(as_replica_t *r) {
     unlink(r->socket_path);
   }
   as_flusher_close(&r->flusher);
+  while (r->timers) {
+    htimer_t *ht = r->timers;
+    timer_unlink(ht);
+    uv_close((uv_handle_t *)&ht->t, timer_closed);
+  }
   while (r->conns) rconn_close(r->conns);
   for (int i = 0; i < TOKEN_BUCKETS; i++) {
     while (r->buckets[i]) {

@@ -191,7 +191,11 @@ static int load_apps(as_head_opts_t *o, as_app_t ***out, int *nout, as_buf_t *te
   }
   as_config_t cfg;
   if (as_config_load(&cfg, o->target, err, errlen)) return AS_EINVAL;
-  if (cfg.host.set && !o->host_set) o->host = strdup(cfg.host.s);
+  static char host[256]; /* outlives the config: the options point at it */
+  if (cfg.host.set && !o->host_set) {
+    snprintf(host, sizeof host, "%s", cfg.host.s);
+    o->host = host;
+  }
   if (cfg.port.set && !o->port_set) o->port = (int)cfg.port.v;
   if (cfg.request_timeout_s.set && !o->request_timeout_set) o->request_timeout_s = cfg.request_timeout_s.v;
   if (cfg.keep_alive_timeout_s.set && !o->keep_alive_set) o->keep_alive_timeout_s = cfg.keep_alive_timeout_s.v;

@@ -356,6 +356,11 @@ def serve(request):
             problems.append("port %s: server ignored SIGTERM for %.0fs and was SIGKILLed" % (srv.port, KILL_AFTER))
         elif srv.expect_rc is not None and rc != srv.expect_rc:
             problems.append("port %s: server exited with %s, expected %s" % (srv.port, rc, srv.expect_rc))
+        # Under `make test-asan`, a sanitizer report from any process of the
+        # server (the workers' exit codes are not checked) fails the test.
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in srv.stderr():
+                problems.append("port %s: %s in the server's output" % (srv.port, marker))
     if problems:
         detail = "\n".join(problems)
         for srv in servers:
