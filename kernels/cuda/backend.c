@@ -1,0 +1,326 @@
+/* backend.c — the CUDA backend's ops table (kernels.h's ask_ops_t with its
+ * ask_dev_t part) on the first visible device: initialisation, device
+ * memory, the sticky first-failure record that sync() reports, and the
+ * binding of each op to its launcher in the .cu files or to cuBLASLt
+ * (gemm.c).
+ *
+ * One process-wide context: the device that CUDA_VISIBLE_DEVICES leaves
+ * first, one non-blocking stream, one cuBLASLt handle with its 32 MiB
+ * workspace, a 256-byte device buffer for the host-facing argmax/sample.
+ * Used from one thread at a time (a replica's engine thread). No CUDA or
+ * cuBLASLt failure aborts: the first one is kept with the call's name and
+ * CUDA's message, ops are skipped until sync() returns it as an AS_E* code.
+ * After a sticky CUDA error (an illegal address) the context is unusable and
+ * every later sync fails: that replica must be replaced.
+ */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ask_cuda.h"
+#include "cuda_int.h"
+#include "runtime.h"
+
+static struct {
+  int ok;                /* initialised and usable */
+  char why[256];         /* why not, when !ok */
+  char name[160];        /* device name and sm_XY */
+  cudaStream_t stream;   /* every op is queued here */
+  void *small;           /* 256 bytes: argmax/sample parameters and results */
+  int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T */
+  int err;               /* first failure since the last sync (AS_E*), 0 if none */
+  char msg[256];         /* its message */
+} ask__g;
+
+static pthread_once_t ask__once = PTHREAD_ONCE_INIT;
+
+int ask__cu_check(cudaError_t e, const char *what) {
+  if (e == cudaSuccess)
+    return 0;
+  /* A failed API call (cudaMalloc) also sets the thread's last error; clear
+   * it, or the next launch check would report it again. */
+  (void)cudaGetLastError();
+  if (ask__g.err == 0) {
+    ask__g.err = e == cudaErrorMemoryAllocation ? AS_ENOMEM
+                 : e == cudaErrorInvalidValue   ? AS_EINVAL
+                                                : AS_EIO;
+    snprintf(ask__g.msg, sizeof ask__g.msg, "%s: %s (%s)", what, cudaGetErrorString(e),
+             cudaGetErrorName(e));
+  }
+  return 1;
+}
+
+int ask__cu_failed(void) { return ask__g.err != 0; }
+
+static void ask__init(void) {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  struct cudaDeviceProp prop;
+  const char *env = getenv("ASK_CUDA_GEMV_ROWS");
+
+  if (e != cudaSuccess || n == 0) {
+    snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
+             e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+    return;
+  }
+  if ((e = cudaSetDevice(0)) != cudaSuccess ||
+      (e = cudaGetDeviceProperties(&prop, 0)) != cudaSuccess ||
+      (e = cudaStreamCreateWithFlags(&ask__g.stream, cudaStreamNonBlocking)) != cudaSuccess ||
+      (e = cudaMalloc(&ask__g.small, 256)) != cudaSuccess) {
+    snprintf(ask__g.why, sizeof ask__g.why, "CUDA initialisation: %s (%s)",
+             cudaGetErrorString(e), cudaGetErrorName(e));
+    return;
+  }
+  snprintf(ask__g.name, sizeof ask__g.name, "%.120s (sm_%d%d)", prop.name, prop.major, prop.minor);
+  if (prop.major < 8) {
+    snprintf(ask__g.why, sizeof ask__g.why, "%s: compute capability 8.0 or newer needed",
+             ask__g.name);
+    return;
+  }
+  if (ask__gemm_init(ask__g.why, sizeof ask__g.why) != 0)
+    return;
+  ask__g.gemv_rows = env != NULL ? atoi(env) : 16;
+  if (ask__g.gemv_rows < 0 || ask__g.gemv_rows > 16)
+    ask__g.gemv_rows = 16;
+  ask__g.ok = 1;
+}
+
+/* Returns the pending failure (and clears it) or 0. */
+static int ask__take(char *err, size_t errlen) {
+  int rc = ask__g.err;
+  if (rc != 0 && err != NULL && errlen > 0)
+    snprintf(err, errlen, "%s", ask__g.msg);
+  ask__g.err = 0;
+  ask__g.msg[0] = '\0';
+  return rc;
+}
+
+/* ---- ask_dev_t ------------------------------------------------------------ */
+
+static int ask__d_alloc(void **p, size_t bytes, char *err, size_t errlen) {
+  char what[64];
+  *p = NULL;
+  snprintf(what, sizeof what, "cudaMalloc(%zu bytes)", bytes);
+  ask__cu_check(cudaMalloc(p, bytes == 0 ? 1 : bytes), what);
+  return ask__take(err, errlen);
+}
+
+static void ask__d_free(void *p) {
+  if (p != NULL)
+    ask__cu_check(cudaFree(p), "cudaFree");
+}
+
+static int ask__d_copy(void *dst, const void *src, size_t bytes, int dir, char *err,
+                       size_t errlen) {
+  enum cudaMemcpyKind k = dir == ASK_COPY_H2D   ? cudaMemcpyHostToDevice
+                          : dir == ASK_COPY_D2H ? cudaMemcpyDeviceToHost
+                                                : cudaMemcpyDeviceToDevice;
+  if (!ask__cu_failed() &&
+      !ask__cu_check(cudaMemcpyAsync(dst, src, bytes, k, ask__g.stream), "cudaMemcpyAsync"))
+    ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize (copy)");
+  return ask__take(err, errlen);
+}
+
+static int ask__d_sync(char *err, size_t errlen) {
+  ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize");
+  return ask__take(err, errlen);
+}
+
+static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const uint16_t *w,
+                               const float *bias, int T, int K, int N) {
+  /* cuBLASLt wants 16-byte aligned rows; the own kernel takes anything. */
+  int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0 || ((uintptr_t)x & 15) != 0;
+  if (T <= ask__g.gemv_rows || (odd && T <= 16)) {
+    ask__cu_gemv_bf16(ask__g.stream, out, x, w, bias, T, K, N);
+    return;
+  }
+  ask__cu_f32_to_bf16(ask__g.stream, xs, x, (size_t)T * (size_t)K);
+  ask__gemm(ask__g.stream, 1, out, xs, w, bias, T, K, N);
+}
+
+static void ask__d_embedding_bf16(float *out, const uint16_t *table, const int32_t *ids, int T,
+                                  int C, float scale) {
+  ask__cu_embedding(ask__g.stream, out, NULL, table, ids, T, C, scale);
+}
+
+static void ask__d_add_rmsnorm(float *out, float *x, const float *r, const float *w, int T, int C,
+                               float eps, float w_offset) {
+  ask__cu_rmsnorm(ask__g.stream, out, x, r, w, T, C, eps, w_offset);
+}
+
+static void ask__d_rope_kv(float *q, float *kc, float *vc, const float *k, const float *v,
+                           const int32_t *pos, const int32_t *slot, const float *inv_freq, int T,
+                           int nh, int nkv, int D) {
+  ask__cu_rope_kv(ask__g.stream, q, kc, vc, k, v, pos, slot, inv_freq, T, nh, nkv, D, nh * D,
+                  nkv * D);
+}
+
+static void ask__d_argmax_rows(int32_t *ids, const float *x, int T, int n) {
+  ask__cu_argmax_rows(ask__g.stream, ids, x, T, n);
+}
+
+static void ask__d_sample_rows(int32_t *ids, float *probs, const float *x,
+                               const float *temperature, const int32_t *top_k,
+                               const float *top_p, uint64_t *rng, int T, int n) {
+  ask__cu_sample_rows(ask__g.stream, ids, probs, x, temperature, top_k, top_p, rng, T, n);
+}
+
+static const ask_dev_t ask__cuda_dev = {
+    .alloc = ask__d_alloc,
+    .free = ask__d_free,
+    .copy = ask__d_copy,
+    .sync = ask__d_sync,
+    .matmul_bf16 = ask__d_matmul_bf16,
+    .embedding_bf16 = ask__d_embedding_bf16,
+    .add_rmsnorm = ask__d_add_rmsnorm,
+    .rope_kv = ask__d_rope_kv,
+    .argmax_rows = ask__d_argmax_rows,
+    .sample_rows = ask__d_sample_rows,
+};
+
+/* ---- ask_ops_t ------------------------------------------------------------ */
+
+static void ask__o_embedding(float *out, const float *table, const int32_t *ids, int T, int C,
+                             float scale) {
+  ask__cu_embedding(ask__g.stream, out, table, NULL, ids, T, C, scale);
+}
+
+static void ask__o_rmsnorm(float *out, const float *x, const float *w, int T, int C, float eps,
+                           float w_offset) {
+  /* With r NULL the kernel only reads x. */
+  ask__cu_rmsnorm(ask__g.stream, out, (float *)(uintptr_t)x, NULL, w, T, C, eps, w_offset);
+}
+
+static void ask__o_layernorm(float *out, const float *x, const float *w, const float *b, int T,
+                             int C, float eps) {
+  ask__cu_layernorm(ask__g.stream, out, x, w, b, T, C, eps);
+}
+
+static void ask__o_matmul(float *out, const float *x, const float *w, const float *bias, int T,
+                          int K, int N) {
+  ask__gemm(ask__g.stream, 0, out, x, w, bias, T, K, N);
+}
+
+static void ask__o_rope(float *x, const int32_t *pos, const float *inv_freq, int T, int nh, int D,
+                        int stride) {
+  ask__cu_rope_kv(ask__g.stream, x, NULL, NULL, NULL, NULL, pos, NULL, inv_freq, T, nh, 0, D,
+                  stride, 0);
+}
+
+/* Splits along the sequence: about 256 keys per split, at most 64, and only
+ * as many as the op's scratch (T*L floats) holds partial rows for
+ * (T*nh*(D+2) floats each split): long contexts always fit. */
+static void ask__o_attention(float *out, float *scratch, const float *q, const float *k,
+                             const float *v, const int32_t *key_mask, int T, int L, int nh,
+                             int nkv, int D, int kv_stride, float scale, int causal) {
+  long fit = (long)L / ((long)nh * (D + 2)), nsplit = (L + 255) / 256;
+  if (nsplit > 64)
+    nsplit = 64;
+  if (nsplit > fit)
+    nsplit = fit;
+  ask__cu_attention(ask__g.stream, out, scratch, nsplit > 1 ? (int)nsplit : 1, q, k, v, key_mask,
+                    T, L, nh, nkv, D, kv_stride, scale, causal);
+}
+
+static void ask__o_glu(float *out, const float *gate, const float *up, size_t n, int act) {
+  ask__cu_glu(ask__g.stream, out, gate, up, n, act);
+}
+
+static void ask__o_activate(float *out, const float *x, size_t n, int act) {
+  ask__cu_glu(ask__g.stream, out, x, NULL, n, act);
+}
+
+static void ask__o_softmax(float *out, const float *x, int T, int N) {
+  ask__cu_softmax(ask__g.stream, out, x, T, N);
+}
+
+static void ask__o_add(float *out, const float *a, const float *b, size_t n) {
+  ask__cu_add(ask__g.stream, out, a, b, n);
+}
+
+/* Host-facing: waits for the id. On a failure returns 0; sync() says why. */
+static int ask__o_argmax(const float *x, int n) {
+  int32_t id = 0;
+  ask__cu_argmax_rows(ask__g.stream, (int32_t *)ask__g.small, x, 1, n);
+  if (!ask__cu_failed() &&
+      !ask__cu_check(cudaMemcpyAsync(&id, ask__g.small, sizeof id, cudaMemcpyDeviceToHost,
+                                     ask__g.stream),
+                     "cudaMemcpyAsync (argmax)"))
+    ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize (argmax)");
+  return ask__cu_failed() ? 0 : id;
+}
+
+/* The device copy of one host-facing sample call (in ask__g.small). */
+struct ask__sample_par {
+  uint64_t rng;             /* generator state, updated by the kernel */
+  float temperature, top_p; /* as the sample op */
+  int32_t top_k, id;        /* id: the result */
+};
+
+/* Host-facing sample: rng stays a host pointer; w and idx are unused. */
+static int ask__o_sample(float *probs, double *w, int32_t *idx, const float *x, int n,
+                         float temperature, int top_k, float top_p, uint64_t *rng) {
+  struct ask__sample_par par = {*rng, temperature, top_p, top_k, 0};
+  char *d = ask__g.small;
+  cudaStream_t s = ask__g.stream;
+  (void)w;
+  (void)idx;
+  if (ask__cu_failed() ||
+      ask__cu_check(cudaMemcpyAsync(d, &par, sizeof par, cudaMemcpyHostToDevice, s),
+                    "cudaMemcpyAsync (sample)"))
+    return 0;
+  ask__cu_sample_rows(s, (int32_t *)(d + offsetof(struct ask__sample_par, id)), probs, x,
+                      (const float *)(d + offsetof(struct ask__sample_par, temperature)),
+                      (const int32_t *)(d + offsetof(struct ask__sample_par, top_k)),
+                      (const float *)(d + offsetof(struct ask__sample_par, top_p)), (uint64_t *)d, 1,
+                      n);
+  if (ask__cu_failed() ||
+      ask__cu_check(cudaMemcpyAsync(&par, d, sizeof par, cudaMemcpyDeviceToHost, s),
+                    "cudaMemcpyAsync (sample)") ||
+      ask__cu_check(cudaStreamSynchronize(s), "cudaStreamSynchronize (sample)"))
+    return 0;
+  *rng = par.rng;
+  return par.id;
+}
+
+static const ask_ops_t ask__cuda_ops = {
+    .name = "cuda",
+    .embedding = ask__o_embedding,
+    .rmsnorm = ask__o_rmsnorm,
+    .layernorm = ask__o_layernorm,
+    .matmul = ask__o_matmul,
+    .rope = ask__o_rope,
+    .attention = ask__o_attention,
+    .glu = ask__o_glu,
+    .activate = ask__o_activate,
+    .softmax = ask__o_softmax,
+    .add = ask__o_add,
+    .argmax = ask__o_argmax,
+    .sample = ask__o_sample,
+    .dev = &ask__cuda_dev,
+};
+
+const ask_ops_t *ask_cuda_ops(void) {
+  pthread_once(&ask__once, ask__init);
+  return ask__g.ok ? &ask__cuda_ops : NULL;
+}
+
+const char *ask_cuda_unavailable(void) {
+  pthread_once(&ask__once, ask__init);
+  return ask__g.ok ? "" : ask__g.why;
+}
+
+int ask_cuda_set_gemv_rows(int rows) {
+  int old = ask__g.gemv_rows;
+  ask__g.gemv_rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+  return old;
+}
+
+int ask_cuda_plan_count(void) { return ask__gemm_plans(); }
+
+const char *ask_cuda_device_name(void) {
+  pthread_once(&ask__once, ask__init);
+  return ask__g.name;
+}

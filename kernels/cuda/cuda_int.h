@@ -1,0 +1,75 @@
+/* cuda_int.h — internal header of kernels/cuda: the launchers that the .cu
+ * files define (plain C names, callable from C) and the error recorder of
+ * backend.c. Never included from outside kernels/cuda.
+ *
+ * Every launcher queues its kernel on `stream` and reports a launch failure
+ * through ask__cu_fail (the first failure sticks until sync reports it).
+ * Shapes and rules are those of the op of kernels.h that it implements.
+ */
+#ifndef ASK_CUDA_INT_H
+#define ASK_CUDA_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* gemm.c: out (T,N) = x (T,K) · w (N,K)ᵀ + bias through cuBLASLt, x and w
+ * f32 (bf16 = 0) or bf16 (bf16 = 1), out and bias f32, fp32 accumulation.
+ * Plans are made once per shape and alignment and cached. Failures are
+ * recorded (ask__cu_check). */
+void ask__gemm(cudaStream_t s, int bf16, float *out, const void *x, const void *w,
+               const float *bias, int T, int K, int N);
+int ask__gemm_init(char *why, size_t whylen); /* handle + 32 MiB workspace */
+int ask__gemm_plans(void);
+/* Records a cuBLASLt failure of `what` (status from cublasStatus_t). */
+int ask__lt_check(int status, const char *what);
+
+/* Records the first failure (code from cudaError_t) of `what`; returns 1 when
+ * err is not cudaSuccess. Defined in backend.c. */
+int ask__cu_check(cudaError_t err, const char *what);
+/* 1 when an earlier failure is pending: ops are then skipped until sync. */
+int ask__cu_failed(void);
+
+/* elementwise.cu */
+void ask__cu_embedding(cudaStream_t s, float *out, const float *table, const uint16_t *table16,
+                       const int32_t *ids, int T, int C, float scale);
+void ask__cu_rmsnorm(cudaStream_t s, float *out, float *x, const float *r, const float *w,
+                     int T, int C, float eps, float w_offset);
+void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, const float *w,
+                       const float *b, int T, int C, float eps);
+void ask__cu_rope_kv(cudaStream_t s, float *q, float *kc, float *vc, const float *k,
+                     const float *v, const int32_t *pos, const int32_t *slot,
+                     const float *inv_freq, int T, int nh, int nkv, int D, int q_stride,
+                     int k_stride);
+void ask__cu_glu(cudaStream_t s, float *out, const float *gate, const float *up, size_t n,
+                 int act);
+void ask__cu_add(cudaStream_t s, float *out, const float *a, const float *b, size_t n);
+void ask__cu_softmax(cudaStream_t s, float *out, const float *x, int T, int N);
+void ask__cu_f32_to_bf16(cudaStream_t s, uint16_t *out, const float *x, size_t n);
+void ask__cu_add_bias(cudaStream_t s, float *out, const float *bias, int T, int N);
+
+/* attention.cu: nsplit partial rows of (D + 2) floats in part when > 1. */
+void ask__cu_attention(cudaStream_t s, float *out, float *part, int nsplit, const float *q,
+                       const float *k, const float *v, const int32_t *key_mask, int T, int L,
+                       int nh, int nkv, int D, int kv_stride, float scale, int causal);
+
+/* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
+void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
+                       const float *bias, int T, int K, int N);
+
+/* sample.cu */
+void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x, int T, int n);
+void ask__cu_sample_rows(cudaStream_t s, int32_t *ids, float *probs, const float *x,
+                         const float *temperature, const int32_t *top_k, const float *top_p,
+                         uint64_t *rng, int T, int n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASK_CUDA_INT_H */
