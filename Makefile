@@ -2,7 +2,7 @@
 # machine: install missing packages, configure, build, then serve or test.
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
-APP        ?= apps/hello.lua:app
+APP        ?= apps/chat.lua:chat
 ARGS       ?=
 JOBS       ?= $(shell nproc)
 

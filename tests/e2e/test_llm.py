@@ -37,8 +37,9 @@ def sse_events(resp):
 
 def test_chat_curl_as_in_the_readme(serve):
     srv = serve(CHAT, "--num-cpus", "4")
-    out = curl("-sS", "-d", '"Could you explain what is dask?"', srv.url("/"))
-    assert out.strip(), "empty answer"
+    code, headers, body, _ = curl("-d", '"Could you explain what is dask?"', srv.url("/"))
+    assert code == 200 and headers["content-type"].startswith("text/plain")
+    assert body.decode().strip(), "empty answer"
     r = srv.post("/", data=json.dumps("In the beginning"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert len(r.text) > 0
