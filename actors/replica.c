@@ -73,6 +73,7 @@ struct as_replica_s {
   void (*drained)(void *);
   void *drained_ud;
   int draining;
+  int freeing;            /* as_replica_free runs: no more calls into Lua */
 };
 
 /* ---- requests by token ------------------------------------------------------ */
@@ -307,6 +308,8 @@ void as_replica_reconfigure(as_replica_t *r, const char *value, size_t len) {
 
 /* ---- incoming connections --------------------------------------------------- */
 
+static void cancel_req(as_replica_t *r, rreq_t *q);
+
 static void rconn_closed(uv_handle_t *h) {
   rconn_t *k = h->data;
   as_framer_free(&k->fr);
@@ -317,11 +320,25 @@ static void rconn_close(rconn_t *k) {
   if (k->closing) return;
   k->closing = 1;
   as_replica_t *r = k->r;
-  for (rreq_t *q = k->reqs; q; q = q->cnext) {
+  /* Detach every request first, then tell Lua by token: a cancel hook may
+   * answer (and free) any of them. */
+  size_t n = 0;
+  for (rreq_t *q = k->reqs; q; q = q->cnext) n++;
+  int64_t *tokens = n ? malloc(sizeof *tokens * n) : NULL;
+  size_t i = 0;
+  for (rreq_t *q = k->reqs, *next; q; q = next) {
+    next = q->cnext;
     q->conn = NULL;
-    q->cancelled = 1;
+    q->cprev = q->cnext = NULL;
+    if (tokens) tokens[i++] = q->token;
+    else q->cancelled = 1;
   }
   k->reqs = NULL;
+  for (size_t j = 0; j < i; j++) {
+    rreq_t *q = req_find(r, tokens[j]);
+    if (q) cancel_req(r, q);
+  }
+  free(tokens);
   if (k->prev) k->prev->next = k->next; else r->conns = k->next;
   if (k->next) k->next->prev = k->prev;
   as_wq_close(&k->wq);
@@ -375,13 +392,26 @@ static void on_call(rconn_t *k, const char *p, size_t n) {
   }
 }
 
+/* The caller no longer wants the answer: the request's code hears of it
+ * (actorserve.on_cancel hooks, e.g. a generation frees its sequence). */
+static void cancel_req(as_replica_t *r, rreq_t *q) {
+  if (q->cancelled) return;
+  q->cancelled = 1;
+  if (r->freeing) return;
+  lua_pushinteger(r->L, (lua_Integer)q->token);
+  asl_call_module(r->L, "_on_cancel", 1, 0);
+}
+
 static void on_cancel(rconn_t *k, const char *p, size_t n) {
   as_dec_t d;
   as_val_t id;
   as_dec_init(&d, p, n);
   if (as_dec_next(&d, &id) || id.type != AS_T_INT) return;
   for (rreq_t *q = k->reqs; q; q = q->cnext)
-    if (q->call_id == (uint64_t)id.i) q->cancelled = 1;
+    if (q->call_id == (uint64_t)id.i) {
+      cancel_req(k->r, q);
+      break;
+    }
 }
 
 /* Every read lands in one static buffer: read_cb copies what it keeps (into
@@ -516,6 +546,7 @@ size_t as_replica_running(const as_replica_t *r) { return r->running; }
 
 void as_replica_free(as_replica_t *r) {
   if (!r) return;
+  r->freeing = 1;
   if (r->listening) {
     r->listening = 0;
     uv_close((uv_handle_t *)&r->server, server_closed);

@@ -607,7 +607,32 @@ local function run_stream(token, spec, request_id)
   end
 end
 
-local function serve_http(token, args)
+-- Requests running now (coroutine → token) and what to do if their caller
+-- goes away (token → hooks), for serve.on_cancel.
+local running, cancel_hooks = {}, {}
+
+-- Registers fn to run if the current request's caller goes away (the HTTP
+-- client disconnects, a timeout answers it, a calling replica cancels).
+-- Returns the request's token, or nil outside a request.
+function M.on_cancel(fn)
+  local t = running[coroutine.running()]
+  if not t then return nil end
+  local hs = cancel_hooks[t]
+  if not hs then hs = {}; cancel_hooks[t] = hs end
+  hs[#hs + 1] = fn
+  return t
+end
+
+function M._on_cancel(token)
+  local hs = cancel_hooks[token]
+  cancel_hooks[token] = nil
+  for _, f in ipairs(hs or {}) do
+    local ok, err = pcall(f)
+    if not ok then core.log("warn", "a cancel hook failed: " .. tostring(err)) end
+  end
+end
+
+local function serve_http_body(token, args)
   local r = args[1]
   local req = new_request(r)
   local call = instance.__call
@@ -633,7 +658,14 @@ local function serve_http(token, args)
   core.reply(token, true, resp)
 end
 
-local function serve_call(token, method, args)
+local function serve_http(token, args)
+  local co = coroutine.running()
+  running[co] = token
+  serve_http_body(token, args)
+  running[co], cancel_hooks[token] = nil, nil
+end
+
+local function serve_call_body(token, method, args)
   local f = instance[method]
   if type(f) ~= "function" then
     core.reply(token, false, string.format("%s has no method '%s'", prefix(), tostring(method)))
@@ -653,6 +685,13 @@ local function serve_call(token, method, args)
     local first = tostring(msg):match("^[^\n]*")
     core.reply(token, false, string.format("%s raised: %s", prefix(), first))
   end
+end
+
+local function serve_call(token, method, args)
+  local co = coroutine.running()
+  running[co] = token
+  serve_call_body(token, method, args)
+  running[co], cancel_hooks[token] = nil, nil
 end
 
 function M._dispatch(token, kind, method, args)

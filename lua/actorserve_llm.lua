@@ -99,9 +99,19 @@ end
 local function start(self, input, opts, stream)
   local ids = prompt_ids(self, input)
   if #ids == 0 then error("the prompt is empty", 3) end
-  local id = self.engine:generate(ids, gen_opts(opts))
+  local engine = self.engine
+  local id = engine:generate(ids, gen_opts(opts))
   local st = { id = id, buf = {}, done = false, stream = stream, ntokens = 0, prompt_tokens = #ids }
   waiting[id] = st
+  -- the caller went away: free the sequence at the engine's next step
+  serve.on_cancel(function()
+    if st.done then return end
+    engine:cancel(id)
+    waiting[id] = nil
+    st.done, st.err = true, "the request was cancelled (its client went away)"
+    local co = st.waiter
+    if co then st.waiter = nil; serve._wake(co) end
+  end)
   return st
 end
 
