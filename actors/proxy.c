@@ -739,13 +739,10 @@ static void parse(hconn_t *c, const char *data, size_t n) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   hconn_t *c = s->data;
   if (nread < 0) {
-    if (nread == UV_EOF && c->head) {
-      /* The client finished sending; answers still go out, then close. */
-      c->close_when_done = 1;
-      uv_read_stop(s);
-      c->reading = 0;
-      return;
-    }
+    /* EOF or an error: the client is gone (HTTP/1.1 clients do not half-close,
+     * and nginx takes it the same way). Calls in flight are cancelled, so a
+     * generation stops at the engine's next step. */
+    if (c->head) AS_LOGI("a client closed its connection with %zu request(s) unanswered; cancelling them", c->nreqs);
     conn_close(c);
     return;
   }

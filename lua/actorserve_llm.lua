@@ -59,7 +59,7 @@ function M.load(dir, opts)
   if device == "cuda" then
     error("llm.load: the CUDA backend is not built yet; use device = \"cpu\" or \"auto\"", 2)
   end
-  local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens }
+  local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens, step_delay_s = opts.step_delay_s }
   local e, err = core.load(dir, lopts)
   if not e and dir:sub(1, 1) ~= "/" and serve.app_dir() then
     -- a relative folder is looked up beside the app file, then one level up
@@ -182,6 +182,11 @@ function Model:embed(texts)
     tokens = tokens + #self.engine:tokenize(texts[i], true)
   end
   return out, { prompt_tokens = tokens }
+end
+
+-- The engine's counters: submitted, finished, cancelled, active, steps, tokens.
+function Model:stats()
+  return self.engine:stats()
 end
 
 function Model:tokenize(text, add_special)

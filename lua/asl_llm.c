@@ -74,13 +74,15 @@ static void on_events(void *ud, const as_engine_ev_t *evs, int n) {
 /* load(dir, {kv_max_tokens=, step_tokens=}) */
 static int l_load(lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
-  as_engine_opts_t o = {0, 0};
+  as_engine_opts_t o = {0, 0, 0};
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "kv_max_tokens");
     o.kv_max_tokens = (size_t)luaL_optinteger(L, -1, 0);
     lua_getfield(L, 2, "step_tokens");
     o.step_tokens = (int)luaL_optinteger(L, -1, 0);
-    lua_pop(L, 2);
+    lua_getfield(L, 2, "step_delay_s");
+    o.step_delay_s = luaL_optnumber(L, -1, 0);
+    lua_pop(L, 3);
   }
   lengine_t *le = lua_newuserdatauv(L, sizeof *le, 0);
   le->e = NULL; /* closed until the engine exists, so __gc is always safe */
@@ -264,6 +266,26 @@ static int l_chat_template(lua_State *L) {
   return 1;
 }
 
+static int l_stats(lua_State *L) {
+  lengine_t *le = check_engine(L);
+  as_engine_stats_t st;
+  as_engine_stats(le->e, &st);
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, st.submitted);
+  lua_setfield(L, -2, "submitted");
+  lua_pushinteger(L, st.finished);
+  lua_setfield(L, -2, "finished");
+  lua_pushinteger(L, st.cancelled);
+  lua_setfield(L, -2, "cancelled");
+  lua_pushinteger(L, st.active);
+  lua_setfield(L, -2, "active");
+  lua_pushinteger(L, st.steps);
+  lua_setfield(L, -2, "steps");
+  lua_pushinteger(L, st.tokens);
+  lua_setfield(L, -2, "tokens");
+  return 1;
+}
+
 static int l_info(lua_State *L) {
   lengine_t *le = check_engine(L);
   const as_llm_config_t *c = as_model_config(as_engine_model(le->e));
@@ -286,7 +308,7 @@ static int l_info(lua_State *L) {
 int luaopen_actorserve_llm_core(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"generate", l_generate}, {"embed", l_embed}, {"cancel", l_cancel}, {"tokenize", l_tokenize},
-    {"detokenize", l_detokenize}, {"chat_template", l_chat_template}, {"info", l_info}, {"close", l_close},
+    {"detokenize", l_detokenize}, {"chat_template", l_chat_template}, {"info", l_info}, {"stats", l_stats}, {"close", l_close},
     {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
   luaL_newmetatable(L, ENGINE_MT);

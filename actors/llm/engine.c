@@ -9,6 +9,7 @@
  */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,8 @@ struct as_engine_s {
   void *ud;
   map_t *map;                   /* engine id ↔ generator id (engine thread only) */
   int nmap, capmap;
+  double step_delay_s;
+  as_engine_stats_t stats;      /* under mu */
 };
 
 static void out_reset(out_t *o) {
@@ -224,11 +227,13 @@ static void *engine_main(void *arg) {
     pthread_mutex_unlock(&e->mu);
 
     /* Between steps: requests join and leave. */
+    int64_t ncancelled = 0, nfinished = 0, ntokens = 0, nsteps = 0;
     for (int i = 0; i < ncancels; i++) {
       int k = map_find(e, cancels[i], 0);
       if (k >= 0) {
         as_gen_cancel(e->gen, e->map[k].gid);
         map_drop(e, k);
+        ncancelled++;
       }
     }
     while (jobs) {
@@ -237,6 +242,7 @@ static void *engine_main(void *arg) {
       int cancelled = 0;
       for (int i = 0; i < ncancels; i++) cancelled |= cancels[i] == j->id;
       if (!cancelled) run_job(e, j, &o);
+      else ncancelled++;
       job_free(j);
     }
     if (e->gen && as_gen_active(e->gen) > 0) {
@@ -252,9 +258,12 @@ static void *engine_main(void *arg) {
           emit_error(&o, m.eid, rc == AS_EFULL ? "the KV cache is full; try again later" : err);
         }
       }
+      nsteps++;
       for (int i = 0; rc == 0 && i < n; i++) {
         int k = map_find(e, evs[i].id, 1);
         if (k < 0) continue;
+        ntokens += evs[i].token >= 0;
+        nfinished += evs[i].finished;
         as_engine_ev_t ev = {0};
         ev.id = e->map[k].eid;
         ev.token = evs[i].token;
@@ -264,7 +273,20 @@ static void *engine_main(void *arg) {
         if (evs[i].finished) map_drop(e, k);
       }
     }
+    for (int i = 0; i < o.n; i++)
+      if (o.v[i].finished && o.v[i].finish_reason && strcmp(o.v[i].finish_reason, "error") == 0) nfinished++;
+    pthread_mutex_lock(&e->mu);
+    e->stats.cancelled += ncancelled;
+    e->stats.finished += nfinished;
+    e->stats.tokens += ntokens;
+    e->stats.steps += nsteps;
+    e->stats.active = e->nmap;
+    pthread_mutex_unlock(&e->mu);
     post(e, &o);
+    if (e->step_delay_s > 0 && nsteps) {
+      struct timespec ts = {(time_t)e->step_delay_s, (long)((e->step_delay_s - (double)(time_t)e->step_delay_s) * 1e9)};
+      nanosleep(&ts, NULL);
+    }
   }
   out_reset(&o);
   return NULL;
@@ -291,6 +313,7 @@ int as_engine_new(as_engine_t **out, const char *dir, struct uv_loop_s *loop, as
   e->ud = ud;
   e->next_id = 1;
   e->dir = strdup(dir);
+  e->step_delay_s = o ? o->step_delay_s : 0;
   pthread_mutex_init(&e->mu, NULL);
   pthread_cond_init(&e->cv, NULL);
   int rc = as_model_load(&e->model, dir, err, errlen);
@@ -332,8 +355,15 @@ const as_model_t *as_engine_model(const as_engine_t *e) { return e->model; }
 const as_tokenizer_t *as_engine_tokenizer(const as_engine_t *e) { return e->tok; }
 const as_gen_t *as_engine_gen(const as_engine_t *e) { return e->gen; }
 
+void as_engine_stats(as_engine_t *e, as_engine_stats_t *out) {
+  pthread_mutex_lock(&e->mu);
+  *out = e->stats;
+  pthread_mutex_unlock(&e->mu);
+}
+
 static int submit(as_engine_t *e, job_t *j, int64_t *id) {
   pthread_mutex_lock(&e->mu);
+  e->stats.submitted++;
   j->id = e->next_id++;
   *id = j->id;
   if (e->jobs_tail) e->jobs_tail->next = j; else e->jobs = j;

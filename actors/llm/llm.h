@@ -357,7 +357,17 @@ typedef void (*as_engine_cb)(void *ud, const as_engine_ev_t *evs, int n);
 typedef struct as_engine_opts_s {
   size_t kv_max_tokens;      /* tokens the KV cache holds over all requests (0: 65536) */
   int step_tokens;           /* prefill tokens per step (0: the generator's default) */
+  double step_delay_s;       /* a pause after each step: for tests and demos of slow models (0) */
 } as_engine_opts_t;
+
+typedef struct as_engine_stats_s {
+  int64_t submitted;         /* requests queued since the start */
+  int64_t finished;          /* ended by a stop token, a stop string, the length, or an error */
+  int64_t cancelled;         /* ended by as_engine_cancel while running or queued */
+  int active;                /* generating now */
+  int64_t steps;             /* as_gen_step calls */
+  int64_t tokens;            /* tokens generated */
+} as_engine_stats_t;
 
 /* Loads the model folder (and its tokenizer when it has one) and starts the
  * engine thread; events go to cb on loop. */
@@ -375,6 +385,8 @@ int as_engine_generate(as_engine_t *e, const int32_t *ids, int n, const as_gen_o
 int as_engine_embed(as_engine_t *e, const int32_t *ids, int n, int64_t *id);
 /* The request ends at the next step, with no further event. */
 void as_engine_cancel(as_engine_t *e, int64_t id);
+/* Counters, read under the engine's lock. */
+void as_engine_stats(as_engine_t *e, as_engine_stats_t *out);
 
 /* ==== end serving engine section ==== */
 

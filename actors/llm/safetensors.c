@@ -377,8 +377,8 @@ static int as__st_slurp(const char *path, char **out, size_t *len, char *err, si
 /* Opens the shards that `index` (model.safetensors.index.json in dir) lists. */
 static int as__st_add_index(as_st_t *st, const char *dir, const char *index, char *err,
                             size_t errlen) {
-  char *text, path[4096];
-  size_t len;
+  char *text = NULL, path[4096];
+  size_t len = 0;
   cJSON *root, *wm, *e;
   int rc = as__st_slurp(index, &text, &len, err, errlen);
   if (rc != 0)

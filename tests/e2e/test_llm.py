@@ -4,6 +4,7 @@ and the OpenAI-compatible API through the `openai` client from PyPI (installed b
 `make test` into build/venv-test; the tests that need it skip without it)."""
 import json
 import os
+import socket
 import threading
 import time
 
@@ -83,6 +84,38 @@ def test_client_disconnect_mid_stream_frees_the_sequence(serve):
     assert sum(ongoing) == 0, "the stream's request is still running after the client left"
     # and the replica goes on serving
     assert srv.post("/", data=json.dumps("In the beginning")).status_code == 200
+
+
+def wait_stats(srv, pred, timeout=15):
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline:
+        st = srv.get("/stats").json()
+        if pred(st):
+            return st
+        time.sleep(0.1)
+    return st
+
+
+@pytest.mark.parametrize("path", ["/", "/stream"])
+def test_disconnect_cancels_the_generation(serve, path):
+    """The engine pauses between steps, so the generation would run ~10 s: the
+    client leaves after 1 s and the sequence must be cancelled, not finished."""
+    srv = serve(app("llm_slow.lua:app"), "--num-cpus", "4", env={"AS_TEST_MODEL": MODEL})
+    if path == "/":
+        sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        time.sleep(1.0)
+        sock.close()  # the client goes away before the answer
+    else:
+        r = requests.get(srv.url("/stream"), stream=True, timeout=10)
+        next(r.iter_content(chunk_size=None))
+        time.sleep(0.5)
+        r.close()
+    st = wait_stats(srv, lambda s: s["cancelled"] >= 1 and s["active"] == 0)
+    assert st["cancelled"] == 1 and st["active"] == 0, st
+    assert st["finished"] == 0, st               # it was cut short, not run to the end
+    assert st["tokens"] < 150, st
 
 
 def test_32_concurrent_chat_requests(serve):
