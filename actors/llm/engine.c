@@ -221,9 +221,11 @@ static void *engine_main(void *arg) {
     int ncancels = e->ncancels;
     int64_t cancels[256];
     if (ncancels > 256) ncancels = 256;
-    memcpy(cancels, e->cancels, sizeof *cancels * (size_t)ncancels);
-    memmove(e->cancels, e->cancels + ncancels, sizeof *cancels * (size_t)(e->ncancels - ncancels));
-    e->ncancels -= ncancels;
+    if (ncancels) {
+      memcpy(cancels, e->cancels, sizeof *cancels * (size_t)ncancels);
+      memmove(e->cancels, e->cancels + ncancels, sizeof *cancels * (size_t)(e->ncancels - ncancels));
+      e->ncancels -= ncancels;
+    }
     pthread_mutex_unlock(&e->mu);
 
     /* Between steps: requests join and leave. */
