@@ -74,6 +74,9 @@ struct as_replica_s {
   void *drained_ud;
   int draining;
   int freeing;            /* as_replica_free runs: no more calls into Lua */
+  uv_timer_t drain_poll;  /* while draining: watches calls still in transit */
+  int drain_poll_open;
+  int pending_closes;     /* embedded handles still closing after as_replica_free */
 };
 
 /* ---- requests by token ------------------------------------------------------ */
@@ -84,13 +87,21 @@ static rreq_t *req_find(as_replica_t *r, int64_t token) {
   return q;
 }
 
+/* Drained: nothing runs here, and nothing is on its way either. Callers
+ * count a request in the slot's inflight before they send it, and the slot
+ * stopped admitting when the controller marked it DRAINING, so inflight 0
+ * means no CALL frame is still in transit to this replica. */
 static void check_drained(as_replica_t *r) {
-  if (r->draining && r->running == 0 && r->drained) {
+  if (r->draining && r->running == 0 && r->drained &&
+      atomic_load(&r->table->slots[r->slot].inflight) == 0) {
     void (*done)(void *) = r->drained;
     r->drained = NULL;
+    if (r->drain_poll_open) uv_timer_stop(&r->drain_poll);
     done(r->drained_ud);
   }
 }
+
+static void drain_poll_cb(uv_timer_t *t) { check_drained(t->data); }
 
 /* The request is answered: unlink it, free it, give back its in-flight place. */
 static void req_finish(as_replica_t *r, rreq_t *q) {
@@ -539,17 +550,45 @@ void as_replica_drain(as_replica_t *r, void (*done)(void *ud), void *ud) {
     uv_close((uv_handle_t *)&r->server, server_closed);
     unlink(r->socket_path);
   }
+  if (!r->drain_poll_open) {
+    uv_timer_init(r->loop, &r->drain_poll);
+    r->drain_poll.data = r;
+    r->drain_poll_open = 1;
+    uv_timer_start(&r->drain_poll, drain_poll_cb, 5, 5);
+  }
   check_drained(r);
 }
 
 size_t as_replica_running(const as_replica_t *r) { return r->running; }
 
+static void free_now(as_replica_t *r) {
+  free(r->app);
+  free(r->deployment);
+  free(r->replica_id);
+  free(r->socket_path);
+  free(r);
+}
+
+/* The handles embedded in the replica close asynchronously: the last one to
+ * close frees it (the worker runs the loop once more after as_replica_free). */
+static void embedded_closed(uv_handle_t *h) {
+  as_replica_t *r = h->data;
+  if (--r->pending_closes == 0) free_now(r);
+}
+
 void as_replica_free(as_replica_t *r) {
   if (!r) return;
   r->freeing = 1;
+  r->pending_closes = 1; /* held until the end of this function */
+  if (r->drain_poll_open) {
+    r->drain_poll_open = 0;
+    r->pending_closes++;
+    uv_close((uv_handle_t *)&r->drain_poll, embedded_closed);
+  }
   if (r->listening) {
     r->listening = 0;
-    uv_close((uv_handle_t *)&r->server, server_closed);
+    r->pending_closes++;
+    uv_close((uv_handle_t *)&r->server, embedded_closed);
     unlink(r->socket_path);
   }
   as_flusher_close(&r->flusher);
@@ -567,9 +606,6 @@ void as_replica_free(as_replica_t *r) {
     }
   }
   asl_state_close(r->L);
-  free(r->app);
-  free(r->deployment);
-  free(r->replica_id);
-  free(r->socket_path);
-  free(r);
+  r->L = NULL;
+  if (--r->pending_closes == 0) free_now(r);
 }
