@@ -31,6 +31,7 @@ typedef struct as_replica_cfg_s {
   size_t user_config_len;
   as_table_t *table;        /* the node's replica table */
   uint32_t slot;            /* this replica's slot in it */
+  const char *route_prefix; /* the application's route_prefix ("/") */
 } as_replica_cfg_t;
 
 typedef struct as_replica_s as_replica_t;

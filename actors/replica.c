@@ -522,13 +522,15 @@ int as_replica_start(uv_loop_t *loop, const as_replica_cfg_t *cfg, as_caller_t *
   as_dec_t d;
   as_dec_init(&d, cfg->args, cfg->args_len);
   if (asl_decode(L, &d)) lua_newtable(L);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 4);
   lua_pushstring(L, r->app);
   lua_setfield(L, -2, "app_name");
   lua_pushstring(L, r->deployment);
   lua_setfield(L, -2, "deployment");
   lua_pushstring(L, r->replica_id);
   lua_setfield(L, -2, "replica_id");
+  lua_pushstring(L, cfg->route_prefix ? cfg->route_prefix : "/");
+  lua_setfield(L, -2, "route_prefix");
   if (cfg->user_config) {
     as_dec_init(&d, cfg->user_config, cfg->user_config_len);
     if (asl_decode(L, &d)) lua_pushnil(L);

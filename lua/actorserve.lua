@@ -525,7 +525,116 @@ end
 function M.get_replica_context()
   local c = core.context()
   if not c then error("get_replica_context() is only available inside a replica", 2) end
+  c.route_prefix = ctx and ctx.route_prefix or "/"
   return c
+end
+
+---------------------------------------------------------------------------
+-- routing (FastAPI-style): serve.router() and serve.ingress(Deployment, router)
+
+local Router = {}
+Router.__index = Router
+Router.__name = "actorserve.Router"
+
+-- Path parameter converters, as Starlette names them.
+local CONVERT = {
+  str = function(s) return s:find("/", 1, true) == nil and s ~= "" and s or nil end,
+  int = function(s) return s:match("^%-?%d+$") and math.tointeger(tonumber(s)) or nil end,
+  float = function(s) local n = tonumber(s) return n and s:match("^[%d.eE+-]+$") and n + 0.0 or nil end,
+  path = function(s) return s end,
+}
+
+local function compile(pattern)
+  if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
+    error("a route pattern starts with '/', e.g. \"/items/{id}\"", 3)
+  end
+  local parts = {}
+  for seg in pattern:gmatch("[^/]+") do
+    local name, conv = seg:match("^{([%w_]+):?(%w*)}$")
+    if name then
+      conv = conv ~= "" and conv or "str"
+      if not CONVERT[conv] then error("unknown path converter '" .. conv .. "' in " .. pattern, 3) end
+      parts[#parts + 1] = { param = name, conv = conv }
+    elseif seg:find("[{}]") then
+      error("a path parameter takes a whole segment: " .. pattern, 3)
+    else
+      parts[#parts + 1] = { lit = seg }
+    end
+  end
+  return parts
+end
+
+-- Matches a path (its segments) against a compiled pattern; returns the params.
+local function match(parts, segs)
+  local params = {}
+  for i, p in ipairs(parts) do
+    local s = segs[i]
+    if p.conv == "path" then
+      params[p.param] = table.concat(segs, "/", i)
+      return params
+    end
+    if s == nil then return nil end
+    if p.lit then
+      if p.lit ~= s then return nil end
+    else
+      local v = CONVERT[p.conv](s)
+      if v == nil then return nil end
+      params[p.param] = v
+    end
+  end
+  if #segs ~= #parts then return nil end
+  return params
+end
+
+function M.router()
+  return setmetatable({ routes = {} }, Router)
+end
+
+-- r:route(method, pattern, fn): fn(self, req) handles it; req.path_params
+-- holds the pattern's {parameters} (converted: {id:int}, {x:float}, {rest:path}).
+function Router:route(method, pattern, fn)
+  if type(fn) ~= "function" then error("a route needs a handler function", 2) end
+  self.routes[#self.routes + 1] = { method = method:upper(), parts = compile(pattern), fn = fn, pattern = pattern }
+  return self
+end
+for _, m in ipairs({ "get", "post", "put", "delete", "patch", "head", "options" }) do
+  Router[m] = function(self, pattern, fn) return self:route(m, pattern, fn) end
+end
+
+-- The handler for a request (path relative to the application's route_prefix):
+-- fn, params; or nil, status (404 no route, 405 the path matches another method).
+function Router:resolve(method, path)
+  local segs = {}
+  for seg in path:gmatch("[^/]+") do
+    segs[#segs + 1] = seg:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+  end
+  local other_method = false
+  for _, r in ipairs(self.routes) do
+    local params = match(r.parts, segs)
+    if params then
+      if r.method == method or (method == "HEAD" and r.method == "GET") then return r.fn, params end
+      other_method = true
+    end
+  end
+  return nil, other_method and 405 or 404
+end
+
+-- Makes the router the deployment's HTTP entry (FastAPI's @serve.ingress(app)).
+function M.ingress(deployment, router)
+  if getmetatable(router) ~= Router then error("serve.ingress expects a deployment and a serve.router()", 2) end
+  deployment.__call = function(self, req)
+    local path = req.path
+    local prefix = ctx and ctx.route_prefix or "/"
+    if prefix ~= "/" and path:sub(1, #prefix) == prefix then path = path:sub(#prefix + 1) end
+    local fn, params = router:resolve(req.method, path)
+    if not fn then
+      if params == 405 then M.http_error(405, "Method Not Allowed") end
+      M.http_error(404, "Not Found: " .. req.path)
+    end
+    rawset(req, "path_params", params)
+    return fn(self, req)
+  end
+  return deployment
 end
 
 local function traceback(e)

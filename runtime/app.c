@@ -59,6 +59,7 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
   if (!d->name || !d->class_name || !d->app || !d->key) return AS_ENOMEM;
   snprintf(d->key, kl, "%s/%s", app->name, d->name);
   d->file = app->file;
+  d->route_prefix = app->route_prefix;
 
   lua_getfield(L, t, "options");
   int o = lua_gettop(L);

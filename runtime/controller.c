@@ -339,7 +339,8 @@ static void send_config(replica_t *r) {
   size_t mark;
   as_buf_init(&b);
   as_frame_begin(&b, AS_FR_CONFIG, &mark);
-  as_enc_table(&b, 0, d->user_config.len ? 11 : 10);
+  as_enc_table(&b, 0, d->user_config.len ? 12 : 11);
+  as_enc_cstr(&b, "route_prefix"); as_enc_cstr(&b, d->route_prefix);
   as_enc_cstr(&b, "app"); as_enc_cstr(&b, d->app);
   as_enc_cstr(&b, "deployment"); as_enc_cstr(&b, d->name);
   as_enc_cstr(&b, "class"); as_enc_cstr(&b, d->class_name);

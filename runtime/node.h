@@ -38,6 +38,7 @@ typedef struct as_dep_s {
   char *class_name;                /* serve.deployment name in the file */
   char *key;                       /* "app/name", the caller's key */
   const char *file;                /* the application file (owned by the app) */
+  const char *route_prefix;        /* the application's (owned by the app) */
   uint64_t version;                /* code identity: file, class, args, resources */
   int num_replicas;
   int max_ongoing;

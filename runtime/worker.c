@@ -105,7 +105,7 @@ static void on_config(worker_t *w, const char *p, size_t n) {
   as_dec_init(&t, p, n);
   char *app = cfg_str(&t, "app"), *dep = cfg_str(&t, "deployment"), *cls = cfg_str(&t, "class");
   char *rid = cfg_str(&t, "replica_id"), *file = cfg_str(&t, "file"), *sock = cfg_str(&t, "socket");
-  char *tpath = cfg_str(&t, "table");
+  char *tpath = cfg_str(&t, "table"), *prefix = cfg_str(&t, "route_prefix");
   as_dec_t args;
   const char *args_p = NULL;
   size_t args_n = 0;
@@ -137,7 +137,8 @@ static void on_config(worker_t *w, const char *p, size_t n) {
       if (!w->caller) rc = AS_ENOMEM;
     }
     if (rc == 0) {
-      as_replica_cfg_t cfg = {app, dep, cls, rid, file, sock, args_p, args_n, uc_p, uc_n, w->table, (uint32_t)slot};
+      as_replica_cfg_t cfg = {app, dep, cls, rid, file, sock, args_p, args_n, uc_p, uc_n, w->table, (uint32_t)slot,
+                              prefix ? prefix : "/"};
       rc = as_replica_start(w->loop, &cfg, w->caller, on_ready, w, &w->replica);
     }
   }
@@ -145,7 +146,7 @@ static void on_config(worker_t *w, const char *p, size_t n) {
     AS_LOGE("bad worker configuration: %s", as_strerror(rc));
     on_ready(w, 0, 0, 0, "bad worker configuration");
   }
-  free(app); free(dep); free(cls); free(rid); free(file); free(sock); free(tpath);
+  free(app); free(dep); free(cls); free(rid); free(file); free(sock); free(tpath); free(prefix);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {

@@ -554,3 +554,20 @@ def test_options_copy_with_overrides(serve):
     assert sorted(r["replica_id"] for r in reps) == ["Basic3#0", "Basic3#1", "Basic3#2"]
     assert len({r["pid"] for r in reps}) == 3
     assert srv.get("/").text == "root:three"
+
+
+# ---- serve.router / serve.ingress ---------------------------------------------------
+
+def test_router_path_params_and_methods(serve):
+    srv = serve(app("router.lua:app"), "--route-prefix", "/api")
+    j = srv.get("/api/items/42?q=x").json()
+    assert j == {"id": 42, "kind": "integer", "q": "x"}
+    r = srv.request("PUT", "/api/items/7", json={"a": 1})
+    assert r.status_code == 201 and r.json() == {"id": 7, "body": {"a": 1}}
+    assert srv.get("/api/users/bob%20smith").text == "user bob smith"
+    assert srv.get("/api/files/a/b/c.txt").text == "a/b/c.txt"
+    assert srv.get("/api").text == "root of /api"
+    assert srv.get("/api/items/abc").status_code == 404      # {id:int} does not match
+    assert srv.request("DELETE", "/api/items/1").status_code == 405
+    assert srv.get("/api/nothing").status_code == 404
+    assert srv.get("/other").status_code == 404               # outside the route prefix
