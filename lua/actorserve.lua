@@ -72,13 +72,15 @@ local function check_options(opts, level)
     if not want then
       error(string.format("serve.deployment: unknown option '%s'", tostring(k)), level + 1)
     end
-    if type(v) ~= want then
+    if k == "num_replicas" and v == "auto" then
+      -- Ray's num_replicas = "auto": autoscaling with its defaults
+    elseif type(v) ~= want then
       error(string.format("serve.deployment: option '%s' must be a %s, got %s", k, want, type(v)), level + 1)
     end
   end
   for _, k in ipairs({ "num_replicas", "max_ongoing_requests" }) do
     local v = opts[k]
-    if v ~= nil and (math.type(v) ~= "integer" and v ~= math.floor(v) or v < 1) then
+    if v ~= nil and v ~= "auto" and (math.type(v) ~= "integer" and v ~= math.floor(v) or v < 1) then
       error(string.format("serve.deployment: option '%s' must be an integer ≥ 1, got %s", k, tostring(v)), level + 1)
     end
   end

@@ -43,6 +43,9 @@ static double opt_num(lua_State *L, int t, const char *k, double dflt) {
   return v;
 }
 
+static void autoscale_defaults(as_dep_t *d);
+static void autoscale_from_lua(lua_State *L, as_dep_t *d);
+
 /* Copies one planned deployment (the table on top of the stack). */
 static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t errlen) {
   int t = lua_gettop(L);
@@ -64,6 +67,15 @@ static int copy_dep(lua_State *L, as_app_t *app, as_dep_t *d, char *err, size_t 
   lua_getfield(L, t, "options");
   int o = lua_gettop(L);
   d->num_replicas = (int)opt_num(L, o, "num_replicas", 1);
+  lua_getfield(L, o, "autoscaling_config");
+  if (lua_istable(L, -1)) autoscale_from_lua(L, d);
+  lua_pop(L, 1);
+  lua_getfield(L, o, "num_replicas");
+  if (lua_type(L, -1) == LUA_TSTRING && !d->autoscale) {
+    autoscale_defaults(d); /* num_replicas = "auto" */
+    d->num_replicas = 1;
+  }
+  lua_pop(L, 1);
   d->max_ongoing = (int)opt_num(L, o, "max_ongoing_requests", 5);
   d->max_queued = (int)opt_num(L, o, "max_queued_requests", -1);
   d->graceful_s = opt_num(L, o, "graceful_shutdown_timeout_s", 20);
@@ -279,14 +291,45 @@ void as_app_versions(as_app_t *app) {
   }
 }
 
+/* Ray Serve's defaults for autoscaling_config (and num_replicas = "auto"). */
+static void autoscale_defaults(as_dep_t *d) {
+  d->autoscale = 1;
+  d->min_replicas = 1;
+  d->max_replicas = 100;
+  d->target_ongoing = 2;
+  d->upscale_delay_s = 30;
+  d->downscale_delay_s = 600;
+}
+
+/* autoscaling_config from the code (the table on top of the stack). */
+static void autoscale_from_lua(lua_State *L, as_dep_t *d) {
+  autoscale_defaults(d);
+  int t = lua_gettop(L);
+  d->min_replicas = (int)opt_num(L, t, "min_replicas", 1);
+  d->max_replicas = (int)opt_num(L, t, "max_replicas", 100);
+  d->target_ongoing = opt_num(L, t, "target_ongoing_requests", 2);
+  if (d->target_ongoing <= 0) d->target_ongoing = 2;
+  d->upscale_delay_s = opt_num(L, t, "upscale_delay_s", 30);
+  d->downscale_delay_s = opt_num(L, t, "downscale_delay_s", 600);
+  if (d->max_replicas < d->min_replicas) d->max_replicas = d->min_replicas;
+  int n = (int)opt_num(L, t, "initial_replicas", d->min_replicas);
+  d->num_replicas = n < 1 ? 1 : n;
+}
+
 /* A config's deployment entry over the code's values: what the file sets wins,
  * what it leaves out keeps the code's value. */
 static void apply_dep(as_dep_t *d, const as_cfg_dep_t *c) {
   if (c->num_replicas.set) d->num_replicas = (int)c->num_replicas.v;
   if (c->num_replicas_auto || c->autoscaling.set) {
-    /* autoscaling is not implemented yet: start with initial, else min, replicas */
-    int n = c->initial_replicas.set ? (int)c->initial_replicas.v : c->min_replicas.set ? (int)c->min_replicas.v : 1;
-    d->num_replicas = n > 0 ? n : 1;
+    if (!d->autoscale) autoscale_defaults(d);
+    if (c->min_replicas.set) d->min_replicas = (int)c->min_replicas.v;
+    if (c->max_replicas.set) d->max_replicas = (int)c->max_replicas.v;
+    if (c->target_ongoing.set && c->target_ongoing.v > 0) d->target_ongoing = c->target_ongoing.v;
+    if (c->upscale_delay.set) d->upscale_delay_s = c->upscale_delay.v;
+    if (c->downscale_delay.set) d->downscale_delay_s = c->downscale_delay.v;
+    if (d->max_replicas < d->min_replicas) d->max_replicas = d->min_replicas;
+    int n = c->initial_replicas.set ? (int)c->initial_replicas.v : d->min_replicas;
+    d->num_replicas = n < 1 ? 1 : n;
   }
   if (c->max_ongoing.set) d->max_ongoing = (int)c->max_ongoing.v;
   if (c->max_queued.set) d->max_queued = (int)c->max_queued.v;

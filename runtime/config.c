@@ -254,6 +254,8 @@ static int parse_dep(ctx_t *c, yaml_node_t *n, const char *path, as_cfg_dep_t *d
         else if (!strcmp(akey, "max_replicas")) rc = get_int(c, av, asub, 1, &d->max_replicas);
         else if (!strcmp(akey, "initial_replicas")) rc = get_int(c, av, asub, 0, &d->initial_replicas);
         else if (!strcmp(akey, "target_ongoing_requests")) rc = get_num(c, av, asub, &d->target_ongoing);
+        else if (!strcmp(akey, "upscale_delay_s")) rc = get_num(c, av, asub, &d->upscale_delay);
+        else if (!strcmp(akey, "downscale_delay_s")) rc = get_num(c, av, asub, &d->downscale_delay);
         if (rc) return rc;
       }
     } else if (!strcmp(key, "health_check_period_s")) rc = get_num(c, v, sub, &d->health_period);

@@ -671,13 +671,62 @@ static void health_tick(as_controller_t *c, uint64_t now) {
   }
 }
 
+/* Autoscaling: the requests ongoing on a deployment's running replicas (the
+ * shared in-flight counts) over target_ongoing_requests give the replicas it
+ * needs, between min and max; num_replicas moves there once the load has
+ * asked for it for upscale_delay_s (more) or downscale_delay_s (fewer) without
+ * a break. Ray averages over a look-back window; this samples every tick. */
+static void autoscale_tick(as_controller_t *c, uint64_t now) {
+  for (int a = 0; a < c->napps; a++) {
+    for (int i = 0; i < c->apps[a]->ndeps; i++) {
+      as_dep_t *d = &c->apps[a]->deps[i];
+      if (!d->autoscale) continue;
+      int64_t ongoing = 0;
+      int running = 0;
+      for (int k = 0; k < c->nreps; k++) {
+        replica_t *r = c->reps[k];
+        if (r->state != R_RUNNING || strcmp(r->dep->key, d->key)) continue;
+        ongoing += atomic_load(&c->table->slots[r->slot].inflight);
+        running++;
+      }
+      if (running == 0) continue;
+      int want = (int)((double)ongoing / d->target_ongoing + 0.999999);
+      if (want < d->min_replicas) want = d->min_replicas;
+      if (want > d->max_replicas) want = d->max_replicas;
+      if (want > d->num_replicas) {
+        d->down_since_ms = 0;
+        if (!d->up_since_ms) d->up_since_ms = now;
+        if (now - d->up_since_ms >= (uint64_t)(d->upscale_delay_s * 1000.0)) {
+          AS_LOGI("autoscaling %s: %d -> %d replicas (%lld ongoing requests, target %.3g per replica)", d->key,
+                  d->num_replicas, want, (long long)ongoing, d->target_ongoing);
+          d->num_replicas = want;
+          d->up_since_ms = 0;
+        }
+      } else if (want < d->num_replicas) {
+        d->up_since_ms = 0;
+        if (!d->down_since_ms) d->down_since_ms = now;
+        if (now - d->down_since_ms >= (uint64_t)(d->downscale_delay_s * 1000.0)) {
+          AS_LOGI("autoscaling %s: %d -> %d replicas (%lld ongoing requests, target %.3g per replica)", d->key,
+                  d->num_replicas, want, (long long)ongoing, d->target_ongoing);
+          d->num_replicas = want;
+          d->down_since_ms = 0;
+        }
+      } else {
+        d->up_since_ms = d->down_since_ms = 0;
+      }
+    }
+  }
+}
+
 /* PENDING replicas try again (resources may have been freed), health
- * checks go out, and rolling updates advance. */
+ * checks go out, autoscaling decides, and rolling updates advance. */
 static void tick(uv_timer_t *t) {
   as_controller_t *c = t->data;
   for (int k = 0; k < c->nreps; k++)
     if (c->reps[k]->state == R_PENDING) start_replica(c->reps[k]);
-  health_tick(c, uv_now(c->loop));
+  uint64_t now = uv_now(c->loop);
+  health_tick(c, now);
+  autoscale_tick(c, now);
   reconcile(c);
 }
 
@@ -715,6 +764,15 @@ int as_controller_deploy(as_controller_t *c, as_app_t **apps, int n) {
     return AS_ENOMEM;
   }
   c->retired = keep;
+  /* An autoscaled deployment keeps the size the load gave it across a redeploy. */
+  for (int a = 0; a < n; a++)
+    for (int i = 0; i < apps[a]->ndeps; i++) {
+      as_dep_t *nd = &apps[a]->deps[i];
+      as_dep_t *od = nd->autoscale ? desired_dep(c, nd->key) : NULL;
+      if (!od || !od->autoscale) continue;
+      int k = od->num_replicas;
+      nd->num_replicas = k < nd->min_replicas ? nd->min_replicas : k > nd->max_replicas ? nd->max_replicas : k;
+    }
   for (int a = 0; a < c->napps; a++) c->retired[c->nretired++] = c->apps[a];
   free(c->apps);
   if (n) memcpy(now, apps, sizeof *now * (size_t)n);
@@ -783,6 +841,12 @@ void as_controller_status(as_controller_t *c, as_buf_t *out) {
       failing |= strcmp(st, "UNHEALTHY") == 0;
       cJSON_AddStringToObject(jd, "status", st);
       cJSON_AddNumberToObject(jd, "num_replicas", d->num_replicas);
+      if (d->autoscale) {
+        cJSON *as = cJSON_AddObjectToObject(jd, "autoscaling");
+        cJSON_AddNumberToObject(as, "min_replicas", d->min_replicas);
+        cJSON_AddNumberToObject(as, "max_replicas", d->max_replicas);
+        cJSON_AddNumberToObject(as, "target_ongoing_requests", d->target_ongoing);
+      }
       cJSON_AddNumberToObject(jd, "max_ongoing_requests", d->max_ongoing);
       cJSON_AddNumberToObject(jd, "max_queued_requests", d->max_queued);
       cJSON *reps = cJSON_AddArrayToObject(jd, "replicas");

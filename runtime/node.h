@@ -49,6 +49,13 @@ typedef struct as_dep_s {
   as_req_t req;                    /* ray_actor_options */
   as_buf_t args;                   /* bind arguments, one codec value */
   as_buf_t user_config;            /* one codec value, or empty: reconfigure() gets it */
+  /* autoscaling_config: num_replicas then follows the load between min and max */
+  int autoscale;
+  int min_replicas, max_replicas;
+  double target_ongoing;           /* ongoing requests per replica aimed at (Ray: 2) */
+  double upscale_delay_s;          /* how long the load must ask for more (Ray: 30) */
+  double downscale_delay_s;        /* ... or for fewer (Ray: 600) */
+  uint64_t up_since_ms, down_since_ms; /* controller: since when it asks */
 } as_dep_t;
 
 typedef struct as_app_s {
@@ -111,7 +118,7 @@ typedef struct as_cfg_dep_s {
   as_num_t max_ongoing, max_queued;
   as_any_t user_config;
   as_any_t autoscaling;             /* the whole autoscaling_config mapping */
-  as_num_t min_replicas, max_replicas, initial_replicas, target_ongoing;
+  as_num_t min_replicas, max_replicas, initial_replicas, target_ongoing, upscale_delay, downscale_delay;
   as_num_t health_period, health_timeout, graceful_wait_loop, graceful_timeout;
   int rao_set;                      /* ray_actor_options given */
   as_num_t num_cpus, num_gpus, memory;
