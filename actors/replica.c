@@ -49,6 +49,8 @@ typedef struct htimer_s {
 typedef struct hcall_s {
   as_replica_t *r;
   uint64_t id;
+  as_call_t *call;
+  struct hcall_s *prev, *next; /* the replica's handle calls in flight */
   char deployment[128];
 } hcall_t;
 
@@ -68,6 +70,7 @@ struct as_replica_s {
   int64_t next_token;
   uint64_t next_timer;
   htimer_t *timers;       /* armed serve.sleep timers, closed by as_replica_free */
+  hcall_t *hcalls;        /* handle calls in flight (for cancel) */
   as_ready_cb ready_cb;
   void *ready_ud;
   void (*drained)(void *);
@@ -155,8 +158,30 @@ static int op_call(void *ud, const char *deployment, const char *method, const c
     return rc;
   }
   h->id = as_call_id(call);
+  h->call = call;
+  h->next = r->hcalls;
+  if (r->hcalls) r->hcalls->prev = h;
+  r->hcalls = h;
   *id_out = h->id;
   return 0;
+}
+
+static void hcall_done(hcall_t *h) {
+  as_replica_t *r = h->r;
+  if (h->prev) h->prev->next = h->next; else r->hcalls = h->next;
+  if (h->next) h->next->prev = h->prev;
+  free(h);
+}
+
+static int op_cancel(void *ud, uint64_t id) {
+  as_replica_t *r = ud;
+  for (hcall_t *h = r->hcalls; h; h = h->next) {
+    if (h->id != id) continue;
+    as_caller_cancel(r->caller, h->call); /* its callback never runs again */
+    hcall_done(h);
+    return 0;
+  }
+  return AS_ENOTFOUND;
 }
 
 static void handle_cb(void *ud, int ev, as_dec_t *d) {
@@ -173,22 +198,22 @@ static void handle_cb(void *ud, int ev, as_dec_t *d) {
       lua_pushboolean(L, ok.type == AS_T_TRUE);
       lua_insert(L, -2);
     }
+    hcall_done(h);
     asl_call_module(L, "_on_reply", 3, 0);
-    free(h);
   } else if (ev == AS_EV_FAILED) {
     lua_pushinteger(L, (lua_Integer)h->id);
     lua_pushboolean(L, 0);
     lua_pushfstring(L, "deployment '%s': the replica died or could not be reached while handling the call",
                     h->deployment);
+    hcall_done(h);
     asl_call_module(L, "_on_reply", 3, 0);
-    free(h);
   } else if (ev == AS_EV_STREAM_END) {
     lua_pushinteger(L, (lua_Integer)h->id);
     lua_pushboolean(L, 0);
     lua_pushfstring(L, "deployment '%s' answered a handle call with a stream, which handles do not take yet",
                     h->deployment);
+    hcall_done(h);
     asl_call_module(L, "_on_reply", 3, 0);
-    free(h);
   }
 }
 
@@ -299,7 +324,7 @@ static int op_report(void *ud, int kind, int64_t seq, int ok, const char *err) {
 }
 
 static const asl_host_ops host_ops = {
-  op_call, op_reply, op_stream_start, op_stream_data, op_stream_end, op_timer, op_ready, op_report,
+  op_call, op_reply, op_stream_start, op_stream_data, op_stream_end, op_timer, op_ready, op_report, op_cancel,
 };
 
 void as_replica_check_health(as_replica_t *r, int64_t seq) {

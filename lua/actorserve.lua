@@ -223,6 +223,10 @@ Response.__index = Response
 Response.__name = "actorserve.DeploymentResponse"
 
 local pending = {}   -- call id → Response waiting for its reply
+-- Requests running now (coroutine → token), what to do if their caller goes
+-- away (token → hooks), and the handle calls each has in flight (token →
+-- call id → Response), for serve.on_cancel and cancel propagation.
+local running, cancel_hooks, owned = {}, {}, {}
 local sleepers = {}  -- timer id → coroutine
 
 local function new_response()
@@ -309,6 +313,11 @@ local function issue(resp, name, method, args)
     return
   end
   pending[id_or_err] = resp
+  if resp.owner then
+    local own = owned[resp.owner]
+    if not own then own = {}; owned[resp.owner] = own end
+    own[id_or_err] = resp
+  end
 end
 
 -- A call returns a response at once. Responses among the arguments are
@@ -316,6 +325,7 @@ end
 local function handle_call(name, method, ...)
   local args = table.pack(...)
   local resp = new_response()
+  resp.owner = running[coroutine.running()] -- the request this call serves, if any
   local waiting = 0
   local function try_issue()
     if waiting > 0 or resp.done then return end
@@ -384,6 +394,8 @@ function M._on_reply(id, ok, value)
   local resp = pending[id]
   if not resp then return end
   pending[id] = nil
+  local own = resp.owner and owned[resp.owner]
+  if own then own[id] = nil end
   settle(resp, ok, ok and revive(value, 0) or value)
 end
 
@@ -718,9 +730,6 @@ local function run_stream(token, spec, request_id)
   end
 end
 
--- Requests running now (coroutine → token) and what to do if their caller
--- goes away (token → hooks), for serve.on_cancel.
-local running, cancel_hooks = {}, {}
 
 -- Registers fn to run if the current request's caller goes away (the HTTP
 -- client disconnects, a timeout answers it, a calling replica cancels).
@@ -735,6 +744,15 @@ function M.on_cancel(fn)
 end
 
 function M._on_cancel(token)
+  -- the handle calls this request made are not wanted either: cancel them on
+  -- their replicas, and wake whoever waits on them
+  local own = owned[token]
+  owned[token] = nil
+  for id, resp in pairs(own or {}) do
+    pending[id] = nil
+    pcall(core.cancel, id)
+    settle(resp, false, "cancelled: the caller of this request went away")
+  end
   local hs = cancel_hooks[token]
   cancel_hooks[token] = nil
   for _, f in ipairs(hs or {}) do
@@ -773,7 +791,7 @@ local function serve_http(token, args)
   local co = coroutine.running()
   running[co] = token
   serve_http_body(token, args)
-  running[co], cancel_hooks[token] = nil, nil
+  running[co], cancel_hooks[token], owned[token] = nil, nil, nil
 end
 
 local function serve_call_body(token, method, args)
@@ -802,7 +820,7 @@ local function serve_call(token, method, args)
   local co = coroutine.running()
   running[co] = token
   serve_call_body(token, method, args)
-  running[co], cancel_hooks[token] = nil, nil
+  running[co], cancel_hooks[token], owned[token] = nil, nil, nil
 end
 
 function M._dispatch(token, kind, method, args)

@@ -39,6 +39,8 @@ typedef struct asl_host_ops_s {
   /* A check_health() (ASL_REPORT_HEALTH, with its seq) or a reconfigure()
    * (ASL_REPORT_RECONFIGURE) finished. */
   int (*report)(void *ud, int kind, int64_t seq, int ok, const char *err);
+  /* The answer of handle call `id` is no longer wanted (its request was cancelled). */
+  int (*cancel)(void *ud, uint64_t id);
 } asl_host_ops;
 
 enum { ASL_REPORT_HEALTH = 1, ASL_REPORT_RECONFIGURE = 2 };

@@ -156,6 +156,12 @@ static int l_ready(lua_State *L) {
   return 0;
 }
 
+static int l_cancel(lua_State *L) {
+  const asl_host_ops *ops = need_ops(L, "cancel");
+  ops->cancel(asl_host(L)->ud, (uint64_t)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 static int l_report(lua_State *L) {
   const asl_host_ops *ops = need_ops(L, "report");
   static const char *const kinds[] = {"health", "reconfigure", NULL};
@@ -200,7 +206,7 @@ int luaopen_actorserve_core(lua_State *L) {
     {"json_encode", l_json_encode}, {"json_decode", l_json_decode},
     {"call", l_call}, {"reply", l_reply}, {"reply_text", l_reply_text},
     {"stream_start", l_stream_start}, {"stream_data", l_stream_data}, {"stream_end", l_stream_end},
-    {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"context", l_context}, {"log", l_log}, {"app_dir", l_app_dir},
+    {"timer", l_timer}, {"ready", l_ready}, {"report", l_report}, {"cancel", l_cancel}, {"context", l_context}, {"log", l_log}, {"app_dir", l_app_dir},
     {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_pushlightuserdata(L, asl_null_sentinel());

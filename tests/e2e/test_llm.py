@@ -118,6 +118,18 @@ def test_disconnect_cancels_the_generation(serve, path):
     assert st["tokens"] < 150, st
 
 
+def test_disconnect_cancels_a_generation_behind_a_handle(serve):
+    """The ingress waits on a handle call to the model's deployment; the client
+    leaves, and the cancel travels on to the model's replica."""
+    srv = serve(app("llm_nested.lua:app"), "--num-cpus", "4", env={"AS_TEST_MODEL": MODEL})
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    time.sleep(1.0)
+    sock.close()
+    st = wait_stats(srv, lambda s: s["cancelled"] >= 1 and s["active"] == 0)
+    assert st["cancelled"] == 1 and st["active"] == 0 and st["finished"] == 0, st
+
+
 def test_32_concurrent_chat_requests(serve):
     srv = serve(CHAT, "--num-cpus", "4")
     results = []
