@@ -207,13 +207,34 @@ static void handle_cb(void *ud, int ev, as_dec_t *d) {
                     h->deployment);
     hcall_done(h);
     asl_call_module(L, "_on_reply", 3, 0);
-  } else if (ev == AS_EV_STREAM_END) {
+  } else if (ev == AS_EV_STREAM_START) {
     lua_pushinteger(L, (lua_Integer)h->id);
-    lua_pushboolean(L, 0);
-    lua_pushfstring(L, "deployment '%s' answered a handle call with a stream, which handles do not take yet",
-                    h->deployment);
+    lua_pushstring(L, "start");
+    asl_call_module(L, "_on_stream", 2, 0);
+  } else if (ev == AS_EV_STREAM_DATA) {
+    as_val_t v;
+    if (as_dec_next(d, &v) || v.type != AS_T_STR) return;
+    lua_pushinteger(L, (lua_Integer)h->id);
+    lua_pushstring(L, "data");
+    lua_pushlstring(L, v.s, v.len);
+    asl_call_module(L, "_on_stream", 3, 0);
+  } else if (ev == AS_EV_STREAM_END) {
+    as_val_t ok, err;
+    int good = as_dec_next(d, &ok) == 0 && ok.type == AS_T_TRUE;
+    lua_pushinteger(L, (lua_Integer)h->id);
+    lua_pushstring(L, "end");
+    lua_pushboolean(L, good);
+    if (good) {
+      lua_pushnil(L);
+    } else {
+      char msg[512];
+      int has = as_dec_next(d, &err) == 0 && err.type == AS_T_STR;
+      snprintf(msg, sizeof msg, "deployment '%s' stream failed: %.*s", h->deployment,
+               has ? (int)(err.len > 400 ? 400 : err.len) : 7, has ? err.s : "unknown");
+      lua_pushstring(L, msg);
+    }
     hcall_done(h);
-    asl_call_module(L, "_on_reply", 3, 0);
+    asl_call_module(L, "_on_stream", 4, 0);
   }
 }
 

@@ -298,6 +298,36 @@ function Response:done_()
   return self.done
 end
 
+-- A callee that returns serve.stream(fn) streams its chunks back: iterate
+-- them as they arrive (only this coroutine waits between them); :result()
+-- gives them joined once the stream ends. A plain answer is one chunk.
+function Response:chunks()
+  local i = 0
+  return function()
+    while true do
+      local chunks = self.chunks_
+      if chunks and i < #chunks then
+        i = i + 1
+        return chunks[i]
+      end
+      if self.done then
+        if not self.ok then error(self.value, 2) end
+        if not chunks and i == 0 then
+          i = 1
+          return self.value
+        end
+        return nil
+      end
+      local co = in_coroutine("chunks()")
+      local woken = false
+      self.progress = self.progress or {}
+      self.progress[#self.progress + 1] = function() woken = true; resume(co) end
+      self.listeners[#self.listeners + 1] = function() if not woken then woken = true; resume(co) end end
+      repeat coroutine.yield() until woken
+    end
+  end
+end
+
 local function encode_safe(v)
   -- Handle objects travel as markers; responses are resolved before this.
   return v
@@ -388,6 +418,27 @@ local function revive(v, depth)
     if type(x) == "table" then v[k] = revive(x, depth + 1) end
   end
   return v
+end
+
+-- A streamed answer to a handle call: "start", then "data" chunks, then "end".
+function M._on_stream(id, kind, a, b)
+  local resp = pending[id]
+  if not resp then return end
+  if kind == "start" then
+    resp.chunks_ = resp.chunks_ or {}
+  elseif kind == "data" then
+    local chunks = resp.chunks_ or {}
+    resp.chunks_ = chunks
+    chunks[#chunks + 1] = a
+    local ps = resp.progress or {}
+    resp.progress = {}
+    for _, f in ipairs(ps) do f() end
+  else
+    pending[id] = nil
+    local own = resp.owner and owned[resp.owner]
+    if own then own[id] = nil end
+    settle(resp, a, a and table.concat(resp.chunks_ or {}) or b)
+  end
 end
 
 function M._on_reply(id, ok, value)
@@ -802,6 +853,9 @@ local function serve_call_body(token, method, args)
   end
   revive(args, 0)
   local ok, v = xpcall(f, traceback, instance, table.unpack(args, 1, args.n or #args))
+  if ok and getmetatable(v) == StreamSpec then
+    return run_stream(token, v, nil) -- the caller iterates resp:chunks()
+  end
   if ok then
     local sent = pcall(core.reply, token, true, v)
     if not sent then

@@ -214,3 +214,16 @@ def test_handle_calls_queue_at_max_ongoing(serve):
     body = r.json()
     assert len(body["pids"]) == 6 and len(set(body["pids"])) == 2, body
     assert set(body["peaks"]) == {1}, body
+
+
+def test_streams_through_handle_calls(serve):
+    srv = serve(app("handle_stream.lua:app"))
+    with requests.get(srv.url("/relay"), stream=True, timeout=20) as r:
+        assert r.status_code == 200
+        parts = [c.decode() for c in r.iter_content(chunk_size=None) if c]
+    assert "".join(parts) == "<1;><2;><3;><4;><5;>"
+    assert len(parts) >= 3, "chunks should arrive one by one, not all at the end: %r" % parts
+    assert srv.get("/joined").text == "1;2;3;4;"
+    assert srv.get("/plain").json() == ["plain"]
+    j = srv.get("/broken").json()
+    assert j["ok"] is False and "boom in the stream" in j["err"] and "Gen" in j["err"]
