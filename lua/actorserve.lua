@@ -473,6 +473,74 @@ function M.sleep(seconds)
 end
 
 ---------------------------------------------------------------------------
+-- serve.batch: Ray's @serve.batch. Calls from concurrent requests are
+-- gathered and fn(self, items) runs once per batch; each caller gets its own
+-- result (fn returns a list as long as items).
+
+function M.batch(fn, opts)
+  if type(fn) ~= "function" then error("serve.batch expects a function(self, items)", 2) end
+  opts = opts or {}
+  local max = opts.max_batch_size or 10
+  local wait = opts.batch_wait_timeout_s or 0.01
+  if math.type(max) ~= "integer" or max < 1 then error("serve.batch: max_batch_size must be an integer >= 1", 2) end
+  if type(wait) ~= "number" or wait < 0 then error("serve.batch: batch_wait_timeout_s must be >= 0", 2) end
+  local queues = setmetatable({}, { __mode = "k" }) -- per replica object
+
+  local function run(self, slots)
+    local items = {}
+    for i, sl in ipairs(slots) do items[i] = sl.item end
+    local ok, res = xpcall(fn, function(e) return debug.traceback(tostring(e), 2) end, self, items)
+    if not ok then core.log("warn", "a serve.batch function raised: " .. tostring(res)) end
+    if not ok then res = tostring(res):match("^[^\n]*") end
+    if ok and (type(res) ~= "table" or #res ~= #items) then
+      ok, res = false, string.format("a serve.batch function must return a list of %d results", #items)
+    end
+    for i, sl in ipairs(slots) do
+      sl.done = true
+      if ok then sl.result = res[i] else sl.err = res end
+      if sl.co then resume(sl.co) end
+    end
+  end
+
+  local function flush(self, q)
+    q.armed = false
+    while #q.items > 0 do
+      local take, rest = {}, {}
+      for i, sl in ipairs(q.items) do
+        if i <= max then take[#take + 1] = sl else rest[#rest + 1] = sl end
+      end
+      q.items = rest
+      spawn(run, self, take)
+      if #q.items < max then break end
+    end
+    if #q.items > 0 and not q.armed then
+      q.armed = true
+      spawn(function() M.sleep(wait); flush(self, q) end)
+    end
+  end
+
+  return function(self, item)
+    local co = in_coroutine("a serve.batch function")
+    local q = queues[self]
+    if not q then q = { items = {}, armed = false }; queues[self] = q end
+    local slot = { item = item }
+    q.items[#q.items + 1] = slot
+    if #q.items >= max then
+      flush(self, q)
+    elseif not q.armed then
+      q.armed = true
+      spawn(function() M.sleep(wait); flush(self, q) end)
+    end
+    if not slot.done then
+      slot.co = co
+      repeat coroutine.yield() until slot.done
+    end
+    if slot.err then error(slot.err, 2) end
+    return slot.result
+  end
+end
+
+---------------------------------------------------------------------------
 -- HTTP: requests, responses, errors
 
 local HTTPError = { __name = "actorserve.HTTPError" }

@@ -227,3 +227,22 @@ def test_streams_through_handle_calls(serve):
     assert srv.get("/plain").json() == ["plain"]
     j = srv.get("/broken").json()
     assert j["ok"] is False and "boom in the stream" in j["err"] and "Gen" in j["err"]
+
+
+def test_serve_batch_gathers_concurrent_calls(serve):
+    srv = serve(app("batch.lua:app"))
+    results = {}
+
+    def one(x):
+        results[x] = srv.get("/?x=%d" % x).json()
+
+    ts = [threading.Thread(target=one, args=(x,)) for x in range(1, 11)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert all(results[x] == {"x": x, "y": x * x} for x in range(1, 11)), results
+    sizes = srv.get("/sizes").json()
+    assert sum(sizes) == 10 and max(sizes) <= 4 and max(sizes) > 1, sizes
+    r = srv.get("/?x=-3")
+    assert r.status_code == 400 and "negative input -3" in r.text
