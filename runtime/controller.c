@@ -101,19 +101,9 @@ static uint64_t hash_bytes(const as_buf_t *b) {
 
 /* ---- control socket ----------------------------------------------------------- */
 
-static void ctrl_write_cb(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
 static void ctrl_send(replica_t *r, const as_buf_t *b) {
   if (!r->ctrl_open || uv_is_closing((uv_handle_t *)&r->ctrl)) return;
-  uv_write_t *req = malloc(sizeof *req + b->len);
-  if (!req) return;
-  char *copy = (char *)(req + 1);
-  memcpy(copy, b->data, b->len);
-  uv_buf_t ub = uv_buf_init(copy, (unsigned)b->len);
-  if (uv_write(req, (uv_stream_t *)&r->ctrl, &ub, 1, ctrl_write_cb) < 0) free(req);
+  as_write_copy((uv_stream_t *)&r->ctrl, b->data, b->len);
 }
 
 /* Sends a frame of the given type whose payload is raw (may be empty). */

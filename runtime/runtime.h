@@ -309,6 +309,8 @@ void as_wq_init(as_wq_t *q, as_flusher_t *f, struct uv_stream_s *stream);
 as_buf_t *as_wq_buf(as_wq_t *q);
 void as_wq_flush(as_wq_t *q);            /* hands what is queued to libuv now */
 void as_wq_close(as_wq_t *q);            /* drops what is queued */
+/* One write of a copy of p[0..n) now (control sockets, which are not batched). */
+int as_write_copy(struct uv_stream_s *stream, const void *p, size_t n);
 
 /* ---- callers (runtime/conn.c) ---------------------------------------------
  * A caller sends requests to replicas: the proxy has one, and so has every

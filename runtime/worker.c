@@ -31,19 +31,7 @@ typedef struct worker_s {
   char component[160];
 } worker_t;
 
-static void ctrl_write_cb(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
-static void ctrl_send(worker_t *w, as_buf_t *b) {
-  uv_write_t *req = malloc(sizeof *req + b->len);
-  if (!req) return;
-  char *copy = (char *)(req + 1);
-  memcpy(copy, b->data, b->len);
-  uv_buf_t ub = uv_buf_init(copy, (unsigned)b->len);
-  if (uv_write(req, (uv_stream_t *)&w->ctrl, &ub, 1, ctrl_write_cb) < 0) free(req);
-}
+static void ctrl_send(worker_t *w, as_buf_t *b) { as_write_copy((uv_stream_t *)&w->ctrl, b->data, b->len); }
 
 /* READY (kind 0) or REPORT (health check, reconfigure) to the head. */
 static void on_ready(void *ud, int kind, int64_t seq, int ok, const char *err) {

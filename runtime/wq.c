@@ -6,6 +6,7 @@
  * connection per iteration.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -69,6 +70,24 @@ void as_flusher_close(as_flusher_t *f) {
   while (f->dirty) as_wq_flush(f->dirty);
   uv_close((uv_handle_t *)f->prep, prep_closed);
   f->prep = NULL;
+}
+
+static void copy_written(uv_write_t *req, int status) {
+  (void)status; /* a failed write shows up as a read error on the same stream */
+  free(req);
+}
+
+int as_write_copy(uv_stream_t *stream, const void *p, size_t n) {
+  uv_write_t *req = malloc(sizeof *req + n);
+  if (!req) return AS_ENOMEM;
+  char *copy = (char *)(req + 1);
+  memcpy(copy, p, n);
+  uv_buf_t b = uv_buf_init(copy, (unsigned)n);
+  if (uv_write(req, stream, &b, 1, copy_written) < 0) {
+    free(req);
+    return AS_EIO;
+  }
+  return 0;
 }
 
 void as_wq_init(as_wq_t *q, as_flusher_t *f, uv_stream_t *stream) {
