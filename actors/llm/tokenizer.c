@@ -381,26 +381,44 @@ static int parse_pattern(ld_t *L, const cJSON *o, const char *path, tok_step_t *
   return 0;
 }
 
-static int parse_normalizer(ld_t *L, const cJSON *o, const char *path, steps_t *out, int depth) {
-  const char *type;
-  int r, f;
+typedef int (*step_parse_fn)(ld_t *L, const cJSON *o, const char *path, steps_t *out, int depth);
+
+/* What normalizers, pre-tokenizers and decoders share: null is no step, the
+ * value must be an object with a "type", and a "Sequence" lists more of the
+ * same under seq_key (parsed here with fn). Returns an error, or 0 with
+ * *type set to the step's type (NULL when the object was handled here). */
+static int step_head(ld_t *L, const cJSON *o, const char *path, int depth, const char *seq_key,
+                     step_parse_fn fn, steps_t *out, const char **type) {
+  int r;
+  *type = NULL;
   if (o == NULL || cJSON_IsNull(o))
     return 0;
   if (!cJSON_IsObject(o))
     return LERR(L, AS_EINVAL, "%s: %s: expected an object or null", L->file, path);
   if (depth > TOK_MAX_DEPTH)
     return LERR(L, AS_EINVAL, "%s: %s: nested too deeply", L->file, path);
-  if ((r = jstr(L, o, path, "type", &type)) != 0)
+  const char *t;
+  if ((r = jstr(L, o, path, "type", &t)) != 0)
     return r;
-  if (type == NULL)
+  if (t == NULL)
     return LERR(L, AS_EINVAL, "%s: %s.type: missing", L->file, path);
-  if (strcmp(type, "Sequence") == 0) {
-    cJSON *a = jget(o, "normalizers"), *e;
+  if (strcmp(t, "Sequence") == 0) {
+    cJSON *a = jget(o, seq_key), *e;
     if (!cJSON_IsArray(a))
-      return LERR(L, AS_EINVAL, "%s: %s.normalizers: expected an array", L->file, path);
-    cJSON_ArrayForEach(e, a) if ((r = parse_normalizer(L, e, path, out, depth + 1)) != 0) return r;
+      return LERR(L, AS_EINVAL, "%s: %s.%s: expected an array", L->file, path, seq_key);
+    cJSON_ArrayForEach(e, a) if ((r = fn(L, e, path, out, depth + 1)) != 0) return r;
     return 0;
   }
+  *type = t;
+  return 0;
+}
+
+static int parse_normalizer(ld_t *L, const cJSON *o, const char *path, steps_t *out, int depth) {
+  const char *type;
+  int f;
+  int r = step_head(L, o, path, depth, "normalizers", parse_normalizer, out, &type);
+  if (r != 0 || type == NULL)
+    return r;
   tok_step_t *x = step_new(out);
   if (x == NULL)
     return AS_ENOMEM;
@@ -497,24 +515,9 @@ static int parse_replacement(ld_t *L, const cJSON *o, const char *path, tok_step
 
 static int parse_pretok(ld_t *L, const cJSON *o, const char *path, steps_t *out, int depth) {
   const char *type;
-  int r;
-  if (o == NULL || cJSON_IsNull(o))
-    return 0;
-  if (!cJSON_IsObject(o))
-    return LERR(L, AS_EINVAL, "%s: %s: expected an object or null", L->file, path);
-  if (depth > TOK_MAX_DEPTH)
-    return LERR(L, AS_EINVAL, "%s: %s: nested too deeply", L->file, path);
-  if ((r = jstr(L, o, path, "type", &type)) != 0)
+  int r = step_head(L, o, path, depth, "pretokenizers", parse_pretok, out, &type);
+  if (r != 0 || type == NULL)
     return r;
-  if (type == NULL)
-    return LERR(L, AS_EINVAL, "%s: %s.type: missing", L->file, path);
-  if (strcmp(type, "Sequence") == 0) {
-    cJSON *a = jget(o, "pretokenizers"), *e;
-    if (!cJSON_IsArray(a))
-      return LERR(L, AS_EINVAL, "%s: %s.pretokenizers: expected an array", L->file, path);
-    cJSON_ArrayForEach(e, a) if ((r = parse_pretok(L, e, path, out, depth + 1)) != 0) return r;
-    return 0;
-  }
   tok_step_t *x = step_new(out);
   if (x == NULL)
     return AS_ENOMEM;
@@ -551,24 +554,9 @@ static int parse_pretok(ld_t *L, const cJSON *o, const char *path, steps_t *out,
 
 static int parse_decoder(ld_t *L, const cJSON *o, const char *path, steps_t *out, int depth) {
   const char *type;
-  int r;
-  if (o == NULL || cJSON_IsNull(o))
-    return 0;
-  if (!cJSON_IsObject(o))
-    return LERR(L, AS_EINVAL, "%s: %s: expected an object or null", L->file, path);
-  if (depth > TOK_MAX_DEPTH)
-    return LERR(L, AS_EINVAL, "%s: %s: nested too deeply", L->file, path);
-  if ((r = jstr(L, o, path, "type", &type)) != 0)
+  int r = step_head(L, o, path, depth, "decoders", parse_decoder, out, &type);
+  if (r != 0 || type == NULL)
     return r;
-  if (type == NULL)
-    return LERR(L, AS_EINVAL, "%s: %s.type: missing", L->file, path);
-  if (strcmp(type, "Sequence") == 0) {
-    cJSON *a = jget(o, "decoders"), *e;
-    if (!cJSON_IsArray(a))
-      return LERR(L, AS_EINVAL, "%s: %s.decoders: expected an array", L->file, path);
-    cJSON_ArrayForEach(e, a) if ((r = parse_decoder(L, e, path, out, depth + 1)) != 0) return r;
-    return 0;
-  }
   tok_step_t *x = step_new(out);
   if (x == NULL)
     return AS_ENOMEM;
