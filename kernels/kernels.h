@@ -145,13 +145,38 @@ typedef struct ask_dev_s {
    * NULL), then out = rmsnorm(x) as the rmsnorm op. out must not alias x. */
   void (*add_rmsnorm)(float *out, float *x, const float *r, const float *w, int T, int C,
                       float eps, float w_offset);
-  /* RoPE fused with the KV-cache write: q (T, nh*D) is rotated in place (as
-   * the rope op); row t of k (T, nkv*D), rotated, goes to row slot[t] of kc,
-   * and row t of v (T, nkv*D) to row slot[t] of vc (rows of nkv*D floats);
-   * k and v are only read. */
-  void (*rope_kv)(float *q, float *kc, float *vc, const float *k, const float *v,
-                  const int32_t *pos, const int32_t *slot, const float *inv_freq, int T,
-                  int nh, int nkv, int D);
+  /* RoPE fused with the write into a paged bf16 KV cache. Row t of the
+   * fused projection qkv (T rows of `stride` floats: q at columns
+   * [0, nh*D), k at [nh*D, (nh+nkv)*D), v at [(nh+nkv)*D, (nh+2*nkv)*D)):
+   * its q heads are rotated in place (as the rope op, position pos[t]);
+   * its k heads, rotated, and its v heads are rounded to bf16 (nearest
+   * even) and written to row slot[t] of kc and vc (rows of nkv*D bf16; a
+   * slot is page * page_size + offset, see attention_paged). slot[t] < 0:
+   * the row's k and v are not written (padding rows of a captured step). */
+  void (*rope_kv)(float *qkv, uint16_t *kc, uint16_t *vc, const int32_t *pos,
+                  const int32_t *slot, const float *inv_freq, int T, int nh, int nkv, int D,
+                  int stride);
+  /* Attention of T query rows, each over its own sequence in the paged
+   * cache (decode rows of many sequences and prefill chunks mixed):
+   *   out (T, nh*D); query row t is q + t*q_stride (nh heads of D floats);
+   *   row t belongs to the sequence whose page list is
+   *   table[seq[t] * table_width ...] and sits at position pos[t]: it sees
+   *   keys 0..pos[t] of that sequence (causal); key j is cache row
+   *   table[seq[t] * table_width + j / page] * page + j % page of kc, vc
+   *   (bf16 rows of nkv*D, kv head g at columns [g*D, g*D+D)); query head h
+   *   reads kv head h / (nh / nkv). pos[t] < 0: the row is padding and gets
+   *   zeros. The rows' own keys must already be in the cache (rope_kv).
+   *   Work is split along the keys into nsplit parts (>= 1, fixed by the
+   *   caller so that a captured step stays valid for any length) merged
+   *   exactly; part holds nsplit * T * nh * (D + 2) floats when nsplit > 1.
+   *   D <= 256. Scores and softmax in f32. */
+  void (*attention_paged)(float *out, float *part, const float *q, const uint16_t *kc,
+                          const uint16_t *vc, const int32_t *table, const int32_t *seq,
+                          const int32_t *pos, int T, int nh, int nkv, int D, int q_stride,
+                          int table_width, int page, int nsplit, float scale);
+  /* Gated activation of a fused gate/up product: out (T,F) =
+   * act(gu[t, 0:F]) * gu[t, F:2F] for gu (T, 2F). out must not alias gu. */
+  void (*glu_rows)(float *out, const float *gu, int T, int F, int act);
   /* ids (T) = argmax of each row of x (T,n), as the argmax op; stays on the
    * device. */
   void (*argmax_rows)(int32_t *ids, const float *x, int T, int n);
@@ -160,20 +185,46 @@ typedef struct ask_dev_s {
    * updated in place; probs (T,n) or NULL. Only ids need come back. */
   void (*sample_rows)(int32_t *ids, float *probs, const float *x, const float *temperature,
                       const int32_t *top_k, const float *top_p, uint64_t *rng, int T, int n);
+
+  /* Bytes of device memory free and in all (cudaMemGetInfo). */
+  int (*mem_info)(size_t *free_bytes, size_t *total_bytes, char *err, size_t errlen);
+
+  /* Captured steps (CUDA graphs). graph_capture calls fn(ud) once while
+   * recording: the ops fn queues are recorded with their arguments as
+   * given (pointers and sizes), NOT run. graph_launch runs the recorded
+   * ops again, in order, reading whatever the device buffers hold then;
+   * graph_free releases it. So everything that changes from one step to
+   * the next must be in device memory (copied in before the launch), never
+   * in an op's scalar arguments. fn must not call copy, sync, alloc or
+   * free. Returns 0, or an AS_E* code with err saying why (the caller then
+   * runs its ops directly). */
+  int (*graph_capture)(void **graph, void (*fn)(void *ud), void *ud, char *err,
+                       size_t errlen);
+  int (*graph_launch)(void *graph, char *err, size_t errlen);
+  void (*graph_free)(void *graph); /* NULL is fine */
 } ask_dev_t;
 
 /* The plain-C reference backend (kernels/ref). Never NULL. */
 const ask_ops_t *ask_ref_ops(void);
 
-/* The CUDA backend (kernels/cuda) on the first visible device, initialised
- * on first call; NULL when built without CUDA (AS_HAVE_CUDA undefined), or
- * when no device, driver or cuBLASLt can be used (kernels/cuda/ask_cuda.h
- * says why). */
-#ifdef AS_HAVE_CUDA
+/* The device contract on the host (kernels/ref/dev.c): the reference ops
+ * plus an ask_dev_t whose "device memory" is host memory, whose ops are the
+ * plain-C twins of the device-only ops (the CUDA kernels are tested against
+ * them) and whose captured steps are recorded op lists replayed with the
+ * recorded arguments. The engine's device path runs on it unchanged, so the
+ * path is tested on machines without a GPU. Never NULL. */
+const ask_ops_t *ask_refdev_ops(void);
+
+/* A backend by name: "cpu" (or "ref"), "refdev", "cuda" (kernels/load.c).
+ * NULL when it cannot be used, with *why (when why is not NULL) saying why.
+ * "cuda" loads the module libactorserve_cuda.so (kernels/cuda) on first
+ * use and takes the first device that CUDA_VISIBLE_DEVICES leaves. */
+const ask_ops_t *ask_backend(const char *name, const char **why);
+
+/* The CUDA backend itself, exported by the module (and linked directly into
+ * its tests): NULL when no device, driver or cuBLASLt can be used
+ * (kernels/cuda/ask_cuda.h's ask_cuda_unavailable says why). */
 const ask_ops_t *ask_cuda_ops(void);
-#else
-static inline const ask_ops_t *ask_cuda_ops(void) { return NULL; }
-#endif
 
 /* The per-sequence random generator of sampling (kernels/ref/sample.c):
  * xorshift64*, 64 bits of state. ask_rng_seed turns any seed into a valid
@@ -186,5 +237,7 @@ double ask_rng_uniform(uint64_t *state);
 /* Conversions used at load time (kernels/ref/convert.c): n values. */
 void ask_bf16_to_f32(float *out, const uint16_t *in, size_t n);
 void ask_f16_to_f32(float *out, const uint16_t *in, size_t n);
+/* f32 to bf16, rounded to nearest even (NaNs stay NaNs). */
+void ask_f32_to_bf16(uint16_t *out, const float *in, size_t n);
 
 #endif /* ASK_KERNELS_H */

@@ -22,6 +22,7 @@ static const char usage[] =
   "       actorserve build FILE.lua:VARIABLE [-o CONFIG.yaml]\n"
   "       actorserve generate MODEL_DIR \"prompt\" [--max-new-tokens N] [--temperature T] [--chat] ...\n"
   "       actorserve embed MODEL_DIR \"text\" [\"text\" ...]\n"
+  "       actorserve bench-llm MODEL_DIR [--device cuda] [--batch 1,8,32] [--ttft 128,2048] ...\n"
   "       actorserve --help | --version\n"
   "ADDRESS is the head's REST API (default http://127.0.0.1:8265, or $ACTORSERVE_ADDRESS).\n"
   "\n"
@@ -134,7 +135,8 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "__worker") == 0) return as_worker_main();
   if (strcmp(argv[1], "run") == 0) return cmd_run(argc - 2, argv + 2, 0);
   if (strcmp(argv[1], "__head") == 0) return cmd_run(argc - 2, argv + 2, 1);
-  if (!strcmp(argv[1], "generate") || !strcmp(argv[1], "embed")) return as_llm_cli(argc - 1, argv + 1);
+  if (!strcmp(argv[1], "generate") || !strcmp(argv[1], "embed") || !strcmp(argv[1], "bench-llm"))
+    return as_llm_cli(argc - 1, argv + 1);
   if (!strcmp(argv[1], "start") || !strcmp(argv[1], "deploy") || !strcmp(argv[1], "status") ||
       !strcmp(argv[1], "config") || !strcmp(argv[1], "shutdown") || !strcmp(argv[1], "build"))
     return as_cli_main(argc - 1, argv + 1);

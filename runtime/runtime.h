@@ -30,7 +30,8 @@
   X(CLOSED, -10, "closed")                                       \
   X(EXISTS, -11, "already exists")                               \
   X(FULL, -12, "too many queued requests")                       \
-  X(TIMEDOUT, -13, "timed out")
+  X(TIMEDOUT, -13, "timed out")                                  \
+  X(NOTSUP, -14, "not supported here")
 
 enum {
 #define AS__ERR_ENUM(name, code, msg) AS_E##name = (code),

@@ -30,6 +30,9 @@
 
 #define AS_CLI_MAX_STOPS 16
 
+/* cli_bench.c: `actorserve bench-llm`. */
+int as__cli_bench_llm(int argc, char **argv);
+
 static const char as__cli_usage[] =
     "usage: actorserve generate MODEL_DIR \"prompt\" [options]\n"
     "       actorserve embed MODEL_DIR \"text\" [\"text\" ...]\n"
@@ -48,6 +51,10 @@ static const char as__cli_usage[] =
     "  --bench              time prefill and greedy decode; print JSON, not text\n"
     "  --bench-prompt-tokens N  with --bench: a prompt of N pseudo-random ids\n"
     "  --bench-repeat R     with --bench: runs timed (default 3; medians reported)\n"
+    "  --device D           cpu (default), cuda (the first visible GPU), or refdev (the\n"
+    "                       device code path on the CPU, for tests)\n"
+    "  --kv-tokens N        KV cache size in tokens (default: cpu unbounded; cuda as much\n"
+    "                       as fits in 90%% of the GPU's memory)\n"
     "embed: prints one JSON array per text (BERT encoders: mean pooling, L2 norm).\n";
 
 static int as__cli_bad(const char *fmt, const char *a) {
@@ -110,7 +117,8 @@ static int as__cmp_dbl(const void *a, const void *b) {
 
 /* --bench: one prefill of the prompt, then greedy decode of max_new tokens
  * (no stop token), `repeat` times after a short warm-up; medians as JSON. */
-static int as__cli_bench(const as_model_t *m, const as_ids_t *prompt, int max_new, int repeat) {
+static int as__cli_bench(const as_model_t *m, const as_ids_t *prompt, int max_new, int repeat,
+                         size_t kv_tokens) {
   char err[512];
   double *pre = calloc((size_t)repeat, sizeof(double)), *dec = calloc((size_t)repeat, sizeof(double));
   int rc = 0, got = 0;
@@ -120,7 +128,7 @@ static int as__cli_bench(const as_model_t *m, const as_ids_t *prompt, int max_ne
     int64_t id;
     const as_gen_event_t *ev;
     int ne, n = 0;
-    if ((rc = as_gen_new(&g, m, NULL, 0, err, sizeof err)) != 0)
+    if ((rc = as_gen_new(&g, m, NULL, kv_tokens, err, sizeof err)) != 0)
       break;
     as_gen_opts_init(&o);
     o.n_stop_ids = 0;
@@ -154,7 +162,7 @@ static int as__cli_bench(const as_model_t *m, const as_ids_t *prompt, int max_ne
   printf("{\"engine\": \"actorserve\", \"backend\": \"%s\", \"prompt_tokens\": %zu, "
          "\"new_tokens\": %d, \"prefill_s\": %.6f, \"prefill_tok_s\": %.2f, "
          "\"decode_s\": %.6f, \"decode_tok_s\": %.2f, \"repeat\": %d}\n",
-         ask_ref_ops()->name, prompt->n, got, p, (double)prompt->n / p, d,
+         as_model_device(m), prompt->n, got, p, (double)prompt->n / p, d,
          got > 1 ? (double)(got - 1) / d : 0.0, repeat);
   free(pre);
   free(dec);
@@ -162,8 +170,9 @@ static int as__cli_bench(const as_model_t *m, const as_ids_t *prompt, int max_ne
 }
 
 static int as__cli_generate(int argc, char **argv) {
-  const char *dir = NULL, *text = NULL, *ids_arg = NULL, *system = NULL;
+  const char *dir = NULL, *text = NULL, *ids_arg = NULL, *system = NULL, *device = "cpu";
   const char *stops[AS_CLI_MAX_STOPS];
+  double kv_tokens = 0;
   int nstops = 0, chat = 0, ignore_eos = 0, bench = 0, bench_n = 0, repeat = 3;
   int have_max = 0, have_t = 0, have_k = 0, have_p = 0, have_seed = 0;
   double max_new = 0, temp = 0, top_k = 0, top_p = 1, seed = 0, v;
@@ -226,6 +235,11 @@ static int as__cli_generate(int argc, char **argv) {
       if (val[0] == '\0')
         return as__cli_bad("--stop needs a non-empty string%s", "");
       stops[nstops++] = val;
+    } else if (strcmp(a, "--device") == 0) {
+      device = val;
+    } else if (strcmp(a, "--kv-tokens") == 0) {
+      if (as__cli_num(val, 1, 1e12, &kv_tokens) != 0)
+        return as__cli_bad("--kv-tokens needs a positive number, not '%s'", val);
     } else if (strcmp(a, "--system") == 0) {
       system = val;
     } else if (strcmp(a, "--ids") == 0) {
@@ -256,7 +270,8 @@ static int as__cli_generate(int argc, char **argv) {
   as_buf_t fmt;
   as_ids_init(&ids);
   as_buf_init(&fmt);
-  if (as_model_load(&m, dir, err, sizeof err) != 0) {
+  as_model_opts_t mo = {device};
+  if (as_model_open(&m, dir, &mo, err, sizeof err) != 0) {
     fprintf(stderr, "actorserve: %s\n", err);
     goto done;
   }
@@ -310,11 +325,11 @@ static int as__cli_generate(int argc, char **argv) {
     goto done;
   }
   if (bench) {
-    rc = as__cli_bench(m, &ids, have_max ? (int)max_new : 128, repeat);
+    rc = as__cli_bench(m, &ids, have_max ? (int)max_new : 128, repeat, (size_t)kv_tokens);
     goto done;
   }
 
-  if (as_gen_new(&g, m, dir, 0, err, sizeof err) != 0) {
+  if (as_gen_new(&g, m, dir, (size_t)kv_tokens, err, sizeof err) != 0) {
     fprintf(stderr, "actorserve: %s\n", err);
     goto done;
   }
@@ -480,5 +495,7 @@ int as_llm_cli(int argc, char **argv) {
     return as__cli_generate(argc, argv);
   if (strcmp(argv[0], "embed") == 0)
     return as__cli_embed(argc, argv);
-  return as__cli_bad("unknown command '%s' (expected generate or embed)", argv[0]);
+  if (strcmp(argv[0], "bench-llm") == 0)
+    return as__cli_bench_llm(argc, argv);
+  return as__cli_bad("unknown command '%s' (expected generate, embed or bench-llm)", argv[0]);
 }

@@ -14,9 +14,11 @@
 
 #include "model_int.h"
 
-/* Checks a decoder batch; returns 0 or an error with its message. */
-static int as__fwd_check(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
-                         size_t *total, size_t *scratch, char *err, size_t errlen) {
+/* Checks a decoder batch; returns 0 or an error with its message.
+ * check_room: also the max_tokens bound (the device path checks pages). */
+int as__forward_check(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                      size_t *total, size_t *scratch, int check_room, char *err,
+                      size_t errlen) {
   const as_llm_config_t *c = &m->cfg;
   size_t T = 0, scr = 0;
   if (c->arch == AS_ARCH_BERT)
@@ -53,7 +55,7 @@ static int as__fwd_check(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *s
     if ((size_t)q->n * (size_t)(s->len + q->n) > scr)
       scr = (size_t)q->n * (size_t)(s->len + q->n);
   }
-  if (kv->max_tokens != 0 && kv->tokens + T > kv->max_tokens)
+  if (check_room && kv->max_tokens != 0 && kv->tokens + T > kv->max_tokens)
     return as__llm_err(err, errlen, AS_EFULL,
                        "the KV cache holds %zu of %zu tokens: no room for %zu more", kv->tokens,
                        kv->max_tokens, T);
@@ -73,7 +75,9 @@ int as_model_forward(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs,
   int32_t *ids, *pos;
   float scale = (float)(1.0 / sqrt((double)D));
 
-  if ((rc = as__fwd_check(m, kv, seqs, nseq, &T, &scr_n, err, errlen)) != 0)
+  if (m->dm != NULL)
+    return as__forward_dev(m, kv, seqs, nseq, NULL, logits, all_positions, err, errlen);
+  if ((rc = as__forward_check(m, kv, seqs, nseq, &T, &scr_n, 1, err, errlen)) != 0)
     return rc;
   for (int i = 0; i < nseq; i++) {
     as__kvseq_t *s = as__kv_find(kv, seqs[i].seq);

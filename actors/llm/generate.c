@@ -20,6 +20,7 @@
  */
 #include <cjson/cJSON.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +81,11 @@ struct as_gen_s {
   as_gen_event_t *out;    /* what the caller sees */
   int nev;
   as_buf_t arena;         /* this step's event texts */
+  /* Device models: sampling happens on the device; per batch entry: */
+  int dev;                /* the model is on a device */
+  float *s_temp, *s_topp;
+  int32_t *s_topk, *s_ids;
+  uint64_t *s_rng;
 };
 
 static int as__gen_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -147,6 +153,15 @@ static int as__gen_read_config(as_gen_t *g, const char *dir, char *err, size_t e
 
 int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_t kv_max_tokens,
                char *err, size_t errlen) {
+  as_kv_opts_t ko = {kv_max_tokens, 0, 0, 0};
+  return as_gen_new_ex(out, m, model_dir, &ko, err, errlen);
+}
+
+int as_gen_graphs(const as_gen_t *g) { return g->dev ? as__kv_graphs(g->kv) : 0; }
+size_t as_gen_kv_capacity(const as_gen_t *g) { return as_kv_capacity(g->kv); }
+
+int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
+                  const as_kv_opts_t *ko, char *err, size_t errlen) {
   const as_llm_config_t *c;
   as_gen_t *g;
   int rc;
@@ -176,11 +191,21 @@ int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_
     free(g);
     return rc;
   }
+  g->dev = m->dm != NULL;
   g->w = malloc((size_t)g->vocab * sizeof(double));
   g->idx = malloc((size_t)g->vocab * sizeof(int32_t));
-  if (g->w == NULL || g->idx == NULL || (rc = as_kv_new(&g->kv, m, kv_max_tokens)) != 0) {
+  if (g->w == NULL || g->idx == NULL) {
     as_gen_free(g);
     return as__gen_err(err, errlen, AS_ENOMEM, "out of memory for a generator");
+  }
+  if ((rc = as_kv_new_ex(&g->kv, m, ko, err, errlen)) != 0) {
+    as_gen_free(g);
+    return rc;
+  }
+  if (g->dev) { /* the prefill budget that the step buffers leave */
+    int rows, seqs;
+    as__kv_step_limits(g->kv, &rows, &seqs);
+    g->step_tokens = rows - seqs > AS_GEN_MIN_PREFILL ? rows - seqs : AS_GEN_MIN_PREFILL;
   }
   *out = g;
   return 0;
@@ -224,6 +249,11 @@ void as_gen_free(as_gen_t *g) {
   free(g->batch);
   free(g->who);
   free(g->logits);
+  free(g->s_temp);
+  free(g->s_topp);
+  free(g->s_topk);
+  free(g->s_ids);
+  free(g->s_rng);
   free(g->w);
   free(g->idx);
   free(g->evs);
@@ -284,9 +314,27 @@ static int as__gen_grow(as_gen_t *g, int need) {
   if ((a = realloc(g->out, (size_t)cap * sizeof *g->out)) == NULL)
     return AS_ENOMEM;
   g->out = a;
-  if ((a = realloc(g->logits, (size_t)cap * (size_t)g->vocab * sizeof(float))) == NULL)
-    return AS_ENOMEM;
-  g->logits = a;
+  if (g->dev) { /* ids and settings only: the logits stay on the device */
+    if ((a = realloc(g->s_temp, (size_t)cap * sizeof *g->s_temp)) == NULL)
+      return AS_ENOMEM;
+    g->s_temp = a;
+    if ((a = realloc(g->s_topp, (size_t)cap * sizeof *g->s_topp)) == NULL)
+      return AS_ENOMEM;
+    g->s_topp = a;
+    if ((a = realloc(g->s_topk, (size_t)cap * sizeof *g->s_topk)) == NULL)
+      return AS_ENOMEM;
+    g->s_topk = a;
+    if ((a = realloc(g->s_ids, (size_t)cap * sizeof *g->s_ids)) == NULL)
+      return AS_ENOMEM;
+    g->s_ids = a;
+    if ((a = realloc(g->s_rng, (size_t)cap * sizeof *g->s_rng)) == NULL)
+      return AS_ENOMEM;
+    g->s_rng = a;
+  } else {
+    if ((a = realloc(g->logits, (size_t)cap * (size_t)g->vocab * sizeof(float))) == NULL)
+      return AS_ENOMEM;
+    g->logits = a;
+  }
   g->capreq = cap;
   return 0;
 }
@@ -507,8 +555,12 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
   if (g->nreq == 0)
     return 0;
 
-  /* Decodes first, then prefill chunks within the budget. */
-  for (int i = 0; i < g->nreq; i++) {
+  /* Decodes first, then prefill chunks within the budget (on a device,
+   * within its step buffers: max_rows tokens over max_seqs sequences). */
+  int max_rows = INT32_MAX, max_seqs = INT32_MAX;
+  if (g->dev)
+    as__kv_step_limits(g->kv, &max_rows, &max_seqs);
+  for (int i = 0; i < g->nreq && nb < max_seqs && nb < max_rows; i++) {
     as__req_t *r = g->reqs[i];
     if (r->max_new > 0 && r->done_prompt == r->n_prompt) {
       g->batch[nb] = (as_fwd_seq_t){r->id, &r->last, 1};
@@ -519,7 +571,9 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
   budget = g->step_tokens - ndec;
   if (budget < AS_GEN_MIN_PREFILL)
     budget = AS_GEN_MIN_PREFILL;
-  for (int i = 0; i < g->nreq && budget > 0; i++) {
+  if (budget > max_rows - ndec)
+    budget = max_rows - ndec;
+  for (int i = 0; i < g->nreq && budget > 0 && nb < max_seqs; i++) {
     as__req_t *r = g->reqs[i];
     int left = r->n_prompt - r->done_prompt;
     if (left == 0 || r->max_new == 0)
@@ -529,8 +583,24 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
     g->who[nb++] = r;
     budget -= chunk;
   }
-  if (nb > 0 && (rc = as_model_forward(g->m, g->kv, g->batch, nb, g->logits, 0, err, errlen)) != 0)
+  if (nb > 0 && g->dev) {
+    /* Sampling settings per entry; rows whose prompt is not done after this
+     * chunk sample greedily (their generator stays as it is) and are ignored. */
+    for (int b = 0; b < nb; b++) {
+      as__req_t *r = g->who[b];
+      int sampled = r->done_prompt + g->batch[b].n >= r->n_prompt;
+      g->s_temp[b] = sampled ? r->temperature : 0.0f;
+      g->s_topk[b] = r->top_k;
+      g->s_topp[b] = r->top_p;
+      g->s_rng[b] = r->rng;
+    }
+    as__samp_t sp = {g->s_temp, g->s_topk, g->s_topp, g->s_rng, g->s_ids};
+    if ((rc = as__forward_dev(g->m, g->kv, g->batch, nb, &sp, NULL, 0, err, errlen)) != 0)
+      return rc;
+  } else if (nb > 0 &&
+             (rc = as_model_forward(g->m, g->kv, g->batch, nb, g->logits, 0, err, errlen)) != 0) {
     return rc; /* nothing changed */
+  }
 
   for (int b = 0; b < nb; b++) {
     as__req_t *r = g->who[b];
@@ -539,8 +609,14 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
       if (r->done_prompt < r->n_prompt)
         continue; /* more prompt next step */
     }
-    int32_t tok = g->m->ops->sample(NULL, g->w, g->idx, g->logits + (size_t)b * g->vocab,
-                                    g->vocab, r->temperature, r->top_k, r->top_p, &r->rng);
+    int32_t tok;
+    if (g->dev) {
+      tok = g->s_ids[b];
+      r->rng = g->s_rng[b];
+    } else {
+      tok = g->m->ops->sample(NULL, g->w, g->idx, g->logits + (size_t)b * g->vocab, g->vocab,
+                              r->temperature, r->top_k, r->top_p, &r->rng);
+    }
     if ((rc = as__gen_token(g, r, tok)) < 0)
       return as__gen_err(err, errlen, rc, "request %lld: %s", (long long)r->id,
                          as_strerror(rc));

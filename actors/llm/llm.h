@@ -193,6 +193,27 @@ int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen);
 void as_model_free(as_model_t *m); /* NULL is fine */
 const as_llm_config_t *as_model_config(const as_model_t *m);
 
+/* Where a model runs. "cpu": the reference path above (f32 weights, OpenBLAS).
+ * "cuda": the first GPU that CUDA_VISIBLE_DEVICES leaves, through the CUDA
+ * module (kernels/load.c): weights bf16 in device memory, a paged bf16 KV
+ * cache, sampling on the device, decode steps captured as CUDA graphs; a
+ * device model is used by one thread at a time. "refdev": the same device
+ * code path with host memory and the plain-C twins of the device kernels
+ * (kernels/ref/dev.c): for tests on machines without a GPU. Decoders only
+ * on a device (BERT encoders: "cpu"). */
+typedef struct as_model_opts_s {
+  const char *device; /* "cpu" (NULL or "" too), "cuda", "refdev" */
+} as_model_opts_t;
+
+/* as_model_load on a chosen device. AS_ENOTSUP (with why) when the device
+ * cannot be used; AS_ENOMEM when the weights do not fit its memory. */
+int as_model_open(as_model_t **out, const char *dir, const as_model_opts_t *o, char *err,
+                  size_t errlen);
+const char *as_model_device(const as_model_t *m); /* "cpu", "cuda", "refdev" */
+/* Bytes of weights one decode step reads (all matrices and the output head;
+ * bf16 on a device, f32 on the CPU): the bandwidth bound of batch 1. */
+size_t as_model_weight_bytes(const as_model_t *m);
+
 /* ---- KV cache (actors/llm/kvcache.c) ----------------------------------------
  * Holds the keys and values of many sequences of one decoder model at once.
  * A sequence is named by a caller-chosen id; its length is how many tokens
@@ -200,8 +221,23 @@ const as_llm_config_t *as_model_config(const as_model_t *m);
 
 typedef struct as_kv_s as_kv_t;
 
-/* max_tokens bounds the tokens held over all sequences (0: no bound). */
+/* max_tokens bounds the tokens held over all sequences (0: no bound). On a
+ * device the cache is a pool of pages of AS_KV_PAGE (16) tokens in device
+ * memory holding max_tokens (rounded up to pages), or, with max_tokens 0,
+ * as many as fit in gpu_memory_utilization (0.9) of the device's memory
+ * after the weights and the step buffers (sized for 512 prompt tokens and
+ * 256 sequences per step; as_kv_new_ex chooses). */
 int as_kv_new(as_kv_t **out, const as_model_t *m, size_t max_tokens);
+typedef struct as_kv_opts_s {
+  size_t max_tokens;       /* as above */
+  int max_step_tokens;     /* device: tokens per forward call at most (0: 512 + max_seqs) */
+  int max_seqs;            /* device: sequences per forward call at most (0: 256) */
+  double mem_fraction;     /* device: gpu_memory_utilization (0: 0.9) */
+} as_kv_opts_t;
+int as_kv_new_ex(as_kv_t **out, const as_model_t *m, const as_kv_opts_t *o, char *err,
+                 size_t errlen);
+/* Tokens the cache can hold in all (device: pages * 16; CPU: max_tokens). */
+size_t as_kv_capacity(const as_kv_t *kv);
 void as_kv_free(as_kv_t *kv); /* NULL is fine */
 int as_kv_seq_new(as_kv_t *kv, int64_t id);      /* AS_EEXISTS when taken */
 int as_kv_seq_free(as_kv_t *kv, int64_t id);     /* AS_ENOTFOUND when unknown */
@@ -294,7 +330,16 @@ typedef struct as_gen_event_s {
  * (0: none). */
 int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_t kv_max_tokens,
                char *err, size_t errlen);
+/* The same with the KV cache's options (device: step buffer sizes, memory
+ * fraction). On a device the prefill budget per step starts at
+ * max_step_tokens - max_seqs. */
+int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
+                  const as_kv_opts_t *kv, char *err, size_t errlen);
 void as_gen_free(as_gen_t *g); /* NULL is fine; ends every request */
+/* Decode steps captured as graphs so far (device models; 0 on the CPU). */
+int as_gen_graphs(const as_gen_t *g);
+/* Tokens the generator's KV cache holds in all. */
+size_t as_gen_kv_capacity(const as_gen_t *g);
 /* Plain defaults: greedy, 256 new tokens, the model's eos ids. */
 void as_gen_opts_init(as_gen_opts_t *o);
 /* The model's defaults as transformers' generate() takes them from

@@ -24,6 +24,7 @@ const as_llm_config_t *as_model_config(const as_model_t *m) { return &m->cfg; }
 void as_model_free(as_model_t *m) {
   if (m == NULL)
     return;
+  as__dmodel_free(m->dm);
   for (int i = 0; i < m->nowned; i++)
     free(m->owned[i]);
   free(m->owned);
@@ -41,23 +42,20 @@ typedef struct as__binder_s {
   size_t errlen;
 } as__binder_t;
 
-/* Binds tensor prefix+name of shape (d0) or (d0, d1) (d1 < 0: 1-D) to *out
- * as f32. Missing: an error when required, else *out = NULL. */
-static int as__bind(as__binder_t *b, const char *name, int64_t d0, int64_t d1, const float **out,
-                    int required) {
+int as__model_tensor(const as_model_t *m, const char *dir, const char *prefix,
+                     const char *name, int64_t d0, int64_t d1, int required,
+                     const as_st_tensor_t **out, char *err, size_t errlen) {
   char full[256];
   const as_st_tensor_t *t;
   int ndim = d1 < 0 ? 1 : 2;
-  float *copy;
 
-  snprintf(full, sizeof full, "%s%s", b->prefix, name);
-  t = as_st_find(b->m->st, full);
+  snprintf(full, sizeof full, "%s%s", prefix, name);
+  t = as_st_find(m->st, full);
   *out = NULL;
   if (t == NULL) {
     if (!required)
       return 0;
-    return as__llm_err(b->err, b->errlen, AS_EINVAL, "%s: tensor \"%s\" is missing", b->dir,
-                       full);
+    return as__llm_err(err, errlen, AS_EINVAL, "%s: tensor \"%s\" is missing", dir, full);
   }
   if (t->ndim != ndim || t->shape[0] != d0 || (ndim == 2 && t->shape[1] != d1)) {
     char got[128];
@@ -67,13 +65,27 @@ static int as__bind(as__binder_t *b, const char *name, int64_t d0, int64_t d1, c
                     (long long)t->shape[i]);
     got[n] = '\0';
     if (ndim == 1)
-      return as__llm_err(b->err, b->errlen, AS_EINVAL,
-                         "%s: tensor \"%s\" has shape [%s], expected [%lld]", t->file, full, got,
-                         (long long)d0);
-    return as__llm_err(b->err, b->errlen, AS_EINVAL,
+      return as__llm_err(err, errlen, AS_EINVAL, "%s: tensor \"%s\" has shape [%s], expected [%lld]",
+                         t->file, full, got, (long long)d0);
+    return as__llm_err(err, errlen, AS_EINVAL,
                        "%s: tensor \"%s\" has shape [%s], expected [%lld, %lld]", t->file, full,
                        got, (long long)d0, (long long)d1);
   }
+  *out = t;
+  return 0;
+}
+
+/* Binds tensor prefix+name of shape (d0) or (d0, d1) (d1 < 0: 1-D) to *out
+ * as f32. Missing: an error when required, else *out = NULL. */
+static int as__bind(as__binder_t *b, const char *name, int64_t d0, int64_t d1, const float **out,
+                    int required) {
+  const as_st_tensor_t *t;
+  float *copy;
+  int rc = as__model_tensor(b->m, b->dir, b->prefix, name, d0, d1, required, &t, b->err,
+                            b->errlen);
+  *out = NULL;
+  if (rc != 0 || t == NULL)
+    return rc;
   if (t->dtype == AS_DT_F32 && ((uintptr_t)t->data & 3) == 0) {
     *out = (const float *)(const void *)t->data; /* in place, from the mapping */
     return 0;
@@ -85,9 +97,9 @@ static int as__bind(as__binder_t *b, const char *name, int64_t d0, int64_t d1, c
   copy = malloc(t->numel * sizeof(float) + 1);
   if (copy == NULL)
     return as__llm_err(b->err, b->errlen, AS_ENOMEM, "%s: out of memory for \"%s\"", b->dir,
-                       full);
+                       t->name);
   b->m->owned[b->m->nowned++] = copy;
-  int rc = as_st_to_f32(t, copy, b->err, b->errlen);
+  rc = as_st_to_f32(t, copy, b->err, b->errlen);
   if (rc != 0)
     return rc;
   *out = copy;
@@ -112,7 +124,7 @@ static int as__bind_lin(as__binder_t *b, const char *name, int out_f, int in_f, 
 /* RoPE inverse frequencies in f32, as transformers computes them, with the
  * llama3 rule (wavelengths beyond the original context divided by factor,
  * a smooth blend in between) applied when configured. */
-static int as__rope_init(as_model_t *m) {
+int as__rope_init(as_model_t *m) {
   const as_llm_config_t *c = &m->cfg;
   int half = c->head_dim / 2;
   m->inv_freq = malloc((size_t)half * sizeof(float));
@@ -238,19 +250,51 @@ static int as__load_bert(as__binder_t *b) {
   return 0;
 }
 
-int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen) {
+int as_model_open(as_model_t **out, const char *dir, const as_model_opts_t *o, char *err,
+                  size_t errlen) {
+  const char *device = o != NULL && o->device != NULL && o->device[0] ? o->device : "cpu";
+  const ask_ops_t *ops;
   as_model_t *m;
   as__binder_t b;
   int rc;
 
   *out = NULL;
+  if (strcmp(device, "cpu") == 0) {
+    ops = ask_ref_ops();
+    device = "cpu";
+  } else if (strcmp(device, "cuda") == 0) {
+    const char *why;
+    ops = ask_backend("cuda", &why);
+    device = "cuda";
+    if (ops == NULL)
+      return as__llm_err(err, errlen, AS_ENOTSUP, "device \"cuda\" cannot be used: %s", why);
+  } else if (strcmp(device, "refdev") == 0) {
+    ops = ask_refdev_ops();
+    device = "refdev";
+  } else {
+    return as__llm_err(err, errlen, AS_EINVAL,
+                       "device \"%s\" is not one of \"cpu\", \"cuda\", \"refdev\"", device);
+  }
   m = calloc(1, sizeof *m);
   if (m == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
-  m->ops = ask_ref_ops();
+  m->ops = ops;
+  m->device = device;
   if ((rc = as_llm_config_load(&m->cfg, dir, err, errlen)) != 0 ||
       (rc = as_st_open(&m->st, dir, err, errlen)) != 0)
     goto fail;
+  if (ops->dev != NULL) {
+    if (m->cfg.arch == AS_ARCH_BERT) {
+      rc = as__llm_err(err, errlen, AS_ENOTSUP,
+                       "%s: %s encoders run on the CPU only (device \"cpu\"), not on \"%s\"",
+                       dir, m->cfg.model_type, device);
+      goto fail;
+    }
+    if ((rc = as__dmodel_load(m, dir, err, errlen)) != 0)
+      goto fail;
+    *out = m;
+    return 0;
+  }
   m->layers = calloc((size_t)m->cfg.num_layers, sizeof *m->layers);
   if (m->layers == NULL) {
     rc = as__llm_err(err, errlen, AS_ENOMEM, "%s: out of memory", dir);
@@ -269,4 +313,21 @@ int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen) {
 fail:
   as_model_free(m);
   return rc;
+}
+
+int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen) {
+  return as_model_open(out, dir, NULL, err, errlen);
+}
+
+const char *as_model_device(const as_model_t *m) { return m->device; }
+
+size_t as_model_weight_bytes(const as_model_t *m) {
+  const as_llm_config_t *c = &m->cfg;
+  size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size,
+         qd = (size_t)c->num_heads * c->head_dim, kvd = (size_t)c->num_kv_heads * c->head_dim;
+  size_t per = m->dm != NULL ? 2 : 4; /* bf16 on a device, f32 on the CPU */
+  if (c->arch == AS_ARCH_BERT)
+    return per * ((size_t)c->num_layers * (4 * C * C + 2 * C * F));
+  return per * ((size_t)c->num_layers * (C * (qd + 2 * kvd) + qd * C + 3 * C * F) +
+                (size_t)c->vocab_size * C);
 }

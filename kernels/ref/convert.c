@@ -35,3 +35,16 @@ void ask_f16_to_f32(float *out, const uint16_t *in, size_t n) {
     memcpy(&out[i], &u, 4);
   }
 }
+
+/* out (n) bf16 = in (n) f32, rounded to nearest even (as __float2bfloat16_rn
+ * and torch's .to(torch.bfloat16)); NaNs stay NaNs (quiet). */
+void ask_f32_to_bf16(uint16_t *out, const float *in, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    memcpy(&u, &in[i], 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+      out[i] = (uint16_t)((u >> 16) | 0x40u);
+    else
+      out[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}

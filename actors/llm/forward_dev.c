@@ -1,0 +1,404 @@
+/* forward_dev.c — the decoder step on a device (CUDA, or its host twin
+ * "refdev"): one forward over a batch of sequences in the paged KV cache,
+ * with the next token of each sampled on the device.
+ *
+ * A step is: stage the step's inputs (token ids, positions, cache slots,
+ * the sequences' page lists, sampling settings) in one host block, copy it
+ * to the device in ONE transfer, queue the ops, copy back only the sampled
+ * ids and generator states in ONE transfer (the step's only wait). Per
+ * layer: fused residual-add + RMSNorm, one GEMM for q/k/v, RoPE fused with
+ * the bf16 cache write, paged attention, the o GEMM, add + norm, one GEMM
+ * for gate/up, the gated activation, the down GEMM.
+ *
+ * Decode-only steps (every sequence adds one token) are captured once per
+ * batch-size bucket (1, 2, 4, ... 256; the batch padded with rows that
+ * write nothing) and sampling mode, and replayed: everything that changes
+ * between steps lives in the staged block, never in an op's arguments.
+ * Mixed steps (prefill chunks) run their ops directly.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_int.h"
+
+enum { AS__MODE_LOGITS = 0, AS__MODE_GREEDY = 1, AS__MODE_SAMPLE = 2 };
+#define AS__NBUCKET 9 /* batch buckets 1, 2, 4, ..., 256 */
+
+struct as__dstep_s {
+  int rows, seqs;      /* tokens and sequences per step at most */
+  int tcap;            /* entries of the flat page table */
+  int qkvd;            /* (nh + 2 nkv) * D */
+  int graphs_off;      /* capture failed once (or ASK_NO_GRAPHS): run ops directly */
+  /* device buffers */
+  float *x, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
+  uint16_t *xs;
+  char *io;            /* staged inputs and outputs (layout: the off_* below) */
+  char *host;          /* its host mirror */
+  size_t io_bytes;
+  size_t off_ids_out, off_rng, off_temp, off_topp, off_topk, off_last, off_ids, off_pos,
+      off_slot, off_seq, off_table;
+  void *graph[AS__NBUCKET][3];
+  /* what the captured function runs */
+  const as_model_t *m;
+  as_kv_t *kv;
+  int run_T, run_S, run_mode;
+};
+
+void as__kv_step_limits(const as_kv_t *kv, int *rows, int *seqs) {
+  *rows = kv->step->rows;
+  *seqs = kv->step->seqs;
+}
+
+int as__kv_graphs(const as_kv_t *kv) {
+  int n = 0;
+  for (int b = 0; b < AS__NBUCKET; b++)
+    for (int k = 0; k < 3; k++)
+      n += kv->step->graph[b][k] != NULL;
+  return n;
+}
+
+static size_t as__al(size_t n) { return (n + 255) / 256 * 256; }
+
+/* Attention splits for T rows: about 256 blocks in all, at most 32. Depends
+ * only on T, so a captured step keeps it for any context length. */
+static int as__nsplit(int nh, int T) {
+  int n = 256 / (nh * T);
+  return n < 1 ? 1 : n > 32 ? 32 : n;
+}
+
+/* Byte sizes of the compute buffers and the io block, in one place. */
+typedef struct as__dsz_s {
+  size_t x, qkv, att, gu, g, part, hs, logits, xs, io;
+  size_t off[11];
+  int tcap;
+} as__dsz_t;
+
+static void as__dsizes(const as_model_t *m, int rows, int seqs, as__dsz_t *z) {
+  const as_llm_config_t *c = &m->cfg;
+  size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size, D = (size_t)c->head_dim,
+         qd = (size_t)c->num_heads * D, kvd = (size_t)c->num_kv_heads * D;
+  size_t R = (size_t)rows, S = (size_t)seqs, kmax = C > qd ? C : qd;
+  int tw = (c->max_positions + AS_KV_PAGE - 1) / AS_KV_PAGE;
+  if (F > kmax)
+    kmax = F;
+  z->x = as__al(R * C * 4);
+  z->qkv = as__al(R * (qd + 2 * kvd) * 4);
+  z->att = as__al(R * qd * 4);
+  z->gu = as__al(R * 2 * F * 4);
+  z->g = as__al(R * F * 4);
+  z->part = as__al(256 * (D + 2) * 4);
+  z->hs = as__al(S * C * 4);
+  z->logits = as__al(S * (size_t)c->vocab_size * 4);
+  z->xs = as__al(R * kmax * 2);
+  /* A step's page lists: at most every sequence at full length (and at
+   * least one page per row: a prefill chunk of R rows spans R/16 + 2). */
+  z->tcap = (int)(S * (size_t)tw < R + 2 * S ? R + 2 * S : S * (size_t)tw);
+  size_t o = 0;
+  size_t sizes[11] = {S * 4, S * 8, S * 4, S * 4, S * 4, S * 4,
+                      R * 4, R * 4, R * 4, R * 4, (size_t)z->tcap * 4};
+  for (int i = 0; i < 11; i++) {
+    o = (o + 15) / 16 * 16;
+    z->off[i] = o;
+    o += sizes[i];
+  }
+  z->io = as__al(o);
+}
+
+size_t as__dstep_bytes(const as_model_t *m, int rows, int seqs) {
+  as__dsz_t z;
+  as__dsizes(m, rows, seqs, &z);
+  return 3 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io;
+}
+
+void as__dstep_free(as_kv_t *kv) {
+  as__dstep_t *s = kv->step;
+  const ask_dev_t *dev;
+  if (s == NULL)
+    return;
+  dev = kv->m->dm->dev;
+  for (int b = 0; b < AS__NBUCKET; b++)
+    for (int k = 0; k < 3; k++)
+      dev->graph_free(s->graph[b][k]);
+  float *bufs[] = {s->x, s->h, s->r, s->qkv, s->att, s->gu, s->g, s->part, s->hs, s->hn,
+                   s->logits};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+    dev->free(bufs[i]);
+  dev->free(s->xs);
+  dev->free(s->io);
+  free(s->host);
+  free(s);
+  kv->step = NULL;
+}
+
+int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
+  const as_model_t *m = kv->m;
+  const ask_dev_t *dev = m->dm->dev;
+  const as_llm_config_t *c = &m->cfg;
+  as__dstep_t *s;
+  as__dsz_t z;
+  int rc = 0;
+  const char *env = getenv("ASK_NO_GRAPHS");
+
+  if (rows < 1 || seqs < 1)
+    return as__llm_err(err, errlen, AS_EINVAL, "a step needs room for a token");
+  as__dsizes(m, rows, seqs, &z);
+  s = kv->step = calloc(1, sizeof *s);
+  if (s == NULL)
+    return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
+  s->rows = rows;
+  s->seqs = seqs;
+  s->tcap = z.tcap;
+  s->qkvd = (c->num_heads + 2 * c->num_kv_heads) * c->head_dim;
+  s->graphs_off = env != NULL && env[0] != '\0' && env[0] != '0';
+  s->m = m;
+  s->kv = kv;
+  struct {
+    void **p;
+    size_t n;
+  } want[] = {{(void **)&s->x, z.x},     {(void **)&s->h, z.x},       {(void **)&s->r, z.x},
+              {(void **)&s->qkv, z.qkv}, {(void **)&s->att, z.att},   {(void **)&s->gu, z.gu},
+              {(void **)&s->g, z.g},     {(void **)&s->part, z.part}, {(void **)&s->hs, z.hs},
+              {(void **)&s->hn, z.hs},   {(void **)&s->logits, z.logits},
+              {(void **)&s->xs, z.xs},   {(void **)&s->io, z.io}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0] && rc == 0; i++)
+    rc = dev->alloc(want[i].p, want[i].n, err, errlen);
+  if (rc != 0)
+    return rc;
+  s->io_bytes = z.io;
+  s->host = calloc(1, z.io);
+  if (s->host == NULL)
+    return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
+  s->off_ids_out = z.off[0];
+  s->off_rng = z.off[1];
+  s->off_temp = z.off[2];
+  s->off_topp = z.off[3];
+  s->off_topk = z.off[4];
+  s->off_last = z.off[5];
+  s->off_ids = z.off[6];
+  s->off_pos = z.off[7];
+  s->off_slot = z.off[8];
+  s->off_seq = z.off[9];
+  s->off_table = z.off[10];
+  return 0;
+}
+
+#define AS__IO(s, base, off, type) ((type *)(void *)((base) + (s)->off))
+
+/* Queues the ops of one step over the staged rows: T rows, S sampled rows
+ * (the rows `last` names), then the mode's sampling. */
+static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
+  const as_llm_config_t *c = &m->cfg;
+  const as__dmodel_t *dm = m->dm;
+  const ask_dev_t *dev = dm->dev;
+  const ask_ops_t *ops = m->ops;
+  as__dstep_t *s = kv->step;
+  int C = c->hidden_size, F = c->intermediate_size, D = c->head_dim, nh = c->num_heads,
+      nkv = c->num_kv_heads, qd = nh * D, V = c->vocab_size, qkvd = s->qkvd;
+  float eps = (float)c->norm_eps, off = m->norm_offset, scale = (float)(1.0 / sqrt((double)D));
+  size_t layer = (size_t)kv->npages * AS_KV_PAGE * (size_t)kv->kv_dim;
+  const int32_t *ids = AS__IO(s, s->io, off_ids, int32_t),
+                *pos = AS__IO(s, s->io, off_pos, int32_t),
+                *slot = AS__IO(s, s->io, off_slot, int32_t),
+                *seq = AS__IO(s, s->io, off_seq, int32_t),
+                *table = AS__IO(s, s->io, off_table, int32_t),
+                *last = AS__IO(s, s->io, off_last, int32_t);
+  int nsplit = as__nsplit(nh, T);
+
+  dev->embedding_bf16(s->x, dm->embed, ids, T, C, m->embed_scale);
+  for (int l = 0; l < c->num_layers; l++) {
+    const as__dlayer_t *L = &dm->layers[l];
+    uint16_t *kc = kv->kc + (size_t)l * layer, *vc = kv->vc + (size_t)l * layer;
+    dev->add_rmsnorm(s->h, s->x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off);
+    dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd);
+    dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd);
+    dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T, nh, nkv, D, qkvd,
+                         1, AS_KV_PAGE, nsplit, scale);
+    dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C);
+    dev->add_rmsnorm(s->h, s->x, s->r, L->norm2, T, C, eps, off);
+    dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F);
+    dev->glu_rows(s->g, s->gu, T, F, c->act);
+    dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C);
+  }
+  ops->add(s->x, s->x, s->r, (size_t)T * (size_t)C);
+  ops->embedding(s->hs, s->x, last, S, C, 1.0f); /* the rows whose logits are wanted */
+  dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off);
+  dev->matmul_bf16(s->logits, s->xs, s->hn, dm->lm_head, NULL, S, C, V);
+  if (mode == AS__MODE_GREEDY)
+    dev->argmax_rows(AS__IO(s, s->io, off_ids_out, int32_t), s->logits, S, V);
+  else if (mode == AS__MODE_SAMPLE)
+    dev->sample_rows(AS__IO(s, s->io, off_ids_out, int32_t), NULL, s->logits,
+                     AS__IO(s, s->io, off_temp, float), AS__IO(s, s->io, off_topk, int32_t),
+                     AS__IO(s, s->io, off_topp, float), AS__IO(s, s->io, off_rng, uint64_t), S,
+                     V);
+}
+
+static void as__run_captured(void *ud) {
+  as__dstep_t *s = ud;
+  as__run(s->m, s->kv, s->run_T, s->run_S, s->run_mode);
+}
+
+/* Copies the staged inputs [off_rng, end) to the device. */
+static int as__stage(as__dstep_t *s, const ask_dev_t *dev, size_t end, char *err, size_t errlen) {
+  return dev->copy(s->io + s->off_rng, s->host + s->off_rng, end - s->off_rng, ASK_COPY_H2D, err,
+                   errlen);
+}
+
+int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                    const as__samp_t *samp, float *logits, int all_positions, char *err,
+                    size_t errlen) {
+  const ask_dev_t *dev = m->dm->dev;
+  as__dstep_t *s = kv->step;
+  size_t T = 0, scr = 0;
+  int V = m->cfg.vocab_size, rc, short_pages = 0, ntab = 0, mode, decode = 1, Tp, S;
+
+  if ((rc = as__forward_check(m, kv, seqs, nseq, &T, &scr, 0, err, errlen)) != 0)
+    return rc;
+  if ((int)T > s->rows || nseq > s->seqs)
+    return as__llm_err(err, errlen, AS_EINVAL,
+                       "a step of %zu tokens over %d sequences exceeds the step buffers (%d "
+                       "tokens, %d sequences)",
+                       T, nseq, s->rows, s->seqs);
+  for (int i = 0; i < nseq; i++) {
+    as__kvseq_t *q = as__kv_find(kv, seqs[i].seq);
+    short_pages += as__kv_pages_short(kv, q, q->len + seqs[i].n);
+    ntab += (q->len + seqs[i].n + AS_KV_PAGE - 1) / AS_KV_PAGE;
+    decode &= seqs[i].n == 1;
+  }
+  if (short_pages > kv->nfree)
+    return as__llm_err(err, errlen, AS_EFULL,
+                       "the KV cache has %d free pages of %d tokens: %d more are needed",
+                       kv->nfree, AS_KV_PAGE, short_pages);
+  if (ntab > s->tcap)
+    return as__llm_err(err, errlen, AS_EINVAL, "a step's page lists exceed %d entries", s->tcap);
+  for (int i = 0; i < nseq; i++) { /* cannot fail now: enough pages are free */
+    as__kvseq_t *q = as__kv_find(kv, seqs[i].seq);
+    if ((rc = as__kv_pages(kv, q, q->len + seqs[i].n)) != 0)
+      return as__llm_err(err, errlen, rc, "out of memory for a page list");
+  }
+
+  /* Stage: rows, page lists, sampled rows and their settings. */
+  char *h = s->host;
+  int32_t *ids = AS__IO(s, h, off_ids, int32_t), *pos = AS__IO(s, h, off_pos, int32_t),
+          *slot = AS__IO(s, h, off_slot, int32_t), *sq = AS__IO(s, h, off_seq, int32_t),
+          *tab = AS__IO(s, h, off_table, int32_t), *last = AS__IO(s, h, off_last, int32_t),
+          *topk = AS__IO(s, h, off_topk, int32_t);
+  float *temp = AS__IO(s, h, off_temp, float), *topp = AS__IO(s, h, off_topp, float);
+  uint64_t *rng = AS__IO(s, h, off_rng, uint64_t);
+  int r = 0, t0 = 0;
+  for (int i = 0; i < nseq; i++) {
+    const as__kvseq_t *q = as__kv_find(kv, seqs[i].seq);
+    int n = seqs[i].n, np = (q->len + n + AS_KV_PAGE - 1) / AS_KV_PAGE;
+    memcpy(tab + t0, q->pages, (size_t)np * sizeof *tab);
+    for (int j = 0; j < n; j++, r++) {
+      int p = q->len + j;
+      ids[r] = seqs[i].tokens[j];
+      pos[r] = p;
+      slot[r] = q->pages[p / AS_KV_PAGE] * AS_KV_PAGE + p % AS_KV_PAGE;
+      sq[r] = t0;
+    }
+    t0 += np;
+    last[i] = r - 1;
+  }
+  mode = AS__MODE_LOGITS;
+  if (samp != NULL) {
+    mode = AS__MODE_GREEDY;
+    for (int i = 0; i < nseq; i++) {
+      temp[i] = samp->temperature[i];
+      topk[i] = samp->top_k[i];
+      topp[i] = samp->top_p[i];
+      rng[i] = samp->rng[i];
+      if (temp[i] > 0)
+        mode = AS__MODE_SAMPLE;
+    }
+  }
+  S = nseq;
+  Tp = (int)T;
+  int bucket = -1;
+  if (samp != NULL && decode && !s->graphs_off) {
+    for (int b = 0, n = 1; b < AS__NBUCKET; b++, n *= 2)
+      if (n >= nseq && n <= s->seqs) {
+        bucket = b;
+        Tp = S = n;
+        break;
+      }
+    for (int i = nseq; i < Tp; i++) { /* padding rows: write nothing, read nothing */
+      ids[i] = 0;
+      pos[i] = -1;
+      slot[i] = -1;
+      sq[i] = 0;
+      last[i] = i;
+      temp[i] = 0;
+      topk[i] = 0;
+      topp[i] = 1;
+      rng[i] = 1;
+    }
+  }
+  if (all_positions && samp == NULL)
+    S = (int)T < s->seqs ? (int)T : s->seqs; /* first chunk; more below */
+  if (all_positions && samp == NULL)
+    for (int i = 0; i < S; i++)
+      last[i] = i;
+  if ((rc = as__stage(s, dev, s->off_table + (size_t)t0 * sizeof(int32_t), err, errlen)) != 0)
+    return rc;
+
+  if (bucket >= 0) {
+    void **g = &s->graph[bucket][mode];
+    if (*g == NULL) {
+      char why[256];
+      s->run_T = Tp;
+      s->run_S = S;
+      s->run_mode = mode;
+      if (dev->graph_capture(g, as__run_captured, s, why, sizeof why) != 0) {
+        *g = NULL;
+        s->graphs_off = 1; /* not supported here: run the ops directly from now on */
+      }
+    }
+    if (*g != NULL)
+      rc = dev->graph_launch(*g, err, errlen);
+    else
+      as__run(m, kv, Tp, S, mode);
+  } else {
+    as__run(m, kv, (int)T, S, mode);
+  }
+  if (rc != 0)
+    return rc;
+
+  if (samp != NULL) {
+    if ((rc = dev->copy(h, s->io, s->off_rng + (size_t)nseq * sizeof(uint64_t), ASK_COPY_D2H,
+                        err, errlen)) != 0)
+      return rc;
+    memcpy(samp->ids, AS__IO(s, h, off_ids_out, int32_t), (size_t)nseq * sizeof(int32_t));
+    memcpy(samp->rng, rng, (size_t)nseq * sizeof(uint64_t));
+  } else {
+    if ((rc = dev->copy(logits, s->logits, (size_t)S * V * sizeof(float), ASK_COPY_D2H, err,
+                        errlen)) != 0)
+      return rc;
+    /* all_positions beyond the first chunk: the hidden states are still in
+     * x; run the head again over the next rows. */
+    for (int done = S; all_positions && done < (int)T; done += S) {
+      const as_llm_config_t *c = &m->cfg;
+      int n = (int)T - done < s->seqs ? (int)T - done : s->seqs;
+      for (int i = 0; i < n; i++)
+        last[i] = done + i;
+      if ((rc = dev->copy(s->io + s->off_last, h + s->off_last, (size_t)n * sizeof(int32_t),
+                          ASK_COPY_H2D, err, errlen)) != 0)
+        return rc;
+      m->ops->embedding(s->hs, s->x, AS__IO(s, s->io, off_last, int32_t), n, c->hidden_size,
+                        1.0f);
+      dev->add_rmsnorm(s->hn, s->hs, NULL, m->dm->final_norm, n, c->hidden_size,
+                       (float)c->norm_eps, m->norm_offset);
+      dev->matmul_bf16(s->logits, s->xs, s->hn, m->dm->lm_head, NULL, n, c->hidden_size, V);
+      if ((rc = dev->copy(logits + (size_t)done * V, s->logits, (size_t)n * V * sizeof(float),
+                          ASK_COPY_D2H, err, errlen)) != 0)
+        return rc;
+    }
+  }
+  if ((rc = dev->sync(err, errlen)) != 0)
+    return rc;
+  for (int i = 0; i < nseq; i++) {
+    as__kv_find(kv, seqs[i].seq)->len += seqs[i].n;
+    kv->tokens += (size_t)seqs[i].n;
+  }
+  return 0;
+}

@@ -1,0 +1,354 @@
+/* test_devpath.c — the engine's device path (dmodel.c, forward_dev.c, the
+ * paged KV cache of kvcache.c) on "refdev": the same code the GPU runs,
+ * with host memory and the plain-C twins of the device kernels.
+ *
+ *   logits:  every prompt position of each fixture model against the CPU
+ *            path (f32) and transformers (tests/fixtures): the device path
+ *            rounds weights and the KV cache to bf16, so the bound is
+ *            3e-2 * max(1, max |logit|) (measured: printed per model);
+ *   greedy:  16 tokens through as_gen (device sampling, captured decode
+ *            steps) equal to transformers' wherever the reference's top-1
+ *            margin exceeds the bf16 error measured on that model, and on
+ *            the shipped tiny-kjv model (bf16 weights) 64 tokens equal to
+ *            the CPU path;
+ *   graphs:  decode steps replayed from captured op lists give bit-for-bit
+ *            the tokens of steps run directly (ASK_NO_GRAPHS=1), for
+ *            greedy and seeded sampling, with requests joining and leaving;
+ *   paging:  a full pool refuses a step with AS_EFULL and changes nothing;
+ *            pages come back on free and truncate and are reused without
+ *            changing any result.
+ */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "kernels.h"
+#include "llm.h"
+#include "test.h"
+
+#ifndef AS_SOURCE_DIR
+#define AS_SOURCE_DIR "."
+#endif
+#define FIX AS_SOURCE_DIR "/tests/fixtures/models/"
+#define KJV AS_SOURCE_DIR "/models/tiny-kjv"
+
+static char err[512];
+
+/* The model at dir on device, or NULL with the reason in err (the callers
+ * fail the test on NULL: forked tests, so nothing leaks past a failure). */
+static as_model_t *open_on(const char *dir, const char *device) {
+  as_model_t *m = NULL;
+  as_model_opts_t o = {device};
+  if (as_model_open(&m, dir, &o, err, sizeof err) != 0) {
+    fprintf(stderr, "open %s on %s: %s\n", dir, device, err);
+    exit(1);
+  }
+  return m;
+}
+
+static cJSON *load_ref(const char *model) {
+  char path[512];
+  snprintf(path, sizeof path, FIX "%s/reference.json", model);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL)
+    return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  size_t got = fread(buf, 1, (size_t)n, f);
+  fclose(f);
+  cJSON *j = cJSON_ParseWithLength(buf, got);
+  free(buf);
+  return j;
+}
+
+/* Logits of every position of each prompt on refdev against the CPU path
+ * and the reference; greedy through as_gen against the reference where
+ * the reference's margin is clear of the measured error. */
+static void check_model(const char *name) {
+  char dir[512];
+  cJSON *ref = load_ref(name);
+  if (ref == NULL)
+    SKIP("fixture reference.json not present");
+  snprintf(dir, sizeof dir, FIX "%s", name);
+  as_model_t *cpu = open_on(dir, "cpu"), *dev = open_on(dir, "refdev");
+  int V = as_model_config(cpu)->vocab_size;
+  as_kv_t *kc, *kd;
+  ASSERT_OK(as_kv_new(&kc, cpu, 0));
+  ASSERT_OK(as_kv_new(&kd, dev, 4096));
+  ASSERT_EQ(as_kv_capacity(kd), 4096);
+  const cJSON *prompts = cJSON_GetObjectItem(ref, "prompts");
+  const cJSON *greedy = cJSON_GetObjectItem(ref, "greedy");
+  float *a = malloc((size_t)64 * V * sizeof(float)), *b = malloc((size_t)64 * V * sizeof(float));
+  double worst = 0, scale = 1;
+  int np = cJSON_GetArraySize(prompts), checked = 0, ties = 0;
+  for (int p = 0; p < np; p++) {
+    const cJSON *pr = cJSON_GetArrayItem(prompts, p);
+    int n = cJSON_GetArraySize(pr);
+    int32_t tok[64];
+    for (int i = 0; i < n; i++)
+      tok[i] = cJSON_GetArrayItem(pr, i)->valueint;
+    ASSERT_OK(as_kv_seq_new(kc, p));
+    ASSERT_OK(as_kv_seq_new(kd, p));
+    as_fwd_seq_t s = {p, tok, n};
+    if (as_model_forward(cpu, kc, &s, 1, a, 1, err, sizeof err) != 0 ||
+        as_model_forward(dev, kd, &s, 1, b, 1, err, sizeof err) != 0)
+      T__FAIL("forward: %s", err);
+    for (size_t i = 0; i < (size_t)n * V; i++) {
+      if (fabs(a[i]) > scale)
+        scale = fabs(a[i]);
+      if (!(fabs(a[i] - b[i]) <= worst))
+        worst = fabs(a[i] - b[i]);
+    }
+    ASSERT_EQ(as_kv_seq_len(kd, p), n);
+  }
+  if (!(worst <= 3e-2 * scale))
+    T__FAIL("%s: refdev logits differ from the CPU path by %.3g (scale %.3g)", name, worst,
+            scale);
+
+  /* Greedy through the generator, 16 tokens per prompt. */
+  as_gen_t *g;
+  ASSERT_OK(as_gen_new(&g, dev, NULL, 4096, err, sizeof err));
+  for (int p = 0; p < np; p++) {
+    const cJSON *pr = cJSON_GetArrayItem(prompts, p), *want = cJSON_GetArrayItem(greedy, p);
+    int n = cJSON_GetArraySize(pr), ng = cJSON_GetArraySize(want);
+    int32_t tok[64], got[64];
+    int ngot = 0;
+    int64_t id;
+    as_gen_opts_t o;
+    for (int i = 0; i < n; i++)
+      tok[i] = cJSON_GetArrayItem(pr, i)->valueint;
+    as_gen_opts_init(&o);
+    o.n_stop_ids = 0;
+    o.max_new_tokens = ng;
+    ASSERT_OK(as_gen_add(g, tok, n, &o, &id, err, sizeof err));
+    while (as_gen_active(g) > 0) {
+      const as_gen_event_t *ev;
+      int ne;
+      if (as_gen_step(g, &ev, &ne, err, sizeof err) != 0)
+        T__FAIL("step: %s", err);
+      for (int e = 0; e < ne; e++)
+        if (ev[e].token >= 0)
+          got[ngot++] = ev[e].token;
+    }
+    ASSERT_EQ(ngot, ng);
+    /* Compare up to the first difference; there the CPU path must show a
+     * near tie (margin within the measured bf16 error), else it is a bug. */
+    for (int i = 0; i < ng; i++) {
+      int w = cJSON_GetArrayItem(want, i)->valueint;
+      if (got[i] == w) {
+        checked++;
+        continue;
+      }
+      int32_t seq[128];
+      as_kv_t *k2;
+      for (int j = 0; j < n; j++)
+        seq[j] = tok[j];
+      for (int j = 0; j < i; j++)
+        seq[n + j] = got[j];
+      ASSERT_OK(as_kv_new(&k2, cpu, 0));
+      ASSERT_OK(as_kv_seq_new(k2, 0));
+      as_fwd_seq_t s = {0, seq, n + i};
+      ASSERT_OK(as_model_forward(cpu, k2, &s, 1, a, 0, err, sizeof err));
+      double margin = a[w] - a[got[i]];
+      as_kv_free(k2);
+      if (!(margin <= 2 * worst))
+        T__FAIL("%s prompt %d token %d: refdev %d, transformers %d, CPU margin %.3g > 2 x "
+                "measured error %.3g",
+                name, p, i, got[i], w, margin, worst);
+      ties++;
+      break;
+    }
+  }
+  printf("  %s: refdev vs CPU max |logit diff| %.3g (scale %.3g); greedy %d tokens equal to "
+         "transformers, %d bf16 ties\n",
+         name, worst, scale, checked, ties);
+  as_gen_free(g);
+  as_kv_free(kc);
+  as_kv_free(kd);
+  as_model_free(cpu);
+  as_model_free(dev);
+  free(a);
+  free(b);
+  cJSON_Delete(ref);
+}
+
+TEST(test_llama_bf16) { check_model("llama-bf16"); }
+TEST(test_gemma_f32) { check_model("gemma-f32"); }
+TEST(test_qwen2_f16_sharded) { check_model("qwen2-f16"); }
+TEST(test_qwen2_tied_mqa) { check_model("qwen2-tied"); }
+
+/* Runs the requests (prompt lengths plen, each with its own options) on
+ * generator g: request r joins at step join[r]; returns tokens in out
+ * (nreq rows of `news`). */
+static void run_reqs(as_gen_t *g, int nreq, const int *plen, const int *join, int news,
+                     float temperature, int32_t *out) {
+  int64_t ids[16];
+  int nout[16] = {0}, added = 0, step = 0;
+  uint64_t rng = ask_rng_seed(99);
+  while (added < nreq || as_gen_active(g) > 0) {
+    for (int r = 0; r < nreq; r++)
+      if (join[r] == step) {
+        int32_t prompt[200];
+        as_gen_opts_t o;
+        for (int i = 0; i < plen[r]; i++)
+          prompt[i] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
+        as_gen_opts_init(&o);
+        o.n_stop_ids = 0;
+        o.max_new_tokens = news;
+        o.temperature = temperature;
+        o.top_k = temperature > 0 ? 40 : 0;
+        o.top_p = temperature > 0 ? 0.9f : 1.0f;
+        o.seed = 1000 + r;
+        ASSERT_OK(as_gen_add(g, prompt, plen[r], &o, &ids[r], err, sizeof err));
+        added++;
+      }
+    const as_gen_event_t *ev;
+    int ne;
+    if (as_gen_step(g, &ev, &ne, err, sizeof err) != 0)
+      T__FAIL("step: %s", err);
+    for (int e = 0; e < ne; e++)
+      for (int r = 0; r < nreq; r++)
+        if (ev[e].id == ids[r] && ev[e].token >= 0 && r < added)
+          out[r * news + nout[r]++] = ev[e].token;
+    step++;
+  }
+  for (int r = 0; r < nreq; r++)
+    ASSERT_EQ(nout[r], news);
+}
+
+/* Captured decode steps against direct ones, and both against the CPU path
+ * for greedy (tiny-kjv has bf16 weights, so only the bf16 KV cache
+ * differs; measured equal). */
+static void check_graphs(float temperature) {
+  enum { N = 6, NEW = 24 };
+  int plen[N] = {3, 40, 17, 1, 100, 16}, join[N] = {0, 0, 2, 5, 5, 30};
+  int32_t g1[N * NEW], g2[N * NEW];
+  as_model_t *m = open_on(KJV, "refdev");
+  as_gen_t *g;
+  ASSERT_OK(as_gen_new(&g, m, NULL, 2048, err, sizeof err));
+  run_reqs(g, N, plen, join, NEW, temperature, g1);
+  ASSERT_GT(as_gen_graphs(g), 0);
+  as_gen_free(g);
+  setenv("ASK_NO_GRAPHS", "1", 1);
+  ASSERT_OK(as_gen_new(&g, m, NULL, 2048, err, sizeof err));
+  run_reqs(g, N, plen, join, NEW, temperature, g2);
+  ASSERT_EQ(as_gen_graphs(g), 0);
+  as_gen_free(g);
+  unsetenv("ASK_NO_GRAPHS");
+  for (int i = 0; i < N * NEW; i++)
+    if (g1[i] != g2[i])
+      T__FAIL("request %d token %d: captured %d, direct %d", i / NEW, i % NEW, g1[i], g2[i]);
+  if (temperature <= 0) {
+    as_model_t *c = open_on(KJV, "cpu");
+    ASSERT_OK(as_gen_new(&g, c, NULL, 0, err, sizeof err));
+    run_reqs(g, N, plen, join, NEW, temperature, g2);
+    as_gen_free(g);
+    as_model_free(c);
+    int same = 0;
+    for (int i = 0; i < N * NEW; i++)
+      same += g1[i] == g2[i];
+    printf("  tiny-kjv greedy, 6 requests joining over 30 steps: refdev %d/%d tokens equal to "
+           "the CPU path\n",
+           same, N * NEW);
+    ASSERT_EQ(same, N * NEW);
+  }
+  as_model_free(m);
+}
+
+TEST(test_graphs_greedy) { check_graphs(0.0f); }
+TEST(test_graphs_sampled) { check_graphs(0.8f); }
+
+/* 64 greedy tokens of tiny-kjv: refdev equal to the CPU path. */
+TEST(test_kjv_greedy_64) {
+  as_model_t *c = open_on(KJV, "cpu"), *d = open_on(KJV, "refdev");
+  int plen[1] = {5}, join[1] = {0};
+  int32_t a[64], b[64];
+  as_gen_t *g;
+  ASSERT_OK(as_gen_new(&g, c, NULL, 0, err, sizeof err));
+  run_reqs(g, 1, plen, join, 64, 0, a);
+  as_gen_free(g);
+  ASSERT_OK(as_gen_new(&g, d, NULL, 1024, err, sizeof err));
+  run_reqs(g, 1, plen, join, 64, 0, b);
+  as_gen_free(g);
+  for (int i = 0; i < 64; i++)
+    if (a[i] != b[i])
+      T__FAIL("token %d: refdev %d, CPU %d", i, b[i], a[i]);
+  as_model_free(c);
+  as_model_free(d);
+}
+
+/* A pool of 4 pages (64 tokens): full steps are refused and change
+ * nothing; pages come back and are reused with no effect on results. */
+TEST(test_paging) {
+  as_model_t *m = open_on(KJV, "refdev");
+  int V = as_model_config(m)->vocab_size;
+  as_kv_t *kv;
+  float *a = malloc((size_t)2 * V * sizeof(float)), *b = malloc((size_t)2 * V * sizeof(float));
+  int32_t t[80];
+  for (int i = 0; i < 80; i++)
+    t[i] = 20 + 7 * i;
+  ASSERT_OK(as_kv_new(&kv, m, 64));
+  ASSERT_EQ(as_kv_capacity(kv), 64);
+  ASSERT_OK(as_kv_seq_new(kv, 1));
+  ASSERT_OK(as_kv_seq_new(kv, 2));
+  as_fwd_seq_t s1 = {1, t, 40}, s2 = {2, t, 30};
+  ASSERT_OK(as_model_forward(m, kv, &s1, 1, a, 0, err, sizeof err)); /* 3 pages */
+  ASSERT_EQ(as_model_forward(m, kv, &s2, 1, b, 0, err, sizeof err), AS_EFULL);
+  ASSERT_EQ(as_kv_seq_len(kv, 2), 0);
+  ASSERT_EQ(as_kv_tokens(kv), 40);
+  ASSERT_OK(as_kv_seq_truncate(kv, 1, 16)); /* back to 1 page: 3 free */
+  ASSERT_OK(as_model_forward(m, kv, &s2, 1, b, 0, err, sizeof err));
+  ASSERT_EQ(as_kv_seq_len(kv, 2), 30);
+  /* Sequence 2 alone in a fresh cache gives the same logits. */
+  as_kv_t *k2;
+  ASSERT_OK(as_kv_new(&k2, m, 64));
+  ASSERT_OK(as_kv_seq_new(k2, 2));
+  ASSERT_OK(as_model_forward(m, k2, &s2, 1, a, 0, err, sizeof err));
+  for (int i = 0; i < V; i++)
+    if (a[i] != b[i])
+      T__FAIL("logit %d: %g in reused pages, %g alone", i, b[i], a[i]);
+  /* Sequence 1 continues after the truncation from its first 16 tokens. */
+  as_fwd_seq_t s1b = {1, t + 16, 16};
+  ASSERT_OK(as_model_forward(m, kv, &s1b, 1, a, 0, err, sizeof err));
+  ASSERT_OK(as_kv_seq_free(k2, 2));
+  ASSERT_OK(as_kv_seq_new(k2, 1));
+  as_fwd_seq_t s1c = {1, t, 32};
+  ASSERT_OK(as_model_forward(m, k2, &s1c, 1, b, 0, err, sizeof err));
+  for (int i = 0; i < V; i++)
+    if (a[i] != b[i])
+      T__FAIL("logit %d after truncation: %g, fresh %g", i, a[i], b[i]);
+  ASSERT_OK(as_kv_seq_free(kv, 1));
+  ASSERT_OK(as_kv_seq_free(kv, 2));
+  ASSERT_EQ(as_kv_tokens(kv), 0);
+  ASSERT_OK(as_kv_seq_new(kv, 3));
+  as_fwd_seq_t s3 = {3, t, 64}; /* all 4 pages */
+  ASSERT_OK(as_model_forward(m, kv, &s3, 1, a, 0, err, sizeof err));
+  as_kv_free(k2);
+  as_kv_free(kv);
+  as_model_free(m);
+  free(a);
+  free(b);
+}
+
+/* Encoders stay on the CPU; an unknown device is named. */
+TEST(test_device_errors) {
+  as_model_t *m = NULL;
+  as_model_opts_t o = {"refdev"};
+  ASSERT_EQ(as_model_open(&m, FIX "bert-f32", &o, err, sizeof err), AS_ENOTSUP);
+  ASSERT_TRUE(strstr(err, "CPU") != NULL);
+  o.device = "tpu";
+  ASSERT_EQ(as_model_open(&m, KJV, &o, err, sizeof err), AS_EINVAL);
+  ASSERT_TRUE(strstr(err, "tpu") != NULL);
+  o.device = "cuda"; /* no GPU here, or a GPU: either way no crash, a clear answer */
+  int rc = as_model_open(&m, KJV, &o, err, sizeof err);
+  if (rc == 0)
+    as_model_free(m);
+  else
+    ASSERT_TRUE(strstr(err, "cuda") != NULL);
+}
+
+TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
+          test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_paging,
+          test_device_errors)
