@@ -29,6 +29,11 @@ enum {
   ASK_ACT_GELU = 2,      /* "gelu": exact, 0.5 * x * (1 + erf(x / sqrt(2))) */
 };
 
+/* Version of the ops table's layout: a CUDA module built from another
+ * kernels.h is refused (kernels/load.c). Bump it with every change of
+ * ask_ops_t or ask_dev_t. */
+#define ASK_ABI 2
+
 typedef struct ask_ops_s {
   const char *name; /* "ref", "cuda" */
 

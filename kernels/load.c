@@ -59,9 +59,17 @@ static void ask__cuda_load(void) {
   }
   const ask_ops_t *(*ops)(void) = (const ask_ops_t *(*)(void))dlsym(h, "ask_cuda_ops");
   const char *(*why)(void) = (const char *(*)(void))dlsym(h, "ask_cuda_unavailable");
-  if (ops == NULL || why == NULL) {
+  int (*abi)(void) = (int (*)(void))dlsym(h, "ask_cuda_module_abi");
+  if (ops == NULL || why == NULL || abi == NULL) {
     snprintf(ask__cuda.why, sizeof ask__cuda.why, "%s does not export ask_cuda_ops", path);
     return; /* the module stays mapped: harmless */
+  }
+  if (abi() != ASK_ABI) {
+    snprintf(ask__cuda.why, sizeof ask__cuda.why,
+             "%s was built from another version of kernels.h (ABI %d, this program %d): "
+             "rebuild both",
+             path, abi(), ASK_ABI);
+    return;
   }
   ask__cuda.ops = ops();
   if (ask__cuda.ops == NULL)

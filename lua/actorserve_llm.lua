@@ -48,18 +48,25 @@ Model.__name = "actorserve.Model"
 -- binary's source tree or the working directory.
 M.default_model = "models/tiny-kjv"
 
--- llm.load(dir, {device = "auto"|"cpu"|"cuda", max_tokens = KV cache tokens})
+-- llm.load(dir, {device = "auto"|"cpu"|"cuda", max_tokens = KV cache tokens,
+--   gpu_memory_utilization = 0.9, step_tokens = prefill tokens per step})
+-- "auto": "cuda" when the replica was granted GPUs (ray_actor_options.num_gpus:
+-- CUDA_VISIBLE_DEVICES names them), else "cpu". "refdev" runs the device code
+-- path on the CPU (tests).
 function M.load(dir, opts)
   opts = opts or {}
   if type(dir) ~= "string" then error("llm.load expects a model folder path", 2) end
   local device = opts.device or "auto"
-  if device ~= "auto" and device ~= "cpu" and device ~= "cuda" then
+  if device ~= "auto" and device ~= "cpu" and device ~= "cuda" and device ~= "refdev" then
     error("llm.load: device must be \"auto\", \"cpu\" or \"cuda\"", 2)
   end
-  if device == "cuda" then
-    error("llm.load: the CUDA backend is not built yet; use device = \"cpu\" or \"auto\"", 2)
+  if device == "auto" then
+    local vis = os.getenv("CUDA_VISIBLE_DEVICES")
+    device = (vis ~= nil and vis ~= "") and "cuda" or "cpu"
   end
-  local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens, step_delay_s = opts.step_delay_s }
+  local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens,
+                  step_delay_s = opts.step_delay_s, device = device,
+                  gpu_memory_utilization = opts.gpu_memory_utilization }
   local e, err = core.load(dir, lopts)
   if not e and dir:sub(1, 1) ~= "/" and serve.app_dir() then
     -- a relative folder is looked up beside the app file, then one level up
@@ -70,7 +77,7 @@ function M.load(dir, opts)
     end
   end
   if not e then error("llm.load: " .. tostring(err), 2) end
-  return setmetatable({ engine = e, dir = dir, info = e:info(), device = "cpu" }, Model)
+  return setmetatable({ engine = e, dir = dir, info = e:info(), device = device }, Model)
 end
 
 local function gen_opts(opts)

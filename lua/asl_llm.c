@@ -71,10 +71,12 @@ static void on_events(void *ud, const as_engine_ev_t *evs, int n) {
   lua_settop(L, top);
 }
 
-/* load(dir, {kv_max_tokens=, step_tokens=}) */
+/* load(dir, {kv_max_tokens=, step_tokens=, step_delay_s=, device=,
+ * gpu_memory_utilization=}) */
 static int l_load(lua_State *L) {
   const char *dir = luaL_checkstring(L, 1);
-  as_engine_opts_t o = {0, 0, 0};
+  as_engine_opts_t o = {0, 0, 0, NULL, 0};
+  char device[16] = "cpu";
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "kv_max_tokens");
     o.kv_max_tokens = (size_t)luaL_optinteger(L, -1, 0);
@@ -82,8 +84,13 @@ static int l_load(lua_State *L) {
     o.step_tokens = (int)luaL_optinteger(L, -1, 0);
     lua_getfield(L, 2, "step_delay_s");
     o.step_delay_s = luaL_optnumber(L, -1, 0);
-    lua_pop(L, 3);
+    lua_getfield(L, 2, "device");
+    snprintf(device, sizeof device, "%s", luaL_optstring(L, -1, "cpu"));
+    lua_getfield(L, 2, "gpu_memory_utilization");
+    o.mem_fraction = luaL_optnumber(L, -1, 0);
+    lua_pop(L, 5);
   }
+  o.device = device;
   lengine_t *le = lua_newuserdatauv(L, sizeof *le, 0);
   le->e = NULL; /* closed until the engine exists, so __gc is always safe */
   luaL_setmetatable(L, ENGINE_MT);
@@ -289,7 +296,7 @@ static int l_stats(lua_State *L) {
 static int l_info(lua_State *L) {
   lengine_t *le = check_engine(L);
   const as_llm_config_t *c = as_model_config(as_engine_model(le->e));
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushstring(L, c->model_type);
   lua_setfield(L, -2, "model_type");
   lua_pushinteger(L, c->vocab_size);
@@ -302,6 +309,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "encoder");
   lua_pushboolean(L, as_engine_tokenizer(le->e) != NULL);
   lua_setfield(L, -2, "has_tokenizer");
+  lua_pushstring(L, as_model_device(as_engine_model(le->e)));
+  lua_setfield(L, -2, "device");
   return 1;
 }
 

@@ -318,13 +318,17 @@ int as_engine_new(as_engine_t **out, const char *dir, struct uv_loop_s *loop, as
   e->step_delay_s = o ? o->step_delay_s : 0;
   pthread_mutex_init(&e->mu, NULL);
   pthread_cond_init(&e->cv, NULL);
-  int rc = as_model_load(&e->model, dir, err, errlen);
+  as_model_opts_t mo = {o != NULL ? o->device : NULL};
+  int rc = as_model_open(&e->model, dir, &mo, err, errlen);
   if (rc == 0) {
     char terr[512];
     if (as_tokenizer_load(dir, &e->tok, terr, sizeof terr)) e->tok = NULL; /* ids only */
   }
   if (rc == 0 && as_model_config(e->model)->arch != AS_ARCH_BERT) {
-    rc = as_gen_new(&e->gen, e->model, dir, o && o->kv_max_tokens ? o->kv_max_tokens : 65536, err, errlen);
+    int on_cpu = strcmp(as_model_device(e->model), "cpu") == 0;
+    as_kv_opts_t ko = {o && o->kv_max_tokens ? o->kv_max_tokens : on_cpu ? 65536 : 0, 0, 0,
+                       o ? o->mem_fraction : 0};
+    rc = as_gen_new_ex(&e->gen, e->model, dir, &ko, err, errlen);
     if (rc == 0 && o && o->step_tokens > 0) as_gen_set_step_tokens(e->gen, o->step_tokens);
   }
   if (rc == 0) {

@@ -400,9 +400,12 @@ typedef struct as_engine_ev_s {
 typedef void (*as_engine_cb)(void *ud, const as_engine_ev_t *evs, int n);
 
 typedef struct as_engine_opts_s {
-  size_t kv_max_tokens;      /* tokens the KV cache holds over all requests (0: 65536) */
+  size_t kv_max_tokens;      /* tokens the KV cache holds over all requests (0: 65536 on the
+                                CPU, as many as fit on a device) */
   int step_tokens;           /* prefill tokens per step (0: the generator's default) */
   double step_delay_s;       /* a pause after each step: for tests and demos of slow models (0) */
+  const char *device;        /* as_model_opts_t's: "cpu" (NULL), "cuda", "refdev" */
+  double mem_fraction;       /* device: gpu_memory_utilization (0: 0.9) */
 } as_engine_opts_t;
 
 typedef struct as_engine_stats_s {

@@ -2,6 +2,7 @@
 the actorserve.llm Lua API, streaming, a client that disconnects, concurrency,
 and the OpenAI-compatible API through the `openai` client from PyPI (installed by
 `make test` into build/venv-test; the tests that need it skip without it)."""
+import concurrent.futures
 import json
 import os
 import socket
@@ -271,3 +272,19 @@ def test_openai_embeddings_with_an_encoder(serve, workdir):
     assert abs(sum(x * x for x in v) - 1.0) < 1e-4          # L2-normalised
     assert abs(v[0] - (-0.0344773)) < 1e-4                   # all-MiniLM-L6-v2 "hello world", first dimension
     assert r.usage.prompt_tokens > 0
+
+
+# ---- the device code path ("refdev": what the GPU runs, on the CPU) -----------------
+
+def test_device_path_in_a_replica(serve):
+    srv = serve(app("llm_device.lua:app"), "--num-cpus", "4", env={"AS_TEST_MODEL": MODEL})
+    j = srv.get("/").json()
+    assert j["device"] == "refdev" and j["auto"] == "cpu"
+    assert j["dev"] != "" and j["equal"] is True, (j["cpu"], j["dev"])
+    assert j["stream_equal"] is True
+    # no GPU was granted to this replica (or none exists): a clear error, no crash
+    assert j["cuda_ok"] is False and "cuda" in j["cuda_err"], j["cuda_err"]
+    want = srv.get("/want").text
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        got = list(ex.map(lambda _: srv.get("/gen"), range(16)))
+    assert all(r.status_code == 200 and r.text == want for r in got), [r.text for r in got[:3]]
