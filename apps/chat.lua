@@ -8,6 +8,8 @@
 --   POST /v1/embeddings         when an embedding model (an encoder) is bound too
 -- By default it serves models/tiny-kjv, the small model that ships with
 -- actorserve; a model folder given to bind (or in a config's args) replaces it.
+-- With ray_actor_options.num_gpus = 1 (in a config file) the replica gets a
+-- GPU and the model runs on it (device "auto").
 --   actorserve run apps/chat.lua:chat
 --   curl -d '"Could you explain what is dask?"' http://localhost:8000/
 local serve = require("actorserve")
@@ -33,6 +35,13 @@ function LLM:init(model_dir, opts)
     self.embedder = llm.load(opts.embed_dir)
     self.embed_name = opts.embed_name or opts.embed_dir:match("([^/]+)/*$")
   end
+end
+
+-- The controller calls this every health_check_period_s: a failed GPU (a
+-- CUDA error) makes it raise, and the replica is replaced.
+function LLM:check_health()
+  self.model:check_health()
+  if self.embedder then self.embedder:check_health() end
 end
 
 function LLM:chat(text, opts)

@@ -192,6 +192,14 @@ function Model:embed(texts)
 end
 
 -- The engine's counters: submitted, finished, cancelled, active, steps, tokens.
+-- Raises when the model's device failed (a CUDA error): a deployment's
+-- check_health() calls it so that the controller replaces the replica.
+function Model:check_health()
+  local why = self.engine:failed()
+  if why then error(why, 2) end
+  return true
+end
+
 function Model:stats()
   return self.engine:stats()
 end

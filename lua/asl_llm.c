@@ -293,6 +293,16 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* engine:failed() -> nil, or the reason the device failed */
+static int l_failed(lua_State *L) {
+  lengine_t *le = check_engine(L);
+  char why[600];
+  if (!as_engine_failed(le->e, why, sizeof why))
+    return 0;
+  lua_pushstring(L, why);
+  return 1;
+}
+
 static int l_info(lua_State *L) {
   lengine_t *le = check_engine(L);
   const as_llm_config_t *c = as_model_config(as_engine_model(le->e));
@@ -317,7 +327,7 @@ static int l_info(lua_State *L) {
 int luaopen_actorserve_llm_core(lua_State *L) {
   static const luaL_Reg methods[] = {
     {"generate", l_generate}, {"embed", l_embed}, {"cancel", l_cancel}, {"tokenize", l_tokenize},
-    {"detokenize", l_detokenize}, {"chat_template", l_chat_template}, {"info", l_info}, {"stats", l_stats}, {"close", l_close},
+    {"detokenize", l_detokenize}, {"chat_template", l_chat_template}, {"info", l_info}, {"stats", l_stats}, {"failed", l_failed}, {"close", l_close},
     {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", l_close}, {"__close", l_close}, {NULL, NULL}};
   luaL_newmetatable(L, ENGINE_MT);

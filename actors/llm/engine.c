@@ -66,6 +66,7 @@ struct as_engine_s {
   int nmap, capmap;
   double step_delay_s;
   as_engine_stats_t stats;      /* under mu */
+  char failed[512];             /* a device step failed: why (under mu); "" while healthy */
 };
 
 static void out_reset(out_t *o) {
@@ -163,6 +164,10 @@ static void run_job(as_engine_t *e, job_t *j, out_t *o) {
     return;
   }
   int64_t gid;
+  if (e->failed[0] != '\0') { /* the device is gone: nothing new runs (read on this thread) */
+    emit_error(o, j->id, e->failed);
+    return;
+  }
   int rc = as_gen_add(e->gen, j->ids, j->n, &j->opts, &gid, err, sizeof err);
   if (rc) {
     emit_error(o, j->id, err);
@@ -251,7 +256,23 @@ static void *engine_main(void *arg) {
       const as_gen_event_t *evs;
       int n = 0;
       int rc = as_gen_step(e->gen, &evs, &n, err, sizeof err);
-      if (rc) {
+      if (rc && rc != AS_EFULL && strcmp(as_model_device(e->model), "cpu") != 0) {
+        /* A device step failed (a CUDA error, out of device memory): its
+         * state is unknown, so every request ends with the cause, and the
+         * engine refuses new ones; check_health reports it and the
+         * controller replaces the replica. */
+        char why[600];
+        snprintf(why, sizeof why, "the %s device failed: %s", as_model_device(e->model), err);
+        AS_LOGE("engine %s: %s", e->dir, why);
+        while (e->nmap > 0) {
+          map_t m = e->map[--e->nmap];
+          as_gen_cancel(e->gen, m.gid);
+          emit_error(&o, m.eid, why);
+        }
+        pthread_mutex_lock(&e->mu);
+        snprintf(e->failed, sizeof e->failed, "%s", why);
+        pthread_mutex_unlock(&e->mu);
+      } else if (rc) {
         /* The cache is full (or the step failed): the newest request gives way. */
         if (e->nmap > 0) {
           map_t m = e->map[e->nmap - 1];
@@ -358,6 +379,15 @@ int as_engine_new(as_engine_t **out, const char *dir, struct uv_loop_s *loop, as
 }
 
 const as_model_t *as_engine_model(const as_engine_t *e) { return e->model; }
+
+int as_engine_failed(as_engine_t *e, char *why, size_t len) {
+  pthread_mutex_lock(&e->mu);
+  int failed = e->failed[0] != '\0';
+  if (why != NULL && len > 0)
+    snprintf(why, len, "%s", e->failed);
+  pthread_mutex_unlock(&e->mu);
+  return failed;
+}
 const as_tokenizer_t *as_engine_tokenizer(const as_engine_t *e) { return e->tok; }
 const as_gen_t *as_engine_gen(const as_engine_t *e) { return e->gen; }
 

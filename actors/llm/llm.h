@@ -433,6 +433,9 @@ int as_engine_generate(as_engine_t *e, const int32_t *ids, int n, const as_gen_o
 int as_engine_embed(as_engine_t *e, const int32_t *ids, int n, int64_t *id);
 /* The request ends at the next step, with no further event. */
 void as_engine_cancel(as_engine_t *e, int64_t id);
+/* 1 (with why) when a device step failed: every request then ended with
+ * the cause and new ones fail at once; the replica must be replaced. */
+int as_engine_failed(as_engine_t *e, char *why, size_t len);
 /* Counters, read under the engine's lock. */
 void as_engine_stats(as_engine_t *e, as_engine_stats_t *out);
 

@@ -144,9 +144,17 @@ static int ask__copy(void *dst, const void *src, size_t bytes, int dir, char *er
   return 0;
 }
 
+/* Fault injection for tests of the engine's failure path: with
+ * ASK_REFDEV_FAIL_AFTER=N in the environment, the (N+1)-th sync and every
+ * later one fail with AS_EIO, as a sticky CUDA error does. */
+static long ask__syncs;
+
 static int ask__sync(char *err, size_t errlen) {
-  (void)err;
-  (void)errlen;
+  const char *env = getenv("ASK_REFDEV_FAIL_AFTER");
+  if (env != NULL && env[0] != '\0' && ask__syncs++ >= atol(env)) {
+    snprintf(err, errlen, "refdev: injected failure (ASK_REFDEV_FAIL_AFTER=%s)", env);
+    return AS_EIO;
+  }
   return 0;
 }
 

@@ -288,3 +288,15 @@ def test_device_path_in_a_replica(serve):
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         got = list(ex.map(lambda _: srv.get("/gen"), range(16)))
     assert all(r.status_code == 200 and r.text == want for r in got), [r.text for r in got[:3]]
+
+
+def test_device_failure_ends_requests_and_fails_health(serve):
+    srv = serve(app("llm_devfail.lua:app"), "--num-cpus", "4",
+                env={"AS_TEST_MODEL": MODEL, "ASK_REFDEV_FAIL_AFTER": "5"})
+    assert srv.get("/health").json() == {"healthy": True, "why": ""}
+    j = srv.get("/").json()
+    assert j["ok"] is False and "injected failure" in j["err"], j
+    j = srv.get("/").json()            # the engine refuses new work at once
+    assert j["ok"] is False and "device failed" in j["err"], j
+    h = srv.get("/health").json()
+    assert h["healthy"] is False and "device failed" in h["why"], h

@@ -332,6 +332,34 @@ TEST(test_paging) {
   free(b);
 }
 
+/* A failing device step (injected: ASK_REFDEV_FAIL_AFTER) is an error
+ * naming the cause, never an abort; the cache stays as it was. */
+TEST(test_device_failure) {
+  as_model_t *m = open_on(KJV, "refdev");
+  as_gen_t *g;
+  int64_t id;
+  as_gen_opts_t o;
+  int32_t p[4] = {5, 6, 7, 8};
+  const as_gen_event_t *ev;
+  int ne, rc = 0, steps = 0;
+  ASSERT_OK(as_gen_new(&g, m, NULL, 256, err, sizeof err));
+  setenv("ASK_REFDEV_FAIL_AFTER", "3", 1);
+  as_gen_opts_init(&o);
+  o.n_stop_ids = 0;
+  o.max_new_tokens = 20;
+  ASSERT_OK(as_gen_add(g, p, 4, &o, &id, err, sizeof err));
+  while (rc == 0 && as_gen_active(g) > 0 && steps < 30) {
+    rc = as_gen_step(g, &ev, &ne, err, sizeof err);
+    steps++;
+  }
+  unsetenv("ASK_REFDEV_FAIL_AFTER");
+  ASSERT_EQ(rc, AS_EIO);
+  ASSERT_TRUE(strstr(err, "injected failure") != NULL);
+  ASSERT_EQ(as_gen_active(g), 1);
+  as_gen_free(g);
+  as_model_free(m);
+}
+
 /* Encoders stay on the CPU; an unknown device is named. */
 TEST(test_device_errors) {
   as_model_t *m = NULL;
@@ -351,4 +379,4 @@ TEST(test_device_errors) {
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
           test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_paging,
-          test_device_errors)
+          test_device_failure, test_device_errors)
