@@ -157,7 +157,8 @@ typedef struct ask_dev_s {
    * its k heads, rotated, and its v heads are rounded to bf16 (nearest
    * even) and written to row slot[t] of kc and vc (rows of nkv*D bf16; a
    * slot is page * page_size + offset, see attention_paged). slot[t] < 0:
-   * the row's k and v are not written (padding rows of a captured step). */
+   * the row's k and v are not written (padding rows of a captured step).
+   * The k and v columns of qkv are left as they were. */
   void (*rope_kv)(float *qkv, uint16_t *kc, uint16_t *vc, const int32_t *pos,
                   const int32_t *slot, const float *inv_freq, int T, int nh, int nkv, int D,
                   int stride);
@@ -171,6 +172,7 @@ typedef struct ask_dev_s {
    *   (bf16 rows of nkv*D, kv head g at columns [g*D, g*D+D)); query head h
    *   reads kv head h / (nh / nkv). pos[t] < 0: the row is padding and gets
    *   zeros. The rows' own keys must already be in the cache (rope_kv).
+   *   seq and table are not read for padding rows. D even, page >= 1.
    *   Work is split along the keys into nsplit parts (>= 1, fixed by the
    *   caller so that a captured step stays valid for any length) merged
    *   exactly; part holds nsplit * T * nh * (D + 2) floats when nsplit > 1.
@@ -201,7 +203,7 @@ typedef struct ask_dev_s {
    * graph_free releases it. So everything that changes from one step to
    * the next must be in device memory (copied in before the launch), never
    * in an op's scalar arguments. fn must not call copy, sync, alloc or
-   * free. Returns 0, or an AS_E* code with err saying why (the caller then
+   * free, nor the host-facing argmax and sample of ask_ops_t (they wait). Returns 0, or an AS_E* code with err saying why (the caller then
    * runs its ops directly). */
   int (*graph_capture)(void **graph, void (*fn)(void *ud), void *ud, char *err,
                        size_t errlen);

@@ -18,8 +18,9 @@ const char *ask_cuda_unavailable(void);
 
 /* matmul_bf16 uses the matrix-vector kernel for T <= rows (0: cuBLASLt
  * always; at most 16). Default 16, or ASK_CUDA_GEMV_ROWS from the
- * environment; to be settled by measurement on the H100 (issue 7). Returns
- * the previous value. */
+ * environment; build/bench_gemv (tests/gpu/bench_gemv.c) measures both
+ * paths on the device and prints the value to use. Returns the previous
+ * value. */
 int ask_cuda_set_gemv_rows(int rows);
 
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so

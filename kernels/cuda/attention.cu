@@ -8,7 +8,8 @@
  * d+32, ...), then the 4 warps are merged in shared memory. Long contexts are
  * split along the sequence (flash-decoding): each split writes (m, l, acc)
  * and a second kernel merges the splits. A row that sees no key gets zeros.
- * Head dimension up to 256. Scores stay f32, as in kernels/ref.
+ * Head dimension up to 256. Scores stay f32, as in kernels/ref. The merge
+ * kernel also serves the paged attention of paged.cu.
  */
 #include "common.cuh"
 
@@ -141,6 +142,13 @@ extern "C" void ask__cu_attention(cudaStream_t s, float *out, float *part, int n
   ask__k_attention<<<grid, 32 * ASK__ATT_WARPS, 0, s>>>(out, part, nsplit, q, k, v, key_mask, T,
                                                          L, nh, nkv, D, kv_stride, scale, causal);
   if (ASK__LAUNCHED("attention") || nsplit == 1)
+    return;
+  ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
+}
+
+extern "C" void ask__cu_attention_merge(cudaStream_t s, float *out, const float *part,
+                                        int nsplit, int T, int nh, int D) {
+  if (T <= 0 || nh <= 0 || ask__cu_failed())
     return;
   ask__k_attention_merge<<<dim3((unsigned)nh, (unsigned)T), 128, 0, s>>>(out, part, nsplit, nh,
                                                                          D);

@@ -1,8 +1,8 @@
 /* backend.c — the CUDA backend's ops table (kernels.h's ask_ops_t with its
  * ask_dev_t part) on the first visible device: initialisation, device
  * memory, the sticky first-failure record that sync() reports, and the
- * binding of each op to its launcher in the .cu files or to cuBLASLt
- * (gemm.c).
+ * binding of each op to its launcher in the .cu files, to cuBLASLt
+ * (gemm.c) or to CUDA graphs (graph.c).
  *
  * One process-wide context: the device that CUDA_VISIBLE_DEVICES leaves
  * first, one non-blocking stream, one cuBLASLt handle with its 32 MiB
@@ -150,11 +150,27 @@ static void ask__d_add_rmsnorm(float *out, float *x, const float *r, const float
   ask__cu_rmsnorm(ask__g.stream, out, x, r, w, T, C, eps, w_offset);
 }
 
-static void ask__d_rope_kv(float *q, float *kc, float *vc, const float *k, const float *v,
-                           const int32_t *pos, const int32_t *slot, const float *inv_freq, int T,
-                           int nh, int nkv, int D) {
-  ask__cu_rope_kv(ask__g.stream, q, kc, vc, k, v, pos, slot, inv_freq, T, nh, nkv, D, nh * D,
-                  nkv * D);
+static void ask__d_rope_kv(float *qkv, uint16_t *kc, uint16_t *vc, const int32_t *pos,
+                           const int32_t *slot, const float *inv_freq, int T, int nh, int nkv,
+                           int D, int stride) {
+  if (kc == NULL || vc == NULL) { /* NULL would select the plain rope op */
+    ask__cu_check(cudaErrorInvalidValue, "rope_kv: no cache");
+    return;
+  }
+  ask__cu_rope_kv(ask__g.stream, qkv, kc, vc, pos, slot, inv_freq, T, nh, nkv, D, stride);
+}
+
+static void ask__d_attention_paged(float *out, float *part, const float *q, const uint16_t *kc,
+                                   const uint16_t *vc, const int32_t *table, const int32_t *seq,
+                                   const int32_t *pos, int T, int nh, int nkv, int D,
+                                   int q_stride, int table_width, int page, int nsplit,
+                                   float scale) {
+  ask__cu_attention_paged(ask__g.stream, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D,
+                          q_stride, table_width, page, nsplit, scale);
+}
+
+static void ask__d_glu_rows(float *out, const float *gu, int T, int F, int act) {
+  ask__cu_glu_rows(ask__g.stream, out, gu, T, F, act);
 }
 
 static void ask__d_argmax_rows(int32_t *ids, const float *x, int T, int n) {
@@ -167,6 +183,27 @@ static void ask__d_sample_rows(int32_t *ids, float *probs, const float *x,
   ask__cu_sample_rows(ask__g.stream, ids, probs, x, temperature, top_k, top_p, rng, T, n);
 }
 
+static int ask__d_mem_info(size_t *free_bytes, size_t *total_bytes, char *err, size_t errlen) {
+  *free_bytes = *total_bytes = 0;
+  ask__cu_check(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo");
+  return ask__take(err, errlen);
+}
+
+/* A failed capture reports (and clears) its failure here, so the caller's
+ * direct run of the same ops is not skipped. */
+static int ask__d_graph_capture(void **graph, void (*fn)(void *ud), void *ud, char *err,
+                                size_t errlen) {
+  ask__graph_capture(ask__g.stream, graph, fn, ud);
+  return ask__take(err, errlen);
+}
+
+static int ask__d_graph_launch(void *graph, char *err, size_t errlen) {
+  ask__graph_launch(ask__g.stream, graph);
+  return ask__take(err, errlen);
+}
+
+static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, graph); }
+
 static const ask_dev_t ask__cuda_dev = {
     .alloc = ask__d_alloc,
     .free = ask__d_free,
@@ -176,8 +213,14 @@ static const ask_dev_t ask__cuda_dev = {
     .embedding_bf16 = ask__d_embedding_bf16,
     .add_rmsnorm = ask__d_add_rmsnorm,
     .rope_kv = ask__d_rope_kv,
+    .attention_paged = ask__d_attention_paged,
+    .glu_rows = ask__d_glu_rows,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,
+    .mem_info = ask__d_mem_info,
+    .graph_capture = ask__d_graph_capture,
+    .graph_launch = ask__d_graph_launch,
+    .graph_free = ask__d_graph_free,
 };
 
 /* ---- ask_ops_t ------------------------------------------------------------ */
@@ -205,8 +248,7 @@ static void ask__o_matmul(float *out, const float *x, const float *w, const floa
 
 static void ask__o_rope(float *x, const int32_t *pos, const float *inv_freq, int T, int nh, int D,
                         int stride) {
-  ask__cu_rope_kv(ask__g.stream, x, NULL, NULL, NULL, NULL, pos, NULL, inv_freq, T, nh, 0, D,
-                  stride, 0);
+  ask__cu_rope_kv(ask__g.stream, x, NULL, NULL, pos, NULL, inv_freq, T, nh, 0, D, stride);
 }
 
 /* Splits along the sequence: about 256 keys per split, at most 64, and only

@@ -1,5 +1,6 @@
 /* common.cuh — device helpers shared by the .cu files of kernels/cuda:
- * block reductions, bf16 loads and the launch check. Internal.
+ * block reductions, bf16 loads and rounding, the activations and the launch
+ * check. Internal.
  */
 #ifndef ASK_CUDA_COMMON_CUH
 #define ASK_CUDA_COMMON_CUH
@@ -17,6 +18,25 @@
 
 static __device__ __forceinline__ float ask__bf16f(uint16_t h) {
   return __uint_as_float((uint32_t)h << 16);
+}
+
+/* f32 -> bf16 bits, rounded to nearest even (as kernels/ref rounds). */
+static __device__ __forceinline__ uint16_t ask__bf16_rn(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
+/* The activations of kernels.h (ASK_ACT_*), written as kernels/ref/act.c. */
+static __device__ __forceinline__ float ask__act(float x, int act) {
+  switch (act) {
+  case 1: { /* ASK_ACT_GELU_TANH */
+    const float k = 0.7978845608028654f;
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+  }
+  case 2: /* ASK_ACT_GELU */
+    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+  default: /* ASK_ACT_SILU */
+    return x / (1.0f + expf(-x));
+  }
 }
 
 /* Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every

@@ -42,12 +42,14 @@ void ask__cu_rmsnorm(cudaStream_t s, float *out, float *x, const float *r, const
                      int T, int C, float eps, float w_offset);
 void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, const float *w,
                        const float *b, int T, int C, float eps);
-void ask__cu_rope_kv(cudaStream_t s, float *q, float *kc, float *vc, const float *k,
-                     const float *v, const int32_t *pos, const int32_t *slot,
-                     const float *inv_freq, int T, int nh, int nkv, int D, int q_stride,
-                     int k_stride);
+/* The rope_kv op (paged bf16 cache); with kc NULL the rope op on qkv's
+ * first nh heads (nkv, vc and slot unused). */
+void ask__cu_rope_kv(cudaStream_t s, float *qkv, uint16_t *kc, uint16_t *vc,
+                     const int32_t *pos, const int32_t *slot, const float *inv_freq, int T,
+                     int nh, int nkv, int D, int stride);
 void ask__cu_glu(cudaStream_t s, float *out, const float *gate, const float *up, size_t n,
                  int act);
+void ask__cu_glu_rows(cudaStream_t s, float *out, const float *gu, int T, int F, int act);
 void ask__cu_add(cudaStream_t s, float *out, const float *a, const float *b, size_t n);
 void ask__cu_softmax(cudaStream_t s, float *out, const float *x, int T, int N);
 void ask__cu_f32_to_bf16(cudaStream_t s, uint16_t *out, const float *x, size_t n);
@@ -57,10 +59,29 @@ void ask__cu_add_bias(cudaStream_t s, float *out, const float *bias, int T, int 
 void ask__cu_attention(cudaStream_t s, float *out, float *part, int nsplit, const float *q,
                        const float *k, const float *v, const int32_t *key_mask, int T, int L,
                        int nh, int nkv, int D, int kv_stride, float scale, int causal);
+/* Merges the nsplit partial rows (m, l, acc[D]) of part, laid out
+ * ((t * nh + h) * nsplit + split) * (D + 2), into out (T, nh*D); a split
+ * with m = -inf weighs 0, a row with no key at all gets zeros. */
+void ask__cu_attention_merge(cudaStream_t s, float *out, const float *part, int nsplit, int T,
+                             int nh, int D);
+
+/* paged.cu: the attention_paged op. */
+void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const float *q,
+                             const uint16_t *kc, const uint16_t *vc, const int32_t *table,
+                             const int32_t *seq, const int32_t *pos, int T, int nh, int nkv,
+                             int D, int q_stride, int table_width, int page, int nsplit,
+                             float scale);
 
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);
+
+/* graph.c: CUDA graphs on stream s (the graph_* ops of kernels.h). Each
+ * records its failure (ask__cu_check) and returns 1 on failure, 0 if not;
+ * a failed capture leaves s out of capture mode. */
+int ask__graph_capture(cudaStream_t s, void **graph, void (*fn)(void *ud), void *ud);
+int ask__graph_launch(cudaStream_t s, void *graph);
+void ask__graph_free(cudaStream_t s, void *graph);
 
 /* sample.cu */
 void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x, int T, int n);

@@ -1,8 +1,9 @@
 /* elementwise.cu — the memory-bound ops of the CUDA backend: embedding
  * gather (f32 or bf16 table), RMSNorm fused with the residual add (Gemma's
- * 1 + w through w_offset), LayerNorm, RoPE fused with the KV-cache write,
- * gated activations, residual add, row softmax and the f32 -> bf16 rounding
- * of GEMM inputs.
+ * 1 + w through w_offset), LayerNorm, RoPE fused with the write into the
+ * paged bf16 KV cache (also the plain rope op), gated activations (separate
+ * gate and up, or the two halves of one fused row), residual add, row
+ * softmax and the f32 -> bf16 rounding of GEMM inputs.
  *
  * Each kernel follows its kernels/ref twin step by step (statistics in
  * double, then f32, angles rounded to f32 before a double cos/sin) so the
@@ -89,63 +90,73 @@ extern "C" void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, co
   ASK__LAUNCHED("layernorm");
 }
 
-/* One block per row t. Pairs (head, i) of q are rotated in place; with kc,
- * pairs of k are rotated into row slot[t] of kc and v's row is copied to
- * row slot[t] of vc (rows of nkv*D floats). */
-static __global__ void ask__k_rope_kv(float *q, float *kc, float *vc, const float *k,
-                                      const float *v, const int32_t *pos, const int32_t *slot,
+/* One block per row t of qkv (rows of `stride` floats). The block first puts
+ * cos and sin of pos[t] * inv_freq[i] (the angle rounded to f32, cos and
+ * sin in double, as kernels/ref) in shared memory, then rotates the pairs
+ * (head, i): q heads in place; with kc and slot[t] >= 0, the nkv k heads
+ * that follow q, rotated and rounded to bf16, into row slot[t] of kc, and
+ * the nkv v heads after them, rounded, into row slot[t] of vc. Products and
+ * sums are rounded one by one (no fused multiply-add) so that the results
+ * are those of the reference bit for bit. */
+static __global__ void ask__k_rope_kv(float *qkv, uint16_t *kc, uint16_t *vc,
+                                      const int32_t *pos, const int32_t *slot,
                                       const float *inv_freq, int nh, int nkv, int D,
-                                      int q_stride, int k_stride) {
+                                      int stride) {
+  extern __shared__ float ask__cs[]; /* cos at [0, D/2), sin at [D/2, D) */
   int t = blockIdx.x, half = D / 2, kvd = nkv * D;
-  int npairs = (nh + (kc != NULL ? nkv : 0)) * half;
+  long long s = kc != NULL ? (long long)slot[t] : -1;
   float p = (float)pos[t];
-  float *qr = q + (size_t)t * q_stride;
+  float *row = qkv + (size_t)t * stride;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    float a = p * inv_freq[i];
+    ask__cs[i] = (float)cos((double)a);
+    ask__cs[half + i] = (float)sin((double)a);
+  }
+  __syncthreads();
+  int npairs = (nh + (s >= 0 ? nkv : 0)) * half;
   for (int j = threadIdx.x; j < npairs; j += blockDim.x) {
     int h = j / half, i = j - h * half;
-    float a = p * inv_freq[i];
-    float c = (float)cos((double)a), sn = (float)sin((double)a);
+    float c = ask__cs[i], sn = ask__cs[half + i];
+    float *hx = row + (size_t)h * D;
+    float x0 = hx[i], x1 = hx[i + half];
+    float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+    float r1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn));
     if (h < nh) {
-      float *hx = qr + (size_t)h * D;
-      float x0 = hx[i], x1 = hx[i + half];
-      hx[i] = x0 * c - x1 * sn;
-      hx[i + half] = x1 * c + x0 * sn;
+      hx[i] = r0;
+      hx[i + half] = r1;
     } else {
-      h -= nh;
-      const float *hk = k + (size_t)t * k_stride + (size_t)h * D;
-      float *dst = kc + (size_t)slot[t] * kvd + (size_t)h * D;
-      float x0 = hk[i], x1 = hk[i + half];
-      dst[i] = x0 * c - x1 * sn;
-      dst[i + half] = x1 * c + x0 * sn;
+      uint16_t *dst = kc + (size_t)s * kvd + (size_t)(h - nh) * D;
+      dst[i] = ask__bf16_rn(r0);
+      dst[i + half] = ask__bf16_rn(r1);
     }
   }
-  if (kc != NULL)
+  if (s >= 0) {
+    const float *v = row + (size_t)(nh + nkv) * D;
+    uint16_t *dst = vc + (size_t)s * kvd;
     for (int j = threadIdx.x; j < kvd; j += blockDim.x)
-      vc[(size_t)slot[t] * kvd + j] = v[(size_t)t * k_stride + j];
+      dst[j] = ask__bf16_rn(v[j]);
+  }
 }
 
-extern "C" void ask__cu_rope_kv(cudaStream_t s, float *q, float *kc, float *vc, const float *k,
-                                const float *v, const int32_t *pos, const int32_t *slot,
+/* kc NULL: the rope op (q heads only, nkv ignored). */
+extern "C" void ask__cu_rope_kv(cudaStream_t s, float *qkv, uint16_t *kc, uint16_t *vc,
+                                const int32_t *pos, const int32_t *slot,
                                 const float *inv_freq, int T, int nh, int nkv, int D,
-                                int q_stride, int k_stride) {
+                                int stride) {
   if (T <= 0 || ask__cu_failed())
     return;
-  int pairs = (nh + nkv) * (D / 2);
-  ask__k_rope_kv<<<T, ask__row_threads(pairs), 0, s>>>(q, kc, vc, k, v, pos, slot, inv_freq,
-                                                       nh, nkv, D, q_stride, k_stride);
+  if (kc == NULL)
+    nkv = 0;
+  if (D <= 0 || D % 2 != 0 || D > 8192 || nh < 0 || nkv < 0) {
+    ask__cu_check(cudaErrorInvalidValue, "rope_kv: head_dim odd or over 8192, or bad head counts");
+    return;
+  }
+  int work = (nh + nkv) * (D / 2);
+  if (work < nkv * D)
+    work = nkv * D;
+  ask__k_rope_kv<<<T, ask__row_threads(work), (size_t)D * sizeof(float), s>>>(
+      qkv, kc, vc, pos, slot, inv_freq, nh, nkv, D, stride);
   ASK__LAUNCHED("rope_kv");
-}
-
-static __device__ __forceinline__ float ask__act(float x, int act) {
-  switch (act) {
-  case 1: { /* ASK_ACT_GELU_TANH */
-    const float k = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-  }
-  case 2: /* ASK_ACT_GELU */
-    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-  default: /* ASK_ACT_SILU */
-    return x / (1.0f + expf(-x));
-  }
 }
 
 /* out (n) = act(gate) * up, or act(gate) when up is NULL. */
@@ -164,6 +175,26 @@ extern "C" void ask__cu_glu(cudaStream_t s, float *out, const float *gate, const
     return;
   ask__k_glu<<<ask__grid(n), 256, 0, s>>>(out, gate, up, n, act);
   ASK__LAUNCHED("glu");
+}
+
+/* out (T,F) = act(gu[t, 0:F]) * gu[t, F:2F]: the gate and up halves of one
+ * fused product. */
+static __global__ void ask__k_glu_rows(float *out, const float *gu, size_t n, int F, int act) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    size_t t = i / (size_t)F, f = i - t * (size_t)F;
+    const float *g = gu + t * 2 * (size_t)F;
+    out[i] = ask__act(g[f], act) * g[F + f];
+  }
+}
+
+extern "C" void ask__cu_glu_rows(cudaStream_t s, float *out, const float *gu, int T, int F,
+                                 int act) {
+  if (T <= 0 || F <= 0 || ask__cu_failed())
+    return;
+  size_t n = (size_t)T * (size_t)F;
+  ask__k_glu_rows<<<ask__grid(n), 256, 0, s>>>(out, gu, n, F, act);
+  ASK__LAUNCHED("glu_rows");
 }
 
 static __global__ void ask__k_add(float *out, const float *a, const float *b, size_t n) {

@@ -12,6 +12,9 @@
  * separate broadcast add. Pointers must be aligned to their element size
  * (checked: AS_EINVAL otherwise); the alignment actually found is passed to
  * the heuristic so misaligned-but-legal pointers get a kernel that copes.
+ * A matmul call never allocates or synchronises (the workspace is fixed), so
+ * it can be captured into a CUDA graph (graph.c); see ask__plan_make_on for
+ * a plan made during a capture.
  */
 #include <stdio.h>
 #include <string.h>
@@ -169,8 +172,29 @@ fail:
   return -1;
 }
 
+/* ask__plan_make for a matmul queued on s. While s is being captured into
+ * a graph (graph.c, thread-local mode) this thread is switched to relaxed
+ * mode for the plan's host-only calls: cublasLtMatmulAlgoGetHeuristic
+ * queries the device and is refused under a strict capture by some
+ * cuBLASLt releases (CUBLAS_STATUS_INTERNAL_ERROR). Nothing here queues
+ * work, so the captured graph is unchanged. */
+static int ask__plan_make_on(ask__plan_t *p, cudaStream_t s) {
+  enum cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  int capturing = 0, rc;
+  if (cudaStreamIsCapturing(s, &st) != cudaSuccess)
+    (void)cudaGetLastError();
+  if (st == cudaStreamCaptureStatusActive &&
+      cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess)
+    capturing = 1;
+  rc = ask__plan_make(p);
+  if (capturing)
+    cudaThreadExchangeStreamCaptureMode(&mode); /* back to the capture's mode */
+  return rc;
+}
+
 /* The cached plan for this key (made on first use), or NULL (recorded). */
-static ask__plan_t *ask__plan_get(const ask__plan_t *key) {
+static ask__plan_t *ask__plan_get(const ask__plan_t *key, cudaStream_t s) {
   unsigned h = 2166136261u;
   const int f[] = {key->bf16, key->T, key->K, key->N, key->bias, key->al_x, key->al_w,
                    key->al_out};
@@ -188,7 +212,7 @@ static ask__plan_t *ask__plan_get(const ask__plan_t *key) {
         ask__nplans--;
       }
       *p = *key;
-      if (ask__plan_make(p) != 0)
+      if (ask__plan_make_on(p, s) != 0)
         return NULL;
       p->used = 1;
       ask__nplans++;
@@ -217,7 +241,7 @@ void ask__gemm(cudaStream_t s, int bf16, float *out, const void *x, const void *
     ask__cu_check(cudaErrorInvalidValue, "matmul: a pointer is not aligned to its element size");
     return;
   }
-  ask__plan_t *p = ask__plan_get(&key);
+  ask__plan_t *p = ask__plan_get(&key, s);
   if (p == NULL)
     return;
   if (p->bias_epi &&

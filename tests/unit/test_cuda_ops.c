@@ -1,16 +1,28 @@
-/* test_cuda_ops.c — every op of the CUDA backend (kernels/cuda) against its
- * kernels/ref twin on random inputs, on the first visible GPU.
+/* test_cuda_ops.c — every op of the CUDA backend (kernels/cuda) on the first
+ * visible GPU, on random inputs: the ops of ask_ops_t against kernels/ref
+ * (ask_ref_ops), the device-only ops of ask_dev_t against their plain-C
+ * twins (ask_refdev_ops()->dev, kernels/ref/dev.c, run on host copies of
+ * the same inputs), and captured steps (CUDA graphs) against the same ops
+ * run directly.
  *
  * Tolerances (|got - want| <= atol + rtol * |want|, first mismatches printed):
  *   f32 element-wise and per-row ops (embedding, norms, RoPE, activations,
- *   softmax, add):                       atol 1e-5, rtol 1e-5
+ *   glu_rows, softmax, add):             atol 1e-5, rtol 1e-5
  *   f32 reductions in another order (attention, f32 GEMM through cuBLASLt
  *   without TF32):                       atol 1e-4, rtol 1e-4
+ *   attention_paged (same bf16 cache contents on both sides):
+ *                                        max |got - want| <= 1e-4 * max |want|,
+ *                                        padding rows exactly 0
+ *   rope_kv's bf16 cache rows:           the same bf16 bits, except a value
+ *     whose exact rotation lies within 1e-6 * (|x0| + |x1|) of the midpoint
+ *     of two neighbouring bf16 values (a tie up to f32 rounding) may take
+ *     either; v rows and rows not written: the same bits
  *   bf16 GEMMs (weights bf16, compared with the reference on the same
  *   bf16-rounded weights; x is rounded to bf16 on the cuBLASLt path):
  *                                        max |got - want| <= 1e-2 * max |want|
  *   argmax, greedy and seeded sampling:  the same token ids and generator
  *   state; sampled distributions 1e-5.
+ *   a launched graph against the same ops run directly: the same bytes.
  * Without CUDA in the build the program says so and passes; without a usable
  * device every test skips, naming the CUDA call that said why. The GPU run
  * on a bare machine is tests/gpu/run.sh.
@@ -35,12 +47,13 @@ int main(void) {
 #include "runtime.h"
 
 static const ask_ops_t *ref, *cu;
-static const ask_dev_t *dev;
+static const ask_dev_t *dev, *twin;
 
-/* Skips the test when no device can be used; sets ref, cu and dev. */
+/* Skips the test when no device can be used; sets ref, cu, dev and twin. */
 #define NEED_DEVICE()                                                          \
   do {                                                                         \
     ref = ask_ref_ops();                                                       \
+    twin = ask_refdev_ops()->dev;                                              \
     cu = ask_cuda_ops();                                                       \
     if (cu == NULL) {                                                          \
       char t__why[320];                                                        \
@@ -80,6 +93,19 @@ static float from_bf16(uint16_t h) {
   return f;
 }
 
+static uint16_t *rnd16(size_t n) { /* bf16 values in [-1, 1) */
+  uint16_t *p = malloc(n * 2 + 4);
+  for (size_t i = 0; i < n; i++)
+    p[i] = to_bf16(frand());
+  return p;
+}
+
+static void *hdup(const void *p, size_t bytes) {
+  void *d = malloc(bytes + 4);
+  memcpy(d, p, bytes);
+  return d;
+}
+
 /* Device copy of host bytes (aborts the test process on failure: tests only). */
 static void *up(const void *h, size_t bytes) {
   void *d = NULL;
@@ -90,6 +116,15 @@ static void *up(const void *h, size_t bytes) {
     exit(1);
   }
   return d;
+}
+
+/* Overwrites device bytes d with host bytes h. */
+static void put(void *d, const void *h, size_t bytes) {
+  char err[256];
+  if (dev->copy(d, h, bytes, ASK_COPY_H2D, err, sizeof err) != 0) {
+    fprintf(stderr, "upload: %s\n", err);
+    exit(1);
+  }
 }
 
 static void *down(const void *d, size_t bytes) {
@@ -121,11 +156,88 @@ static long mismatch(const float *got, const float *want, size_t n, double atol,
 
 #define ASSERT_NEAR(got, want, n, atol, rtol) ASSERT_EQ(mismatch(got, want, n, atol, rtol), -1)
 
+/* max |got - want| / max |want| over n values (NaN anywhere: infinity). */
+static double max_rel(const float *got, const float *want, size_t n) {
+  double mx = 0, md = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)got[i] - (double)want[i]);
+    if (d != d)
+      return INFINITY;
+    mx = fmax(mx, fabs((double)want[i]));
+    md = fmax(md, d);
+  }
+  return mx > 0 ? md / mx : md;
+}
+
+/* First index where the bf16 arrays differ beyond the tie rule (printing up
+ * to 3), or -1. exact (NaN where unknown) and win, when not NULL, give the
+ * unrounded value and its f32 error window: two neighbouring bf16 values
+ * are both right when exact lies within win of their midpoint. */
+static long bf16_mismatch(const uint16_t *got, const uint16_t *want, const float *exact,
+                          const float *win, size_t n) {
+  long first = -1;
+  int shown = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (got[i] == want[i])
+      continue;
+    if (exact != NULL && exact[i] == exact[i] && ((got[i] ^ want[i]) & 0x8000u) == 0 &&
+        abs((int)got[i] - (int)want[i]) == 1) {
+      double mid = 0.5 * ((double)from_bf16(got[i]) + (double)from_bf16(want[i]));
+      if (fabs((double)exact[i] - mid) <= (double)win[i])
+        continue;
+    }
+    if (shown++ < 3)
+      fprintf(stderr, "  [%zu] got 0x%04x (%.6g) want 0x%04x (%.6g) exact %.9g\n", i, got[i],
+              from_bf16(got[i]), want[i], from_bf16(want[i]), exact ? exact[i] : NAN);
+    if (first < 0)
+      first = (long)i;
+  }
+  return first;
+}
+
+/* RoPE inverse frequencies for head dim D. */
+static float *inv_freq(int D) {
+  float *f = malloc((size_t)D / 2 * 4 + 4);
+  for (int i = 0; i < D / 2; i++)
+    f[i] = (float)pow(10000.0, -2.0 * i / D);
+  return f;
+}
+
+/* The exact (f32, unrounded) rotated k that rope_kv writes to the cache
+ * rows slot[t] (cap rows of nkv*D), with each value's tie window; NaN
+ * where no row is written. */
+static void kv_exact(float *exact, float *win, const float *qkv, const int32_t *pos,
+                     const int32_t *slot, const float *invf, int T, int nh, int nkv, int D,
+                     int stride, int cap) {
+  int kvd = nkv * D, half = D / 2;
+  float *rot = hdup(qkv, (size_t)T * stride * 4);
+  ref->rope(rot + (size_t)nh * D, pos, invf, T, nkv, D, stride);
+  for (size_t i = 0; i < (size_t)cap * kvd; i++)
+    exact[i] = NAN, win[i] = 0;
+  for (int t = 0; t < T; t++) {
+    if (slot[t] < 0)
+      continue;
+    const float *k0 = qkv + (size_t)t * stride + (size_t)nh * D;
+    for (int j = 0; j < kvd; j++) {
+      int i = j % D, b = j - i, lo = i < half ? i : i - half;
+      size_t at = (size_t)slot[t] * kvd + j;
+      exact[at] = rot[(size_t)t * stride + (size_t)nh * D + j];
+      win[at] = 1e-6f * (fabsf(k0[b + lo]) + fabsf(k0[b + lo + half]));
+    }
+  }
+  free(rot);
+}
+
 TEST(test_cuda_device) {
   NEED_DEVICE();
+  size_t fr = 0, tot = 0;
+  char err[256] = "";
   printf("  device: %s\n", ask_cuda_device_name());
   ASSERT_STR_EQ(cu->name, "cuda");
   ASSERT_TRUE(dev != NULL && ref->dev == NULL);
+  ASSERT_EQ(dev->mem_info(&fr, &tot, err, sizeof err), 0);
+  printf("  memory: %zu MiB free of %zu MiB\n", fr >> 20, tot >> 20);
+  ASSERT_TRUE(tot > 0 && fr <= tot);
 }
 
 TEST(test_cuda_embedding) {
@@ -134,22 +246,20 @@ TEST(test_cuda_embedding) {
   int32_t ids[9] = {3, 0, 299, 3, 17, 150, 2, 2, 298};
   float *tab = rnd((size_t)V * C, 2), *want = malloc((size_t)T * C * 4);
   uint16_t *tab16 = malloc((size_t)V * C * 2);
-  for (size_t i = 0; i < (size_t)V * C; i++) {
+  for (size_t i = 0; i < (size_t)V * C; i++)
     tab16[i] = to_bf16(tab[i]);
-  }
   float *dt = up(tab, (size_t)V * C * 4), *dout = up(NULL, (size_t)T * C * 4);
   uint16_t *dt16 = up(tab16, (size_t)V * C * 2);
   int32_t *dids = up(ids, sizeof ids);
   for (int bf = 0; bf < 2; bf++) {
     for (float scale = 1.0f; scale < 3.0f; scale += 1.5f) {
       if (bf) {
-        for (size_t i = 0; i < (size_t)V * C; i++)
-          tab[i] = from_bf16(tab16[i]);
+        twin->embedding_bf16(want, tab16, ids, T, C, scale);
         dev->embedding_bf16(dout, dt16, dids, T, C, scale);
       } else {
+        ref->embedding(want, tab, ids, T, C, scale);
         cu->embedding(dout, dt, dids, T, C, scale);
       }
-      ref->embedding(want, tab, ids, T, C, scale);
       float *got = down(dout, (size_t)T * C * 4);
       ASSERT_NEAR(got, want, (size_t)T * C, 0, 0);
       free(got);
@@ -179,11 +289,11 @@ TEST(test_cuda_norms) {
   float *got = down(dx, n * 4);
   ASSERT_NEAR(got, want, n, 1e-5, 1e-5);
   free(got);
-  dev->copy(dx, x, n * 4, ASK_COPY_H2D, NULL, 0);
+  put(dx, x, n * 4);
 
-  /* Fused residual: x += r, out = rmsnorm(x) (Gemma offset). */
-  ref->add(xs, x, r, n);
-  ref->rmsnorm(want, xs, w, T, C, 1e-6f, 1.0f);
+  /* Fused residual: x += r, out = rmsnorm(x) (Gemma offset), against the twin. */
+  memcpy(xs, x, n * 4);
+  twin->add_rmsnorm(want, xs, r, w, T, C, 1e-6f, 1.0f);
   dev->add_rmsnorm(dout, dx, dr, dw, T, C, 1e-6f, 1.0f);
   got = down(dout, n * 4);
   ASSERT_NEAR(got, want, n, 1e-5, 1e-5);
@@ -191,9 +301,15 @@ TEST(test_cuda_norms) {
   got = down(dx, n * 4);
   ASSERT_NEAR(got, xs, n, 0, 0);
   free(got);
+  /* Without a residual x stays as it is. */
+  twin->add_rmsnorm(want, xs, NULL, w, T, C, 1e-5f, 0.0f);
+  dev->add_rmsnorm(dout, dx, NULL, dw, T, C, 1e-5f, 0.0f);
+  got = down(dout, n * 4);
+  ASSERT_NEAR(got, want, n, 1e-5, 1e-5);
+  free(got);
 
   ref->layernorm(want, x, w, b, T, C, 1e-12f);
-  dev->copy(dx, x, n * 4, ASK_COPY_H2D, NULL, 0);
+  put(dx, x, n * 4);
   cu->layernorm(dout, dx, dw, db, T, C, 1e-12f);
   got = down(dout, n * 4);
   ASSERT_NEAR(got, want, n, 1e-5, 1e-5);
@@ -202,51 +318,58 @@ TEST(test_cuda_norms) {
   free(x), free(r), free(w), free(b), free(want), free(xs);
 }
 
+TEST(test_cuda_rope) {
+  NEED_DEVICE();
+  int T = 6, nh = 8, D = 64, stride = nh * D + 2 * D;
+  int32_t pos[6] = {0, 1, 2, 17, 1000, 8191};
+  float *invf = inv_freq(D), *dinv = up(invf, D / 2 * 4);
+  int32_t *dpos = up(pos, sizeof pos);
+  /* The table's rope on a strided view: the q heads of fused rows. */
+  float *blk = rnd((size_t)T * stride, 2), *dblk = up(blk, (size_t)T * stride * 4);
+  ref->rope(blk, pos, invf, T, nh, D, stride);
+  cu->rope(dblk, dpos, dinv, T, nh, D, stride);
+  float *got = down(dblk, (size_t)T * stride * 4);
+  ASSERT_NEAR(got, blk, (size_t)T * stride, 1e-5, 1e-5);
+  free(got);
+  dev->free(dinv), dev->free(dpos), dev->free(dblk);
+  free(invf), free(blk);
+}
+
+/* rope_kv on T fused rows against the twin; returns 0 when all agree. */
+static int rope_kv_case(int nh, int nkv, int D) {
+  enum { T = 7, CAP = 48 };
+  int kvd = nkv * D, stride = (nh + 2 * nkv) * D + 8, bad = 0;
+  int32_t pos[T] = {0, 1, 17, 1000, 8191, 5, 3}, slot[T] = {5, 6, -1, 30, 0, 47, -1};
+  size_t nq = (size_t)T * stride, nc = (size_t)CAP * kvd;
+  float *invf = inv_freq(D), *qkv = rnd(nq, 2);
+  uint16_t *kc = rnd16(nc), *vc = rnd16(nc);
+  float *exact = malloc(nc * 4), *win = malloc(nc * 4);
+  kv_exact(exact, win, qkv, pos, slot, invf, T, nh, nkv, D, stride, CAP);
+
+  float *dqkv = up(qkv, nq * 4), *dinv = up(invf, D / 2 * 4);
+  uint16_t *dkc = up(kc, nc * 2), *dvc = up(vc, nc * 2);
+  int32_t *dpos = up(pos, sizeof pos), *dslot = up(slot, sizeof slot);
+  dev->rope_kv(dqkv, dkc, dvc, dpos, dslot, dinv, T, nh, nkv, D, stride);
+  twin->rope_kv(qkv, kc, vc, pos, slot, invf, T, nh, nkv, D, stride);
+  float *gq = down(dqkv, nq * 4);
+  uint16_t *gk = down(dkc, nc * 2), *gv = down(dvc, nc * 2);
+  if (mismatch(gq, qkv, nq, 1e-5, 1e-5) >= 0 ||             /* q rotated, k and v as they were */
+      bf16_mismatch(gk, kc, exact, win, nc) >= 0 || bf16_mismatch(gv, vc, NULL, NULL, nc) >= 0) {
+    fprintf(stderr, "  rope_kv nh=%d nkv=%d D=%d\n", nh, nkv, D);
+    bad = 1;
+  }
+  dev->free(dqkv), dev->free(dinv), dev->free(dkc), dev->free(dvc), dev->free(dpos);
+  dev->free(dslot);
+  free(invf), free(qkv), free(kc), free(vc), free(exact), free(win), free(gq), free(gk), free(gv);
+  return bad;
+}
+
 TEST(test_cuda_rope_kv) {
   NEED_DEVICE();
-  int T = 6, nh = 8, nkv = 2, D = 64, qd = nh * D, kvd = nkv * D, cap = 40;
-  int32_t pos[6] = {0, 1, 2, 17, 1000, 8191}, slot[6] = {5, 6, 7, 30, 0, 39};
-  float *invf = malloc(D / 2 * 4);
-  for (int i = 0; i < D / 2; i++)
-    invf[i] = (float)pow(10000.0, -2.0 * i / D);
-  float *q = rnd((size_t)T * qd, 2), *k = rnd((size_t)T * kvd, 2), *v = rnd((size_t)T * kvd, 2);
-  float *cache0 = rnd((size_t)cap * kvd, 1);
-  float *dq = up(q, (size_t)T * qd * 4), *dk = up(k, (size_t)T * kvd * 4),
-        *dv = up(v, (size_t)T * kvd * 4), *dkc = up(cache0, (size_t)cap * kvd * 4),
-        *dvc = up(cache0, (size_t)cap * kvd * 4), *dinv = up(invf, D / 2 * 4);
-  int32_t *dpos = up(pos, sizeof pos), *dslot = up(slot, sizeof slot);
-
-  /* The table's rope on a strided view: q rows of a (T, qd + kvd) block. */
-  float *blk = rnd((size_t)T * (qd + kvd), 2), *dblk = up(blk, (size_t)T * (qd + kvd) * 4);
-  ref->rope(blk, pos, invf, T, nh, D, qd + kvd);
-  cu->rope(dblk, dpos, dinv, T, nh, D, qd + kvd);
-  float *got = down(dblk, (size_t)T * (qd + kvd) * 4);
-  ASSERT_NEAR(got, blk, (size_t)T * (qd + kvd), 1e-5, 1e-5);
-  free(got);
-
-  /* Fused: q rotated in place, rotated k and v land in cache rows slot[t]. */
-  dev->rope_kv(dq, dkc, dvc, dk, dv, dpos, dslot, dinv, T, nh, nkv, D);
-  ref->rope(q, pos, invf, T, nh, D, qd);
-  ref->rope(k, pos, invf, T, nkv, D, kvd);
-  float *kc = malloc((size_t)cap * kvd * 4), *vc = malloc((size_t)cap * kvd * 4);
-  memcpy(kc, cache0, (size_t)cap * kvd * 4);
-  memcpy(vc, cache0, (size_t)cap * kvd * 4);
-  for (int t = 0; t < T; t++) {
-    memcpy(kc + (size_t)slot[t] * kvd, k + (size_t)t * kvd, (size_t)kvd * 4);
-    memcpy(vc + (size_t)slot[t] * kvd, v + (size_t)t * kvd, (size_t)kvd * 4);
-  }
-  got = down(dq, (size_t)T * qd * 4);
-  ASSERT_NEAR(got, q, (size_t)T * qd, 1e-5, 1e-5);
-  free(got);
-  got = down(dkc, (size_t)cap * kvd * 4);
-  ASSERT_NEAR(got, kc, (size_t)cap * kvd, 1e-5, 1e-5);
-  free(got);
-  got = down(dvc, (size_t)cap * kvd * 4);
-  ASSERT_NEAR(got, vc, (size_t)cap * kvd, 0, 0);
-  free(got);
-  dev->free(dq), dev->free(dk), dev->free(dv), dev->free(dkc), dev->free(dvc), dev->free(dinv);
-  dev->free(dpos), dev->free(dslot), dev->free(dblk);
-  free(q), free(k), free(v), free(cache0), free(kc), free(vc), free(invf), free(blk);
+  ASSERT_EQ(rope_kv_case(8, 2, 64), 0);   /* GQA */
+  ASSERT_EQ(rope_kv_case(8, 1, 256), 0);  /* gemma-2b: MQA, D 256 */
+  ASSERT_EQ(rope_kv_case(32, 8, 64), 0);  /* Llama-3.2-1B */
+  ASSERT_EQ(rope_kv_case(12, 12, 80), 0); /* multi-head, D not a multiple of 32 */
 }
 
 TEST(test_cuda_activations) {
@@ -265,13 +388,24 @@ TEST(test_cuda_activations) {
     got = down(dout, n * 4);
     ASSERT_NEAR(got, want, n, 1e-5, 1e-5);
     free(got);
+    /* Fused gate/up rows: (T, 2F) -> (T, F), F odd and even. */
+    for (int F = 333; F <= 8192; F += 7859) {
+      int T = (int)(n / (2 * (size_t)F));
+      if (T > 6)
+        T = 6;
+      twin->glu_rows(want, g, T, F, act);
+      dev->glu_rows(dout, dg, T, F, act);
+      got = down(dout, (size_t)T * F * 4);
+      ASSERT_NEAR(got, want, (size_t)T * F, 1e-5, 1e-5);
+      free(got);
+    }
   }
   ref->add(want, g, u, n);
   cu->add(dout, dg, du, n);
   float *got = down(dout, n * 4);
   ASSERT_NEAR(got, want, n, 0, 0);
   free(got);
-  int T = 3, N = 50000;
+  int T = 2, N = 50000; /* T * N <= n */
   ref->softmax(want, g, T, N);
   cu->softmax(dout, dg, T, N);
   got = down(dout, (size_t)T * N * 4);
@@ -318,38 +452,125 @@ TEST(test_cuda_attention) {
   ASSERT_EQ(attention_case(3, 9, 2, 1, 80, 1, 0), -1);       /* D not a multiple of 32 */
 }
 
-/* out (T,N) from the f32 or bf16 path against ref->matmul on the same
- * (bf16-rounded when bf16) weights; returns -1 when within tolerance. */
+/* A paged bf16 KV cache on the host: sequences of lengths len[0..nseq)
+ * get ceil(len / page) pages each, dealt from a shuffled pool (so no
+ * sequence's pages are in order); unused table entries are -1. */
+typedef struct {
+  int kvd, page, tw, rows; /* row width, page size, table width, cache rows */
+  int32_t *table;          /* (nseq, tw) */
+  uint16_t *kc, *vc;       /* (rows, kvd), random */
+} pcache_t;
+
+static void pcache_make(pcache_t *c, const int *len, int nseq, int kvd, int page) {
+  int np = 3, maxlen = 1, k = 0;
+  for (int s = 0; s < nseq; s++) {
+    np += (len[s] + page - 1) / page;
+    maxlen = len[s] > maxlen ? len[s] : maxlen;
+  }
+  int32_t *perm = malloc((size_t)np * 4);
+  for (int i = 0; i < np; i++)
+    perm[i] = i;
+  for (int i = np - 1; i > 0; i--) {
+    int j = (int)((frand() + 1.0f) * 0.5f * (float)(i + 1)) % (i + 1);
+    int32_t x = perm[i];
+    perm[i] = perm[j], perm[j] = x;
+  }
+  c->kvd = kvd, c->page = page, c->tw = (maxlen + page - 1) / page, c->rows = np * page;
+  c->table = malloc((size_t)nseq * c->tw * 4);
+  for (int s = 0; s < nseq; s++)
+    for (int i = 0; i < c->tw; i++)
+      c->table[(size_t)s * c->tw + i] = i < (len[s] + page - 1) / page ? perm[k++] : -1;
+  c->kc = rnd16((size_t)c->rows * kvd);
+  c->vc = rnd16((size_t)c->rows * kvd);
+  free(perm);
+}
+
+static void pcache_free(pcache_t *c) { free(c->table), free(c->kc), free(c->vc); }
+
+/* attention_paged over a mixed batch against the twin: decode rows of
+ * sequences with 300, 1, 15, 16, 17 and 1000 keys, a prefill chunk (8 rows
+ * of one sequence at positions 40..47), two padding rows; query rows inside
+ * fused qkv rows. Returns 0 when within tolerance. */
+static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
+  enum { T = 16, NSEQ = 7 };
+  static const int len[NSEQ] = {1, 15, 16, 17, 300, 1000, 48};
+  static const int32_t seq[T] = {4, 0, 6, 6, 6, 6, 6, 6, 6, 6, 0, 1, 2, 3, 5, 0};
+  static const int32_t pos[T] = {299, -1, 40, 41, 42, 43, 44, 45, 46, 47, 0, 14, 15, 16, 999, -1};
+  int qs = (nh + 2 * nkv) * D, qd = nh * D, bad = 0;
+  pcache_t c;
+  pcache_make(&c, len, NSEQ, nkv * D, page);
+  size_t nkc = (size_t)c.rows * c.kvd, no = (size_t)T * qd;
+  size_t npart = (size_t)nsplit * T * nh * (D + 2);
+  float *q = rnd((size_t)T * qs, 4), *want = malloc(no * 4), *init = malloc(no * 4);
+  for (size_t i = 0; i < no; i++)
+    init[i] = 7.0f; /* padding rows must be overwritten with zeros */
+  float scale = 1.0f / sqrtf((float)D);
+  float *dq = up(q, (size_t)T * qs * 4), *dout = up(init, no * 4);
+  float *dpart = nsplit > 1 ? up(NULL, npart * 4) : NULL;
+  uint16_t *dkc = up(c.kc, nkc * 2), *dvc = up(c.vc, nkc * 2);
+  int32_t *dtab = up(c.table, (size_t)NSEQ * c.tw * 4), *dseq = up(seq, sizeof seq),
+          *dpos = up(pos, sizeof pos);
+  dev->attention_paged(dout, dpart, dq, dkc, dvc, dtab, dseq, dpos, T, nh, nkv, D, qs, c.tw, page,
+                       nsplit, scale);
+  twin->attention_paged(want, NULL, q, c.kc, c.vc, c.table, seq, pos, T, nh, nkv, D, qs, c.tw,
+                        page, nsplit, scale);
+  float *got = down(dout, no * 4);
+  double rel = max_rel(got, want, no);
+  for (int t = 0; t < T; t++)
+    for (int i = 0; i < qd && pos[t] < 0; i++)
+      if (got[(size_t)t * qd + i] != 0.0f)
+        bad = 1;
+  if (!(rel <= 1e-4) || bad) {
+    fprintf(stderr, "  attention_paged nh=%d nkv=%d D=%d page=%d nsplit=%d: max rel diff %g%s\n",
+            nh, nkv, D, page, nsplit, rel, bad ? ", padding row not zero" : "");
+    bad = 1;
+  }
+  dev->free(dq), dev->free(dout), dev->free(dpart), dev->free(dkc), dev->free(dvc);
+  dev->free(dtab), dev->free(dseq), dev->free(dpos);
+  free(q), free(want), free(init), free(got);
+  pcache_free(&c);
+  return bad;
+}
+
+TEST(test_cuda_attention_paged) {
+  NEED_DEVICE();
+  /* nsplit 1; 4 (the 1-key row leaves 3 parts empty); 16 (the 1, 15, 16 and
+   * 17-key rows leave parts empty); 64. */
+  static const int splits[] = {1, 4, 16, 64};
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(paged_case(8, 1, 256, 16, splits[i]), 0); /* gemma-2b: MQA, D 256 */
+    ASSERT_EQ(paged_case(32, 8, 64, 16, splits[i]), 0); /* Llama-3.2-1B: GQA 4 */
+  }
+  ASSERT_EQ(paged_case(4, 4, 80, 7, 3), 0); /* multi-head, D 80, odd page size */
+}
+
+/* out (T,N) from the f32 path against ref->matmul, or from the bf16 path
+ * against the twin, on the same (bf16-rounded when bf16) weights; returns -1
+ * when within tolerance. */
 static long matmul_case(int bf16, int T, int K, int N, int with_bias, size_t woff) {
   float *x = rnd((size_t)T * K, 1), *w = rnd((size_t)N * K + 8, 0.1f), *b = rnd(N, 1);
   float *want = malloc((size_t)T * N * 4);
-  uint16_t *w16 = malloc(((size_t)N * K + 8) * 2);
+  uint16_t *w16 = malloc(((size_t)N * K + 8) * 2), *xs = malloc((size_t)T * K * 2 + 4);
   long bad = -1;
-  for (size_t i = 0; i < (size_t)N * K + 8; i++) {
+  for (size_t i = 0; i < (size_t)N * K + 8; i++)
     w16[i] = to_bf16(w[i]);
-    if (bf16)
-      w[i] = from_bf16(w16[i]);
-  }
-  ref->matmul(want, x, w + woff, with_bias ? b : NULL, T, K, N);
   float *dx = up(x, (size_t)T * K * 4), *db = up(b, (size_t)N * 4),
         *dout = up(NULL, (size_t)T * N * 4), *dw = NULL;
   uint16_t *dw16 = NULL, *dxs = up(NULL, (size_t)T * K * 2);
   if (bf16) {
+    twin->matmul_bf16(want, xs, x, w16 + woff, with_bias ? b : NULL, T, K, N);
     dw16 = up(w16, ((size_t)N * K + 8) * 2);
     dev->matmul_bf16(dout, dxs, dx, dw16 + woff, with_bias ? db : NULL, T, K, N);
   } else {
+    ref->matmul(want, x, w + woff, with_bias ? b : NULL, T, K, N);
     dw = up(w, ((size_t)N * K + 8) * 4);
     cu->matmul(dout, dx, dw + woff, with_bias ? db : NULL, T, K, N);
   }
   float *got = down(dout, (size_t)T * N * 4);
   if (bf16) {
-    double mx = 0, md = 0;
-    for (size_t i = 0; i < (size_t)T * N; i++) {
-      mx = fmax(mx, fabs(want[i]));
-      md = fmax(md, fabs((double)got[i] - want[i]));
-    }
-    if (!(md <= 1e-2 * mx)) {
-      fprintf(stderr, "  bf16 T=%d K=%d N=%d: max diff %g, max |want| %g\n", T, K, N, md, mx);
+    double rel = max_rel(got, want, (size_t)T * N);
+    if (!(rel <= 1e-2)) {
+      fprintf(stderr, "  bf16 T=%d K=%d N=%d: max rel diff %g\n", T, K, N, rel);
       bad = 0;
     }
   } else {
@@ -358,7 +579,7 @@ static long matmul_case(int bf16, int T, int K, int N, int with_bias, size_t wof
       fprintf(stderr, "  f32 T=%d K=%d N=%d\n", T, K, N);
   }
   dev->free(dx), dev->free(db), dev->free(dout), dev->free(dw), dev->free(dw16), dev->free(dxs);
-  free(x), free(w), free(b), free(want), free(w16), free(got);
+  free(x), free(w), free(b), free(want), free(w16), free(xs), free(got);
   return bad;
 }
 
@@ -374,10 +595,18 @@ TEST(test_cuda_matmul_bf16) {
   for (int pass = 0; pass < 2; pass++) { /* own matrix-vector kernel, then cuBLASLt only */
     ask_cuda_set_gemv_rows(pass == 0 ? 16 : 0);
     ASSERT_EQ(matmul_case(1, 1, 2048, 2560, 0, 0), -1);
+    ASSERT_EQ(matmul_case(1, 1, 2048, 2561, 1, 0), -1); /* odd N: a warp's second row past N */
+    ASSERT_EQ(matmul_case(1, 2, 1024, 1001, 1, 0), -1);
     ASSERT_EQ(matmul_case(1, 3, 1024, 1000, 1, 0), -1);
+    ASSERT_EQ(matmul_case(1, 5, 256, 1003, 0, 0), -1);  /* 4 rows a warp, N % 4 = 3 */
+    ASSERT_EQ(matmul_case(1, 8, 4096, 64, 1, 0), -1);
     ASSERT_EQ(matmul_case(1, 16, 512, 640, 1, 0), -1);
-    ASSERT_EQ(matmul_case(1, 2, 100, 77, 1, 1), -1); /* K % 8 != 0, w misaligned */
+    ASSERT_EQ(matmul_case(1, 16, 520, 130, 0, 0), -1);  /* K/8 = 65: the tail loop */
+    ASSERT_EQ(matmul_case(1, 2, 8, 33, 1, 0), -1);      /* K = 8: tail only */
+    ASSERT_EQ(matmul_case(1, 2, 100, 77, 1, 1), -1);    /* K % 8 != 0, w misaligned */
+    ASSERT_EQ(matmul_case(1, 11, 64, 50, 1, 3), -1);    /* w misaligned, scalar path */
   }
+  ask_cuda_set_gemv_rows(16);
   ASSERT_EQ(matmul_case(1, 17, 2048, 512, 1, 0), -1);
   ASSERT_EQ(matmul_case(1, 128, 1024, 1536, 0, 0), -1);
   int plans = ask_cuda_plan_count();
@@ -389,6 +618,7 @@ TEST(test_cuda_argmax) {
   NEED_DEVICE();
   int n = 70001, T = 4;
   float *x = rnd((size_t)T * n, 5);
+  int32_t want[4];
   x[10] = 9.0f, x[20000] = 9.0f;             /* row 0: tie, the first wins */
   x[n + 5] = NAN, x[n + 6] = 100.0f;          /* row 1: NaN never chosen */
   for (int i = 0; i < n; i++)                 /* row 2: all equal */
@@ -397,8 +627,10 @@ TEST(test_cuda_argmax) {
   float *dx = up(x, (size_t)T * n * 4);
   int32_t *dids = up(NULL, (size_t)T * 4);
   dev->argmax_rows(dids, dx, T, n);
+  twin->argmax_rows(want, x, T, n);
   int32_t *ids = down(dids, (size_t)T * 4);
   for (int t = 0; t < T; t++) {
+    ASSERT_EQ(ids[t], want[t]);
     ASSERT_EQ(ids[t], ref->argmax(x + (size_t)t * n, n));
     ASSERT_EQ(cu->argmax(dx + (size_t)t * n, n), ids[t]);
   }
@@ -440,11 +672,12 @@ TEST(test_cuda_sample) {
         ASSERT_UEQ(r1, r2);
       }
     }
-    /* Batched rows with their own parameters stay on the device. */
-    int T = 8;
-    float *xs = malloc((size_t)T * n * 4), temps[8], ps[8];
-    int32_t ks[8];
-    uint64_t rng[8], rref[8];
+    /* Batched rows with their own parameters stay on the device; the twin
+     * draws the same tokens with the same generator states. */
+    enum { T = 8 };
+    float *xs = malloc((size_t)T * n * 4), *tp = malloc((size_t)T * n * 4), temps[T], ps[T];
+    int32_t ks[T], tids[T];
+    uint64_t rng[T], rref[T];
     for (int t = 0; t < T; t++) {
       memcpy(xs + (size_t)t * n, x, (size_t)n * 4);
       xs[(size_t)t * n + t] += 3.0f;
@@ -452,21 +685,286 @@ TEST(test_cuda_sample) {
       rng[t] = rref[t] = ask_rng_seed(77 + t);
     }
     float *dxs = up(xs, (size_t)T * n * 4), *dtemp = up(temps, sizeof temps),
-          *dps = up(ps, sizeof ps);
+          *dps = up(ps, sizeof ps), *dprobs = up(NULL, (size_t)T * n * 4);
     int32_t *dks = up(ks, sizeof ks), *dids = up(NULL, sizeof ks);
     uint64_t *drng = up(rng, sizeof rng);
-    dev->sample_rows(dids, NULL, dxs, dtemp, dks, dps, drng, T, n);
-    int32_t *ids = down(dids, sizeof ks);
-    uint64_t *rg = down(drng, sizeof rng);
-    for (int t = 0; t < T; t++) {
-      int want = ref->sample(NULL, w, idx, xs + (size_t)t * n, n, temps[t], ks[t], ps[t], &rref[t]);
-      ASSERT_EQ(ids[t], want);
-      ASSERT_UEQ(rg[t], rref[t]);
+    for (int probs = 0; probs < 2; probs++) {
+      dev->sample_rows(dids, probs ? dprobs : NULL, dxs, dtemp, dks, dps, drng, T, n);
+      twin->sample_rows(tids, probs ? tp : NULL, xs, temps, ks, ps, rref, T, n);
+      int32_t *ids = down(dids, sizeof ks);
+      uint64_t *rg = down(drng, sizeof rng);
+      for (int t = 0; t < T; t++) {
+        ASSERT_EQ(ids[t], tids[t]);
+        ASSERT_UEQ(rg[t], rref[t]);
+      }
+      if (probs) {
+        float *gp = down(dprobs, (size_t)T * n * 4);
+        ASSERT_NEAR(gp, tp, (size_t)T * n, 1e-5, 1e-5);
+        free(gp);
+      }
+      free(ids), free(rg);
     }
     dev->free(dxs), dev->free(dtemp), dev->free(dps), dev->free(dks), dev->free(dids);
-    dev->free(drng), dev->free(dx), dev->free(dp);
-    free(xs), free(ids), free(rg), free(x), free(pw), free(w), free(idx);
+    dev->free(drng), dev->free(dx), dev->free(dp), dev->free(dprobs);
+    free(xs), free(tp), free(x), free(pw), free(w), free(idx);
   }
+}
+
+/* ---- captured steps ------------------------------------------------------- */
+
+/* One decode step's attention part on backend d (the CUDA device or, with
+ * host pointers, the twin): RoPE into the paged cache, paged attention over
+ * it, and a fused gated activation. Every per-step value is in buffers. */
+typedef struct {
+  const ask_dev_t *d;
+  float *qkv, *out, *part, *gu, *act, *invf;
+  uint16_t *kc, *vc;
+  int32_t *pos, *slot, *table, *seq;
+  int T, nh, nkv, D, stride, tw, page, nsplit, F, kind;
+  float scale;
+} step_t;
+
+static void step_run(void *ud) {
+  const step_t *s = ud;
+  s->d->rope_kv(s->qkv, s->kc, s->vc, s->pos, s->slot, s->invf, s->T, s->nh, s->nkv, s->D,
+                s->stride);
+  s->d->attention_paged(s->out, s->part, s->qkv, s->kc, s->vc, s->table, s->seq, s->pos, s->T,
+                        s->nh, s->nkv, s->D, s->stride, s->tw, s->page, s->nsplit, s->scale);
+  s->d->glu_rows(s->act, s->gu, s->T, s->F, s->kind);
+}
+
+/* The per-step inputs of a graph test: 3 sequences at positions p[0..3)
+ * plus a padding row. */
+typedef struct {
+  float *qkv, *gu;
+  int32_t pos[4], slot[4];
+} step_in_t;
+
+enum { G_T = 4, G_NH = 8, G_NKV = 2, G_D = 64, G_PAGE = 16, G_TW = 8, G_F = 256 };
+static const int32_t g_seq[G_T] = {0, 1, 2, 0};
+
+static void step_in(step_in_t *in, const int32_t *table, int p0, int p1, int p2) {
+  int stride = (G_NH + 2 * G_NKV) * G_D, p[3] = {p0, p1, p2};
+  in->qkv = rnd((size_t)G_T * stride, 2);
+  in->gu = rnd((size_t)G_T * 2 * G_F, 4);
+  for (int t = 0; t < 3; t++) {
+    in->pos[t] = p[t];
+    in->slot[t] = table[g_seq[t] * G_TW + p[t] / G_PAGE] * G_PAGE + p[t] % G_PAGE;
+  }
+  in->pos[3] = -1, in->slot[3] = -1;
+}
+
+/* Device buffers of s (d = dev) take the inputs in and the cache kc0, vc0. */
+static void step_put(step_t *s, const step_in_t *in, const pcache_t *c) {
+  put(s->qkv, in->qkv, (size_t)G_T * s->stride * 4);
+  put(s->gu, in->gu, (size_t)G_T * 2 * G_F * 4);
+  put(s->pos, in->pos, sizeof in->pos);
+  put(s->slot, in->slot, sizeof in->slot);
+  put(s->kc, c->kc, (size_t)c->rows * c->kvd * 2);
+  put(s->vc, c->vc, (size_t)c->rows * c->kvd * 2);
+}
+
+/* What a step leaves: out, act, qkv, kc, vc (host copies). */
+typedef struct {
+  float *out, *act, *qkv;
+  uint16_t *kc, *vc;
+} step_res_t;
+
+static void step_get(step_res_t *r, const step_t *s, const pcache_t *c) {
+  r->out = down(s->out, (size_t)G_T * G_NH * G_D * 4);
+  r->act = down(s->act, (size_t)G_T * G_F * 4);
+  r->qkv = down(s->qkv, (size_t)G_T * s->stride * 4);
+  r->kc = down(s->kc, (size_t)c->rows * c->kvd * 2);
+  r->vc = down(s->vc, (size_t)c->rows * c->kvd * 2);
+}
+
+static void step_res_free(step_res_t *r) {
+  free(r->out), free(r->act), free(r->qkv), free(r->kc), free(r->vc);
+}
+
+TEST(test_cuda_graph) {
+  NEED_DEVICE();
+  int len[3] = {G_TW * G_PAGE, G_TW * G_PAGE, G_TW * G_PAGE}, stride = (G_NH + 2 * G_NKV) * G_D;
+  pcache_t c;
+  pcache_make(&c, len, 3, G_NKV * G_D, G_PAGE);
+  size_t nkc = (size_t)c.rows * c.kvd, no = (size_t)G_T * G_NH * G_D;
+  float *invf = inv_freq(G_D), *sentinel = malloc(no * 4);
+  for (size_t i = 0; i < no; i++)
+    sentinel[i] = 7.0f;
+  step_t s = {dev, up(NULL, (size_t)G_T * stride * 4), up(sentinel, no * 4),
+              up(NULL, (size_t)4 * G_T * G_NH * (G_D + 2) * 4), up(NULL, (size_t)G_T * 2 * G_F * 4),
+              up(NULL, (size_t)G_T * G_F * 4), up(invf, G_D / 2 * 4), up(NULL, nkc * 2),
+              up(NULL, nkc * 2), up(NULL, G_T * 4), up(NULL, G_T * 4),
+              up(c.table, (size_t)3 * G_TW * 4), up(g_seq, sizeof g_seq), G_T, G_NH, G_NKV, G_D,
+              stride, G_TW, G_PAGE, 4, G_F, ASK_ACT_GELU_TANH, 1.0f / sqrtf((float)G_D)};
+  step_in_t in[3];
+  step_in(&in[0], c.table, 3, 40, 90);  /* the inputs at capture time */
+  step_in(&in[1], c.table, 0, 63, 127); /* then other lengths: 1 key, ..., the whole table */
+  step_in(&in[2], c.table, 16, 5, 100);
+  step_put(&s, &in[0], &c);
+
+  void *g = NULL;
+  char err[256] = "";
+  int rc = dev->graph_capture(&g, step_run, &s, err, sizeof err);
+  if (rc != 0)
+    fprintf(stderr, "  graph_capture: %s\n", err);
+  ASSERT_EQ(rc, 0);
+  ASSERT_TRUE(g != NULL);
+  float *o = down(s.out, no * 4); /* recorded, not run */
+  ASSERT_NEAR(o, sentinel, no, 0, 0);
+  free(o);
+
+  for (int k = 1; k < 3; k++) {
+    step_res_t rg, re;
+    step_put(&s, &in[k], &c);
+    ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+    step_get(&rg, &s, &c);
+    step_put(&s, &in[k], &c); /* the same ops, run directly */
+    step_run(&s);
+    step_get(&re, &s, &c);
+    ASSERT_MEM_EQ(rg.out, re.out, no * 4);
+    ASSERT_MEM_EQ(rg.act, re.act, (size_t)G_T * G_F * 4);
+    ASSERT_MEM_EQ(rg.qkv, re.qkv, (size_t)G_T * stride * 4);
+    ASSERT_MEM_EQ(rg.kc, re.kc, nkc * 2);
+    ASSERT_MEM_EQ(rg.vc, re.vc, nkc * 2);
+
+    /* And the twin on host copies of the same inputs. */
+    float *exact = malloc(nkc * 4), *win = malloc(nkc * 4);
+    kv_exact(exact, win, in[k].qkv, in[k].pos, in[k].slot, invf, G_T, G_NH, G_NKV, G_D, stride,
+             c.rows);
+    step_t h = s;
+    h.d = twin, h.qkv = hdup(in[k].qkv, (size_t)G_T * stride * 4), h.out = malloc(no * 4);
+    h.part = NULL, h.gu = in[k].gu, h.act = malloc((size_t)G_T * G_F * 4), h.invf = invf;
+    h.kc = hdup(c.kc, nkc * 2), h.vc = hdup(c.vc, nkc * 2), h.pos = in[k].pos;
+    h.slot = in[k].slot, h.table = c.table, h.seq = (int32_t *)g_seq;
+    step_run(&h);
+    double rel = max_rel(rg.out, h.out, no);
+    if (!(rel <= 1e-4))
+      fprintf(stderr, "  graph step %d: attention max rel diff %g\n", k, rel);
+    ASSERT_TRUE(rel <= 1e-4);
+    ASSERT_NEAR(rg.act, h.act, (size_t)G_T * G_F, 1e-5, 1e-5);
+    ASSERT_NEAR(rg.qkv, h.qkv, (size_t)G_T * stride, 1e-5, 1e-5);
+    ASSERT_EQ(bf16_mismatch(rg.kc, h.kc, exact, win, nkc), -1);
+    ASSERT_EQ(bf16_mismatch(rg.vc, h.vc, NULL, NULL, nkc), -1);
+    free(h.qkv), free(h.out), free(h.act), free(h.kc), free(h.vc), free(exact), free(win);
+    step_res_free(&rg);
+    step_res_free(&re);
+  }
+  dev->graph_free(g);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->free(s.qkv), dev->free(s.out), dev->free(s.part), dev->free(s.gu), dev->free(s.act);
+  dev->free(s.invf), dev->free(s.kc), dev->free(s.vc), dev->free(s.pos), dev->free(s.slot);
+  dev->free(s.table), dev->free(s.seq);
+  for (int k = 0; k < 3; k++)
+    free(in[k].qkv), free(in[k].gu);
+  free(invf), free(sentinel);
+  pcache_free(&c);
+}
+
+/* matmul_bf16 in a graph: a cuBLASLt shape never seen before (its plan is
+ * made during the capture) and a matrix-vector one. */
+typedef struct {
+  float *out1, *out2, *x1, *x2, *bias;
+  uint16_t *w, *xs;
+  int T1, T2, K, N;
+} mm_step_t;
+
+static void mm_step_run(void *ud) {
+  const mm_step_t *m = ud;
+  dev->matmul_bf16(m->out1, m->xs, m->x1, m->w, m->bias, m->T1, m->K, m->N);
+  dev->matmul_bf16(m->out2, m->xs, m->x2, m->w, NULL, m->T2, m->K, m->N);
+}
+
+TEST(test_cuda_graph_matmul) {
+  NEED_DEVICE();
+  ask_cuda_set_gemv_rows(16);
+  int T1 = 24, T2 = 3, K = 320, N = 200;
+  float *x1 = rnd((size_t)T1 * K, 1), *x2 = rnd((size_t)T2 * K, 1), *b = rnd(N, 1);
+  uint16_t *w = rnd16((size_t)N * K), *xs = malloc((size_t)T1 * K * 2);
+  float *w1 = malloc((size_t)T1 * N * 4), *w2 = malloc((size_t)T2 * N * 4);
+  mm_step_t m = {up(NULL, (size_t)T1 * N * 4), up(NULL, (size_t)T2 * N * 4),
+                 up(NULL, (size_t)T1 * K * 4), up(NULL, (size_t)T2 * K * 4), up(b, (size_t)N * 4),
+                 up(w, (size_t)N * K * 2), up(NULL, (size_t)T1 * K * 2), T1, T2, K, N};
+  int plans = ask_cuda_plan_count();
+  void *g = NULL;
+  char err[256] = "";
+  int rc = dev->graph_capture(&g, mm_step_run, &m, err, sizeof err);
+  if (rc != 0)
+    fprintf(stderr, "  graph_capture: %s\n", err);
+  ASSERT_EQ(rc, 0);
+  ASSERT_EQ(ask_cuda_plan_count(), plans + 1);
+  put(m.x1, x1, (size_t)T1 * K * 4);
+  put(m.x2, x2, (size_t)T2 * K * 4);
+  ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+  float *g1 = down(m.out1, (size_t)T1 * N * 4), *g2 = down(m.out2, (size_t)T2 * N * 4);
+  mm_step_run(&m);
+  float *e1 = down(m.out1, (size_t)T1 * N * 4), *e2 = down(m.out2, (size_t)T2 * N * 4);
+  ASSERT_MEM_EQ(g1, e1, (size_t)T1 * N * 4);
+  ASSERT_MEM_EQ(g2, e2, (size_t)T2 * N * 4);
+  twin->matmul_bf16(w1, xs, x1, w, b, T1, K, N);
+  twin->matmul_bf16(w2, xs, x2, w, NULL, T2, K, N);
+  ASSERT_TRUE(max_rel(g1, w1, (size_t)T1 * N) <= 1e-2);
+  ASSERT_TRUE(max_rel(g2, w2, (size_t)T2 * N) <= 1e-2);
+  dev->graph_free(g);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->free(m.out1), dev->free(m.out2), dev->free(m.x1), dev->free(m.x2), dev->free(m.bias);
+  dev->free(m.w), dev->free(m.xs);
+  free(x1), free(x2), free(b), free(w), free(xs), free(w1), free(w2), free(g1), free(g2);
+  free(e1), free(e2);
+}
+
+/* A step that synchronises while captured: the capture fails with a
+ * message, the stream leaves capture mode, and the same ops then run
+ * directly. */
+typedef struct {
+  float *out, *gu;
+  int T, F;
+} bad_step_t;
+
+static void bad_step_run(void *ud) {
+  const bad_step_t *b = ud;
+  dev->glu_rows(b->out, b->gu, b->T, b->F, ASK_ACT_SILU);
+  dev->sync(NULL, 0); /* illegal while capturing */
+  dev->glu_rows(b->out, b->gu, b->T, b->F, ASK_ACT_SILU);
+}
+
+static void good_step_run(void *ud) {
+  const bad_step_t *b = ud;
+  dev->glu_rows(b->out, b->gu, b->T, b->F, ASK_ACT_GELU);
+}
+
+TEST(test_cuda_graph_failure) {
+  NEED_DEVICE();
+  int T = 3, F = 1000;
+  float *gu = rnd((size_t)T * 2 * F, 3), *want = malloc((size_t)T * F * 4);
+  bad_step_t b = {up(NULL, (size_t)T * F * 4), up(gu, (size_t)T * 2 * F * 4), T, F};
+  void *g = (void *)1;
+  char err[256] = "";
+  ASSERT_NE(dev->graph_capture(&g, bad_step_run, &b, err, sizeof err), 0);
+  ASSERT_TRUE(g == NULL);
+  ASSERT_TRUE(err[0] != '\0');
+  printf("  %s\n", err);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->glu_rows(b.out, b.gu, T, F, ASK_ACT_SILU);
+  twin->glu_rows(want, gu, T, F, ASK_ACT_SILU);
+  float *got = down(b.out, (size_t)T * F * 4);
+  ASSERT_NEAR(got, want, (size_t)T * F, 1e-5, 1e-5);
+  free(got);
+  /* A capture works again afterwards. */
+  g = NULL;
+  ASSERT_EQ(dev->graph_capture(&g, good_step_run, &b, err, sizeof err), 0);
+  ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+  twin->glu_rows(want, gu, T, F, ASK_ACT_GELU);
+  got = down(b.out, (size_t)T * F * 4);
+  ASSERT_NEAR(got, want, (size_t)T * F, 1e-5, 1e-5);
+  free(got);
+  dev->graph_free(g);
+  /* Launching no graph is refused; the failure clears. */
+  ASSERT_EQ(dev->graph_launch(NULL, err, sizeof err), AS_EINVAL);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->graph_free(NULL);
+  dev->free(b.out), dev->free(b.gu);
+  free(gu), free(want);
 }
 
 TEST(test_cuda_errors) {
@@ -487,11 +985,19 @@ TEST(test_cuda_errors) {
   ASSERT_TRUE(strstr(err, "matmul") != NULL);
   printf("  %s\n", err);
   ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  /* Bad shapes of the paged ops are refused the same way. */
+  dev->attention_paged(d, NULL, d, (uint16_t *)d, (uint16_t *)d, (int32_t *)d, (int32_t *)d,
+                       (int32_t *)d, 1, 4, 4, 512, 2048, 1, 16, 1, 1.0f);
+  ASSERT_EQ(dev->sync(err, sizeof err), AS_EINVAL);
+  ASSERT_TRUE(strstr(err, "attention_paged") != NULL);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
   dev->free(d);
 }
 
-TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope_kv,
-          test_cuda_activations, test_cuda_attention, test_cuda_matmul_f32,
-          test_cuda_matmul_bf16, test_cuda_argmax, test_cuda_sample, test_cuda_errors)
+TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
+          test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
+          test_cuda_attention_paged, test_cuda_matmul_f32, test_cuda_matmul_bf16,
+          test_cuda_argmax, test_cuda_sample, test_cuda_graph, test_cuda_graph_matmul,
+          test_cuda_graph_failure, test_cuda_errors)
 
 #endif /* AS_HAVE_CUDA */

@@ -1,0 +1,190 @@
+/* bench_gemv.c — decode-shape matmul_bf16 on the GPU: the backend's own
+ * matrix-vector kernel (gemv.cu, ask_cuda_set_gemv_rows(16)) against
+ * cuBLASLt (gemv_rows 0), for T = 1, 2, 4, 8, 16 rows and the linear
+ * layers of gemma-2b and Llama-3.2-1B (N x K: fused qkv, fused gate/up,
+ * down, lm_head). A benchmark, not a test: it prints one JSON line per
+ * (shape, T, path) with the time of one call in microseconds and the
+ * effective bandwidth (weights + x + out bytes over that time), then a line
+ * with the recommended gemv_rows: the largest T up to which the own kernel
+ * wins on most shapes.
+ *
+ * Each timing is 50 calls captured into one CUDA graph (as the engine's
+ * decode step runs them) after an eager warm-up, launched 5 times; the
+ * calls cycle through enough copies of the weights (>= 256 MiB in all,
+ * 16 copies at most) that they come from HBM, not from the 50 MiB L2.
+ * Without a usable device it prints "skip: <why>" and exits 0.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ask_cuda.h"
+#include "kernels.h"
+
+#define REPS 50     /* calls in one graph */
+#define LAUNCHES 5  /* timed launches of it */
+#define NT 5        /* the T values */
+#define NSHAPES 8
+
+static const struct {
+  const char *model, *layer;
+  int N, K;
+} shapes[NSHAPES] = {
+    {"gemma-2b", "qkv", 2560, 2048},           {"gemma-2b", "gate_up", 32768, 2048},
+    {"gemma-2b", "down", 2048, 16384},         {"gemma-2b", "lm_head", 256000, 2048},
+    {"Llama-3.2-1B", "qkv", 3072, 2048},       {"Llama-3.2-1B", "gate_up", 16384, 2048},
+    {"Llama-3.2-1B", "down", 2048, 8192},      {"Llama-3.2-1B", "lm_head", 128256, 2048},
+};
+static const int Ts[NT] = {1, 2, 4, 8, 16};
+
+static const ask_dev_t *dev;
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* One timed configuration: the arguments of the captured calls. */
+typedef struct {
+  float *out, *x;
+  uint16_t *xs, *w;
+  size_t copies, wn; /* weight copies, values in one */
+  int T, K, N;
+} bench_t;
+
+static void bench_calls(void *ud) {
+  const bench_t *b = ud;
+  for (int i = 0; i < REPS; i++)
+    dev->matmul_bf16(b->out, b->xs, b->x, b->w + (size_t)i % b->copies * b->wn, NULL, b->T,
+                     b->K, b->N);
+}
+
+/* Microseconds per call (< 0 on failure, err says why); *how: "graph" or
+ * "eager" (when the capture failed). */
+static double bench_time(bench_t *b, const char **how, char *err, size_t errlen) {
+  void *g = NULL;
+  double t0, t1;
+  for (int i = 0; i < 3; i++) /* warm-up: cuBLASLt plans, caches */
+    dev->matmul_bf16(b->out, b->xs, b->x, b->w, NULL, b->T, b->K, b->N);
+  if (dev->sync(err, errlen) != 0)
+    return -1;
+  if (dev->graph_capture(&g, bench_calls, b, err, errlen) == 0) {
+    *how = "graph";
+    if (dev->graph_launch(g, err, errlen) != 0 || dev->sync(err, errlen) != 0) {
+      dev->graph_free(g);
+      return -1;
+    }
+    t0 = now_us();
+    for (int i = 0; i < LAUNCHES; i++)
+      dev->graph_launch(g, err, errlen);
+    int rc = dev->sync(err, errlen);
+    t1 = now_us();
+    dev->graph_free(g);
+    return rc != 0 ? -1 : (t1 - t0) / (LAUNCHES * REPS);
+  }
+  *how = "eager";
+  t0 = now_us();
+  for (int i = 0; i < LAUNCHES; i++)
+    bench_calls(b);
+  if (dev->sync(err, errlen) != 0)
+    return -1;
+  t1 = now_us();
+  return (t1 - t0) / (LAUNCHES * REPS);
+}
+
+/* Fills n bf16 of device memory d with small values (any will do). */
+static int fill_bf16(uint16_t *d, size_t n, char *err, size_t errlen) {
+  size_t chunk = (size_t)16 << 20;
+  uint16_t *h = malloc(chunk * sizeof *h);
+  uint32_t s = 12345;
+  if (h == NULL) {
+    snprintf(err, errlen, "out of host memory");
+    return -1;
+  }
+  for (size_t i = 0; i < chunk; i++) {
+    s = s * 1664525u + 1013904223u;
+    h[i] = (uint16_t)(0x3c00u + ((s >> 16) & 0x1ffu)) | (uint16_t)((s & 1u) << 15);
+  }
+  for (size_t at = 0; at < n; at += chunk) {
+    size_t m = n - at < chunk ? n - at : chunk;
+    if (dev->copy(d + at, h, m * sizeof *h, ASK_COPY_H2D, err, errlen) != 0) {
+      free(h);
+      return -1;
+    }
+  }
+  free(h);
+  return 0;
+}
+
+int main(void) {
+  const ask_ops_t *ops = ask_cuda_ops();
+  static double us[NSHAPES][NT][2];
+  char err[256] = "";
+  if (ops == NULL) {
+    printf("skip: no CUDA device (%s)\n", ask_cuda_unavailable());
+    return 0;
+  }
+  dev = ops->dev;
+  printf("{\"device\": \"%s\", \"calls_per_graph\": %d, \"launches\": %d}\n",
+         ask_cuda_device_name(), REPS, LAUNCHES);
+  for (int si = 0; si < NSHAPES; si++) {
+    int N = shapes[si].N, K = shapes[si].K;
+    size_t wn = (size_t)N * K, wbytes = wn * 2;
+    size_t copies = (((size_t)256 << 20) + wbytes - 1) / wbytes;
+    bench_t b = {NULL, NULL, NULL, NULL, copies > 16 ? 16 : copies, wn, 0, K, N};
+    float *xh = malloc((size_t)16 * K * sizeof *xh);
+    for (size_t i = 0; xh != NULL && i < (size_t)16 * K; i++)
+      xh[i] = (float)((int)(i % 17) - 8) / 16.0f;
+    if (xh == NULL || dev->alloc((void **)&b.w, b.copies * wbytes, err, sizeof err) != 0 ||
+        dev->alloc((void **)&b.x, (size_t)16 * K * 4, err, sizeof err) != 0 ||
+        dev->alloc((void **)&b.xs, (size_t)16 * K * 2, err, sizeof err) != 0 ||
+        dev->alloc((void **)&b.out, (size_t)16 * N * 4, err, sizeof err) != 0 ||
+        fill_bf16(b.w, b.copies * wn, err, sizeof err) != 0 ||
+        dev->copy(b.x, xh, (size_t)16 * K * 4, ASK_COPY_H2D, err, sizeof err) != 0) {
+      printf("{\"model\": \"%s\", \"layer\": \"%s\", \"error\": \"%s\"}\n", shapes[si].model,
+             shapes[si].layer, xh == NULL ? "out of host memory" : err);
+      for (int ti = 0; ti < NT; ti++)
+        us[si][ti][0] = us[si][ti][1] = -1;
+    } else {
+      for (int ti = 0; ti < NT; ti++) {
+        for (int path = 0; path < 2; path++) {
+          const char *how = "?";
+          b.T = Ts[ti];
+          ask_cuda_set_gemv_rows(path == 0 ? 16 : 0);
+          double t = bench_time(&b, &how, err, sizeof err);
+          double bytes = (double)wbytes + (double)b.T * K * 4 + (double)b.T * N * 4;
+          us[si][ti][path] = t;
+          printf("{\"model\": \"%s\", \"layer\": \"%s\", \"N\": %d, \"K\": %d, \"T\": %d, "
+                 "\"path\": \"%s\", ",
+                 shapes[si].model, shapes[si].layer, N, K, b.T, path == 0 ? "gemv" : "cublaslt");
+          if (t < 0)
+            printf("\"error\": \"%s\"}\n", err);
+          else
+            printf("\"us\": %.2f, \"gbps\": %.1f, \"timing\": \"%s\"}\n", t, bytes / (t * 1e3),
+                   how);
+          fflush(stdout);
+        }
+      }
+    }
+    dev->free(b.w), dev->free(b.x), dev->free(b.xs), dev->free(b.out);
+    free(xh);
+  }
+  /* gemv_rows: the largest T such that at every tested T up to it the own
+   * kernel is faster on more than half of the shapes. */
+  int rec = 0;
+  printf("{\"gemv_wins\": {");
+  for (int ti = 0, prefix = 1; ti < NT; ti++) {
+    int wins = 0;
+    for (int si = 0; si < NSHAPES; si++)
+      wins += us[si][ti][0] > 0 && (us[si][ti][1] < 0 || us[si][ti][0] < us[si][ti][1]);
+    printf("%s\"%d\": %d", ti ? ", " : "", Ts[ti], wins);
+    prefix = prefix && 2 * wins > NSHAPES;
+    if (prefix)
+      rec = Ts[ti];
+  }
+  printf("}, \"shapes\": %d, \"recommended_gemv_rows\": %d}\n", NSHAPES, rec);
+  ask_cuda_set_gemv_rows(16);
+  return 0;
+}
