@@ -66,7 +66,7 @@ struct as_engine_s {
   int nmap, capmap;
   double step_delay_s;
   as_engine_stats_t stats;      /* under mu */
-  char failed[512];             /* a device step failed: why (under mu); "" while healthy */
+  char failed[640];             /* a device step failed: why (under mu); "" while healthy */
 };
 
 static void out_reset(out_t *o) {
