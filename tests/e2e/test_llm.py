@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from conftest import ROOT, app, curl
+from conftest import BIN, ROOT, app, curl
 
 MODEL = os.path.join(ROOT, "models", "tiny-kjv")
 CHAT = os.path.join(ROOT, "apps", "chat.lua") + ":chat"
@@ -300,3 +300,28 @@ def test_device_failure_ends_requests_and_fails_health(serve):
     assert j["ok"] is False and "device failed" in j["err"], j
     h = srv.get("/health").json()
     assert h["healthy"] is False and "device failed" in h["why"], h
+
+
+def test_generate_and_bench_llm_on_refdev():
+    """The command line on the device code path: greedy ids equal to the CPU's, and
+    bench-llm's JSON lines (the format bench/llm_gpu.py reads)."""
+    import subprocess
+    out = {}
+    for dev in ("cpu", "refdev"):
+        p = subprocess.run([BIN, "generate", MODEL, "--ids", "5,6,7,8", "--max-new-tokens", "24",
+                            "--temperature", "0", "--ignore-eos", "--device", dev, "--kv-tokens", "1024"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        out[dev] = p.stdout
+    assert out["cpu"].strip() and out["cpu"] == out["refdev"]
+    p = subprocess.run([BIN, "bench-llm", MODEL, "--device", "refdev", "--batch", "1,4",
+                        "--prompt-tokens", "8", "--new-tokens", "8", "--ttft", "16", "--kv-tokens", "2048"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert lines[0]["bench"] == "info" and lines[0]["kv_tokens"] == 2048 and lines[0]["weight_bytes"] > 0
+    dec = [x for x in lines if x["bench"] == "decode"]
+    assert [x["batch"] for x in dec] == [1, 4] and all(x["tok_s"] > 0 and x["graphs"] >= 1 for x in dec)
+    assert [x["prompt"] for x in lines if x["bench"] == "ttft"] == [16]
+    p = subprocess.run([BIN, "generate", MODEL, "hi", "--device", "tpu"], capture_output=True, text=True)
+    assert p.returncode != 0 and "tpu" in p.stderr
