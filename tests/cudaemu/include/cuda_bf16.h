@@ -1,0 +1,5 @@
+/* Stand-in for <cuda_bf16.h> (tests/cudaemu): everything is in cudaemu.h. */
+#ifndef ASK_CUDAEMU_CUDA_BF16_H
+#define ASK_CUDAEMU_CUDA_BF16_H
+#include "cuda_runtime.h"
+#endif

@@ -1,0 +1,116 @@
+/* cudaemu_api.h — the C part of the stand-in CUDA headers of tests/cudaemu:
+ * the runtime API types and calls (cudaError_t, cudaStream_t, memory copies
+ * on host memory) and the emulator's own controls. Included by C and C++
+ * alike, through cuda_runtime_api.h and cuda_runtime.h.
+ *
+ * In the emulation "device memory" is host memory: cudaMalloc is malloc,
+ * every copy is memcpy, streams and synchronisation are no-ops (a launch
+ * runs to completion before it returns).
+ */
+#ifndef ASK_CUDAEMU_API_H
+#define ASK_CUDAEMU_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ASK_CUDAEMU 1
+
+typedef enum cudaError {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInitializationError = 3,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidSymbol = 13,
+  cudaErrorInvalidDevicePointer = 17,
+  cudaErrorInvalidMemcpyDirection = 21,
+  cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
+  cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorNoKernelImageForDevice = 209,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchOutOfResources = 701,
+  cudaErrorLaunchTimeout = 702,
+  cudaErrorAssert = 710,
+  cudaErrorMisalignedAddress = 716,
+  cudaErrorLaunchFailure = 719,
+  cudaErrorNotSupported = 801,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorUnknown = 999
+} cudaError_t;
+
+typedef struct CUstream_st *cudaStream_t;
+typedef struct CUevent_st *cudaEvent_t;
+typedef struct CUgraph_st *cudaGraph_t;
+typedef struct CUgraphExec_st *cudaGraphExec_t;
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4
+};
+
+enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
+  cudaFuncAttributePreferredSharedMemoryCarveout = 9
+};
+
+#define cudaStreamNonBlocking 0x01
+#define cudaStreamDefault 0x00
+
+cudaError_t cudaGetLastError(void);
+cudaError_t cudaPeekAtLastError(void);
+const char *cudaGetErrorString(cudaError_t err);
+const char *cudaGetErrorName(cudaError_t err);
+cudaError_t cudaMalloc(void **p, size_t bytes);
+cudaError_t cudaFree(void *p);
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
+                            cudaStream_t s);
+cudaError_t cudaMemset(void *p, int v, size_t bytes);
+cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t s);
+cudaError_t cudaStreamCreate(cudaStream_t *s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaDeviceSynchronize(void);
+cudaError_t cudaGetDeviceCount(int *n);
+cudaError_t cudaGetDevice(int *d);
+cudaError_t cudaSetDevice(int d);
+
+/* ---- the emulator's own controls (tests) ---- */
+
+/* The schedule of the threads of a block (a race-free kernel gives the same
+ * results under every one; a missing __syncthreads usually does not):
+ *   bit 0: threads released by a barrier run in ascending (0) or
+ *          descending (1) thread index;
+ *   bit 1: the lanes released by a warp collective wait behind the other
+ *          runnable threads (0: every warp advances evenly), or go first
+ *          (1: a warp runs ahead of the others up to its next __syncthreads).
+ * 0 is the default, or CUDAEMU_ORDER from the environment. Returns the
+ * previous schedule. */
+int ask_emu_set_order(int order);
+/* What went wrong in the last failed launch (deadlock, divergent barrier,
+ * undefined shuffle, bad configuration, ...), or "" when none failed since
+ * ask_emu_clear_error. */
+const char *ask_emu_last_error(void);
+void ask_emu_clear_error(void);
+/* Statistics since the start: launches, blocks, thread resumptions. */
+unsigned long long ask_emu_stat_launches(void);
+unsigned long long ask_emu_stat_blocks(void);
+unsigned long long ask_emu_stat_switches(void);
+/* Name of the last kernel launched ("" before the first). */
+const char *ask_emu_last_kernel(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASK_CUDAEMU_API_H */

@@ -1,0 +1,902 @@
+/* test_cudaemu_kernels.c — the CUDA kernels of kernels/cuda, run on the CPU
+ * by the emulator of tests/cudaemu, against their kernels/ref twins.
+ *
+ * The .cu sources themselves are compiled (cu2cpp.py rewrites the launch
+ * syntax, g++ compiles them against tests/cudaemu/include) and their
+ * launchers (kernels/cuda/cuda_int.h) are called directly on host memory.
+ * Every CUDA thread is a fiber, barriers and warp shuffles have their exact
+ * semantics, and a divergent barrier, a deadlock, an undefined shuffle or a
+ * misaligned vector load fails the launch (see cudaemu.cc). So this checks
+ * the kernels' index math, reductions and synchronisation on machines
+ * without a GPU; their speed and the device's own arithmetic (expf's ulps,
+ * fused multiply-adds that nvcc forms) are for tests/unit/test_cuda_ops.c on
+ * a GPU.
+ *
+ * Every test runs under two schedules: threads in ascending order with every
+ * warp advancing evenly, then in descending order with a warp running ahead
+ * of the others up to its next __syncthreads (a race-free kernel gives the
+ * same results; a missing __syncthreads usually does not). Buffers end at a guard page (reads and
+ * writes past the end fault; the fault handler names kernel, block and
+ * thread) and are surrounded by canaries (checked after every launch), and
+ * outputs start as NaN so that an element a kernel forgets stays visible.
+ *
+ * Tolerances are those of tests/unit/test_cuda_ops.c:
+ *   f32 element-wise and per-row ops: atol 1e-5, rtol 1e-5 (exact where the
+ *   kernel copies or adds); attention and GEMV reductions in another order:
+ *   atol 1e-4, rtol 1e-4; argmax and sampling: the same token ids and
+ *   generator states, distributions 1e-5; bf16 roundings: bit for bit.
+ */
+#define TEST_TIMEOUT 120
+#include "test.h"
+
+#include <math.h>
+#include <sys/mman.h>
+
+#include "cuda_int.h"
+#include "kernels.h"
+
+/* ---- the error recorder that backend.c would provide ---- */
+
+static char cu_err[4096];
+static int cu_failed;
+
+int ask__cu_check(cudaError_t err, const char *what) {
+  if (err == cudaSuccess)
+    return 0;
+  if (!cu_failed) {
+    snprintf(cu_err, sizeof cu_err, "%s: %s%s%s", what, cudaGetErrorString(err),
+             ask_emu_last_error()[0] ? "\n    " : "", ask_emu_last_error());
+    cu_failed = 1;
+  }
+  return 1;
+}
+
+int ask__cu_failed(void) { return cu_failed; }
+
+static void cu_reset(void) {
+  cu_failed = 0;
+  cu_err[0] = '\0';
+  ask_emu_clear_error();
+}
+
+static const cudaStream_t S = NULL;
+
+/* ---- guarded buffers ---- */
+
+#define CANARY 0xA5
+typedef struct {
+  unsigned char *map, *p;
+  size_t len, bytes;
+} gblk_t;
+static gblk_t gblk[512];
+static int ngblk;
+
+/* bytes of memory whose end (rounded up to 16 bytes, cudaMalloc's alignment
+ * being 256) abuts a PROT_NONE page; the rest of the mapping is a canary;
+ * the contents start as 0xff bytes (NaN as floats, -1 as ints). */
+#if defined(__SANITIZE_ADDRESS__)
+/* Under AddressSanitizer: malloc'd memory, whose exact bounds ASan checks. */
+static void *galloc(size_t bytes) {
+  void *p = NULL;
+  if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0 ||
+      ngblk == (int)(sizeof gblk / sizeof gblk[0])) {
+    fprintf(stderr, "galloc: out of memory\n");
+    exit(1);
+  }
+  memset(p, 0xff, bytes);
+  gblk[ngblk++] = (gblk_t){NULL, p, 0, bytes};
+  return p;
+}
+
+static void gfree(void *p) {
+  for (int i = 0; i < ngblk; i++)
+    if (gblk[i].p == p) {
+      free(p);
+      gblk[i] = gblk[--ngblk];
+      return;
+    }
+}
+
+static const char *canaries(void) { return NULL; }
+#else
+static void *galloc(size_t bytes) {
+  size_t need = (bytes + 15) & ~(size_t)15, len = ((need + 4095) & ~(size_t)4095) + 4096;
+  unsigned char *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED || ngblk == (int)(sizeof gblk / sizeof gblk[0])) {
+    fprintf(stderr, "galloc: out of memory\n");
+    exit(1);
+  }
+  mprotect(m + len - 4096, 4096, PROT_NONE);
+  unsigned char *p = m + len - 4096 - need;
+  memset(m, CANARY, len - 4096);
+  memset(p, 0xff, bytes);
+  gblk[ngblk++] = (gblk_t){m, p, len, bytes};
+  return p;
+}
+
+static void gfree(void *p) {
+  for (int i = 0; i < ngblk; i++)
+    if (gblk[i].p == p) {
+      munmap(gblk[i].map, gblk[i].len);
+      gblk[i] = gblk[--ngblk];
+      return;
+    }
+}
+
+/* Name of the first buffer whose canary was overwritten, or NULL. */
+static const char *canaries(void) {
+  static char why[160];
+  for (int i = 0; i < ngblk; i++) {
+    const gblk_t *b = &gblk[i];
+    for (unsigned char *c = b->map; c < b->map + b->len - 4096; c++) {
+      if (c == b->p) {
+        c += b->bytes - 1;
+        continue;
+      }
+      if (*c != CANARY) {
+        snprintf(why, sizeof why, "buffer %p (%zu bytes): byte %td written outside it", b->p,
+                 b->bytes, c - b->p);
+        return why;
+      }
+    }
+  }
+  return NULL;
+}
+#endif
+
+static void *gdup(const void *src, size_t bytes) {
+  void *p = galloc(bytes);
+  memcpy(p, src, bytes);
+  return p;
+}
+
+static void gfree_all(void) {
+  while (ngblk > 0)
+    gfree(gblk[0].p);
+}
+
+/* After each launcher call: no launch failure, no canary hit. */
+#define LAUNCHED()                                                                                 \
+  do {                                                                                             \
+    if (cu_failed)                                                                                 \
+      T__FAIL("launch failed: %s", cu_err);                                                        \
+    const char *t__why = canaries();                                                               \
+    if (t__why != NULL)                                                                            \
+      T__FAIL("out-of-bounds write: %s (last kernel %s)", t__why, ask_emu_last_kernel());          \
+  } while (0)
+
+/* ---- data ---- */
+
+static uint64_t rs = 0x243f6a8885a308d3ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+  rs ^= rs >> 12;
+  rs ^= rs << 25;
+  rs ^= rs >> 27;
+  return (float)((double)((rs * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static int irand(int n) { return (int)((frand() + 1.0f) * 0.5f * (float)n) % n; }
+
+static float *rnd(size_t n, float mul) {
+  float *p = galloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++)
+    p[i] = frand() * mul;
+  return p;
+}
+
+static uint16_t to_bf16(float f) { /* round to nearest even */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+static float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* Index of the first value outside atol + rtol * |want| (printing up to 3), or -1. */
+static long mismatch(const float *got, const float *want, size_t n, double atol, double rtol) {
+  long first = -1;
+  int shown = 0;
+  for (size_t i = 0; i < n; i++) {
+    double tol = atol + rtol * fabs((double)want[i]);
+    if (!(fabs((double)got[i] - (double)want[i]) <= tol) &&
+        !(got[i] == want[i]) /* equal infinities */) {
+      if (shown++ < 3)
+        fprintf(stderr, "  [%zu] got %.9g want %.9g\n", i, got[i], want[i]);
+      if (first < 0)
+        first = (long)i;
+    }
+  }
+  return first;
+}
+
+/* bf16 arrays bit for bit (any NaN equals any NaN). */
+static long mismatch16(const uint16_t *got, const uint16_t *want, size_t n) {
+  long first = -1;
+  int shown = 0;
+  for (size_t i = 0; i < n; i++) {
+    int gn = (got[i] & 0x7fffu) > 0x7f80u, wn = (want[i] & 0x7fffu) > 0x7f80u;
+    if (got[i] != want[i] && !(gn && wn)) {
+      if (shown++ < 3)
+        fprintf(stderr, "  [%zu] got 0x%04x (%g) want 0x%04x (%g)\n", i, got[i], from_bf16(got[i]),
+                want[i], from_bf16(want[i]));
+      if (first < 0)
+        first = (long)i;
+    }
+  }
+  return first;
+}
+
+#define ASSERT_NEAR(got, want, n, atol, rtol) ASSERT_EQ(mismatch(got, want, n, atol, rtol), -1)
+
+static const ask_ops_t *ref;
+static const ask_dev_t *rdev;
+
+/* Each test body runs under two schedules (ask_emu_set_order): 0, threads
+ * in ascending order, every warp advancing evenly; 3, descending, a warp
+ * running ahead of the others between barriers. */
+static const int orders[2] = {0, 3};
+#define FOR_ORDERS                                                                                 \
+  ref = ask_ref_ops();                                                                             \
+  rdev = ask_refdev_ops()->dev;                                                                    \
+  for (int oi = 0; oi < 2; oi++, ask_emu_set_order(0), gfree_all())                                \
+    if (ask_emu_set_order(orders[oi]), cu_reset(), 0) {                                            \
+    } else
+
+/* ---- the emulator itself (selftest.cu) ---- */
+
+int emu_shfl(int *out, int nt, int width);
+int emu_reverse(float *out, const float *in, int nblocks, int nt);
+int emu_sum(long long *out, const int *in, int n, int nt, int nblocks);
+int emu_race(int *out, int nt, int sync);
+int emu_ptx(uint32_t *out, const uint32_t *in, int nt, int unknown);
+int emu_bad(int what, float *p, int nt);
+
+TEST(test_emu_collectives) {
+  FOR_ORDERS {
+    for (int nt = 32; nt <= 1024; nt *= 4) {
+      for (int width = 32; width >= 4; width /= 2) {
+        int *out = galloc((size_t)10 * nt * sizeof(int));
+        ASSERT_EQ(emu_shfl(out, nt, width), cudaSuccess);
+        for (int t = 0; t < nt; t++) {
+          int lane = t & 31, seg = lane & ~(width - 1), v = 1000 * t + 7;
+#define V(l) (1000 * ((t & ~31) + (l)) + 7)
+          int src = seg + (((lane * 7 + 3) & 31) & (width - 1));
+          ASSERT_EQ(out[0 * nt + t], V(src));
+          ASSERT_EQ(out[1 * nt + t], lane - 3 >= seg ? V(lane - 3) : v);
+          ASSERT_EQ(out[2 * nt + t], lane + 5 < seg + width ? V(lane + 5) : v);
+          ASSERT_EQ(out[3 * nt + t], (lane ^ 6) < seg + width ? V(lane ^ 6) : v);
+          ASSERT_EQ((unsigned)out[4 * nt + t], 0x49249249u);
+          ASSERT_EQ(out[5 * nt + t], 1);
+          ASSERT_EQ(out[6 * nt + t], 0);
+          ASSERT_EQ(out[7 * nt + t], 4 * V(lane ^ 1) + 1);
+          ASSERT_EQ(out[8 * nt + t], (nt + 4) / 5);
+          ASSERT_TRUE((unsigned)out[9 * nt + t] >> lane & 1u); /* __activemask: approximate */
+#undef V
+        }
+        gfree(out);
+      }
+    }
+  }
+}
+
+TEST(test_emu_shared_memory) {
+  FOR_ORDERS {
+    int nb = 3, nt = 96;
+    float *in = rnd((size_t)nb * nt, 10), *out = galloc((size_t)nb * nt * 4);
+    ASSERT_EQ(emu_reverse(out, in, nb, nt), cudaSuccess);
+    for (int b = 0; b < nb; b++)
+      for (int t = 0; t < nt; t++)
+        ASSERT_DBL_EQ(out[b * nt + t], in[b * nt + nt - 1 - t] * 2);
+    int n = 100003;
+    int *x = galloc((size_t)n * 4);
+    long long want = 0, *sum = galloc(8);
+    for (int i = 0; i < n; i++)
+      want += x[i] = irand(1000000);
+    *sum = 0;
+    ASSERT_EQ(emu_sum(sum, x, n, 1024, 3), cudaSuccess);
+    ASSERT_EQ(*sum, 3 * want);
+  }
+}
+
+TEST(test_emu_races_and_ptx) {
+  FOR_ORDERS {
+    int nt = 256, *out = galloc((size_t)nt * 4);
+    ASSERT_EQ(emu_race(out, nt, 1), cudaSuccess); /* with the barrier: right in any order */
+    for (int t = 0; t < nt; t++)
+      ASSERT_EQ(out[t], (t + 1) % nt + 1);
+    ASSERT_EQ(emu_race(out, nt, 0), cudaSuccess); /* without: wrong in one order or the other */
+    int right = 0;
+    for (int t = 0; t < nt; t++)
+      right += out[t] == (t + 1) % nt + 1;
+    ASSERT_LT(right, nt);
+
+    uint32_t *in = galloc((size_t)4 * nt * 4), *o = galloc((size_t)nt * 4);
+    for (int i = 0; i < 4 * nt; i++)
+      in[i] = (uint32_t)i * 2654435761u;
+    ASSERT_EQ(emu_ptx(o, in, nt, 0), cudaSuccess);
+    for (int t = 0; t < nt; t++)
+      ASSERT_UEQ(o[t], in[4 * t] + in[4 * t + 1] + in[4 * t + 2] + in[4 * t + 3]);
+    ASSERT_EQ(emu_ptx(o, in, nt, 1), cudaErrorLaunchFailure);
+    ASSERT_TRUE(strstr(ask_emu_last_error(), "inline PTX not emulated") != NULL);
+  }
+}
+
+TEST(test_emu_failures) {
+  static const struct {
+    int what, nt, err;
+    const char *says;
+  } cs[] = {
+      {0, 64, cudaErrorLaunchFailure, "divergent barrier"},
+      {1, 64, cudaErrorLaunchFailure, "divergent code"},
+      {2, 64, cudaErrorLaunchFailure, "deadlock"},
+      {3, 48, cudaErrorLaunchFailure, "does not exist (partial warp)"},
+      {4, 64, cudaErrorLaunchFailure, "does not name the calling lane"},
+      {5, 64, cudaErrorLaunchFailure, "misaligned"},
+      {6, 64, cudaErrorLaunchFailure, "divergent warp collective"},
+      {7, 64, cudaErrorLaunchFailure, "is not in the mask"},
+      {8, 64, cudaErrorLaunchFailure, "__trap"},
+      {9, 0, cudaErrorInvalidConfiguration, "invalid configuration"},
+      {10, 0, cudaErrorInvalidConfiguration, "invalid configuration"},
+  };
+  FOR_ORDERS {
+    float *p = galloc(4096 * 4);
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+      printf("  expected failure %zu: ", i);
+      fflush(stdout);
+      ASSERT_EQ(emu_bad(cs[i].what, p, cs[i].nt), cs[i].err);
+      if (strstr(ask_emu_last_error(), cs[i].says) == NULL)
+        T__FAIL("case %d: wanted \"%s\" in \"%s\"", cs[i].what, cs[i].says, ask_emu_last_error());
+      ask_emu_clear_error();
+    }
+    /* and the executor is still sound afterwards */
+    int *out = galloc(10 * 64 * sizeof(int));
+    ASSERT_EQ(emu_shfl(out, 64, 32), cudaSuccess);
+    ASSERT_EQ(out[3 * 64 + 40], 1000 * (40 ^ 6) + 7);
+  }
+}
+
+/* ---- elementwise.cu ---- */
+
+TEST(test_embedding) {
+  FOR_ORDERS {
+    int V = 300, Cs[2] = {200, 1000}, T = 9;
+    int32_t ids0[9] = {3, 0, 299, 3, 17, 150, 2, 2, 298};
+    for (int ci = 0; ci < 2; ci++) {
+      int C = Cs[ci];
+      float *tab = rnd((size_t)V * C, 2), *want = galloc((size_t)T * C * 4),
+            *out = galloc((size_t)T * C * 4), *wide = galloc((size_t)V * C * 4);
+      uint16_t *tab16 = galloc((size_t)V * C * 2);
+      int32_t *ids = gdup(ids0, sizeof ids0);
+      for (size_t i = 0; i < (size_t)V * C; i++)
+        wide[i] = from_bf16(tab16[i] = to_bf16(tab[i]));
+      for (int bf = 0; bf < 2; bf++)
+        for (float scale = 1.0f; scale < 3.0f; scale += 1.5f) {
+          ref->embedding(want, bf ? wide : tab, ids, T, C, scale);
+          memset(out, 0xff, (size_t)T * C * 4);
+          ask__cu_embedding(S, out, bf ? NULL : tab, bf ? tab16 : NULL, ids, T, C, scale);
+          LAUNCHED();
+          ASSERT_NEAR(out, want, (size_t)T * C, 0, 0);
+        }
+    }
+  }
+}
+
+TEST(test_rmsnorm) {
+  FOR_ORDERS {
+    int Cs[] = {17, 64, 200, 2048, 3000}, T = 5;
+    for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++) {
+      int C = Cs[ci];
+      size_t n = (size_t)T * C;
+      float *x = rnd(n, 3), *r = rnd(n, 1), *w = rnd(C, 1), *want = galloc(n * 4),
+            *xs = galloc(n * 4), *out = galloc(n * 4), *dx = gdup(x, n * 4);
+      for (int off = 0; off < 2; off++) { /* Llama, then Gemma's 1 + w */
+        ref->rmsnorm(want, x, w, T, C, 1e-6f, (float)off);
+        ask__cu_rmsnorm(S, out, dx, NULL, w, T, C, 1e-6f, (float)off);
+        LAUNCHED();
+        ASSERT_NEAR(out, want, n, 1e-5, 1e-5);
+        ASSERT_NEAR(dx, x, n, 0, 0); /* x untouched without r */
+      }
+      ask__cu_rmsnorm(S, dx, dx, NULL, w, T, C, 1e-5f, 0.0f); /* in place */
+      LAUNCHED();
+      ref->rmsnorm(want, x, w, T, C, 1e-5f, 0.0f);
+      ASSERT_NEAR(dx, want, n, 1e-5, 1e-5);
+      /* fused residual: x += r, out = rmsnorm(x) */
+      memcpy(dx, x, n * 4);
+      ref->add(xs, x, r, n);
+      ref->rmsnorm(want, xs, w, T, C, 1e-6f, 1.0f);
+      ask__cu_rmsnorm(S, out, dx, r, w, T, C, 1e-6f, 1.0f);
+      LAUNCHED();
+      ASSERT_NEAR(out, want, n, 1e-5, 1e-5);
+      ASSERT_NEAR(dx, xs, n, 0, 0);
+    }
+  }
+}
+
+TEST(test_layernorm) {
+  FOR_ORDERS {
+    int Cs[] = {17, 64, 200, 2048, 3000}, T = 4;
+    for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++) {
+      int C = Cs[ci];
+      size_t n = (size_t)T * C;
+      float *x = rnd(n, 3), *w = rnd(C, 1), *b = rnd(C, 1), *want = galloc(n * 4),
+            *out = galloc(n * 4);
+      for (int i = 0; i < C; i++) /* a mean far from 0 */
+        x[i] += 5.0f;
+      for (float eps = 1e-12f; eps < 1e-4f; eps *= 1e7f) {
+        ref->layernorm(want, x, w, b, T, C, eps);
+        ask__cu_layernorm(S, out, x, w, b, T, C, eps);
+        LAUNCHED();
+        ASSERT_NEAR(out, want, n, 1e-5, 1e-5);
+      }
+      float *dx = gdup(x, n * 4);
+      ask__cu_layernorm(S, dx, dx, w, b, T, C, 1e-5f); /* in place */
+      LAUNCHED();
+      ref->layernorm(want, x, w, b, T, C, 1e-5f);
+      ASSERT_NEAR(dx, want, n, 1e-5, 1e-5);
+    }
+  }
+}
+
+static float *inv_freq(int D) {
+  float *f = galloc((size_t)(D / 2) * 4);
+  for (int i = 0; i < D / 2; i++)
+    f[i] = (float)pow(10000.0, -2.0 * i / D);
+  return f;
+}
+
+/* The rope op: rope_kv with no cache, q heads of strided rows. */
+TEST(test_rope) {
+  static const struct {
+    int T, nh, D, extra;
+  } cs[] = {{6, 8, 64, 0}, {3, 8, 256, 64}, {5, 3, 6, 2}, {2, 32, 128, 0}};
+  FOR_ORDERS {
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+      int T = cs[c].T, nh = cs[c].nh, D = cs[c].D, stride = nh * D + cs[c].extra;
+      int32_t pos0[6] = {0, 1, 2, 17, 1000, 8191};
+      int32_t *pos = gdup(pos0, sizeof pos0);
+      float *inv = inv_freq(D), *x = rnd((size_t)T * stride, 2),
+            *want = gdup(x, (size_t)T * stride * 4);
+      ref->rope(want, pos, inv, T, nh, D, stride);
+      ask__cu_rope_kv(S, x, NULL, NULL, pos, NULL, inv, T, nh, 99, D, stride);
+      LAUNCHED();
+      if (mismatch(x, want, (size_t)T * stride, 1e-5, 1e-5) >= 0)
+        T__FAIL("rope T=%d nh=%d D=%d stride=%d", T, nh, D, stride);
+    }
+  }
+}
+
+/* The rope_kv op: q rotated in place, k rotated and v rounded to bf16 into
+ * rows slot[t] of the paged caches (slot -1: not written). */
+TEST(test_rope_kv) {
+  static const struct {
+    int T, nh, nkv, D, extra;
+  } cs[] = {{6, 8, 2, 64, 0}, {6, 8, 1, 256, 0}, {6, 32, 8, 64, 16}, {4, 3, 3, 6, 0}};
+  FOR_ORDERS {
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+      int T = cs[c].T, nh = cs[c].nh, nkv = cs[c].nkv, D = cs[c].D, kvd = nkv * D, cap = 40;
+      int stride = (nh + 2 * nkv) * D + cs[c].extra;
+      int32_t pos0[6] = {0, 1, 2, 17, 1000, 8191}, slot0[6] = {5, -1, 39, 30, 0, 6};
+      int32_t *pos = gdup(pos0, sizeof pos0), *slot = gdup(slot0, sizeof slot0);
+      float *inv = inv_freq(D), *qkv = rnd((size_t)T * stride, 2),
+            *want = gdup(qkv, (size_t)T * stride * 4);
+      uint16_t *kc = galloc((size_t)cap * kvd * 2), *vc = galloc((size_t)cap * kvd * 2);
+      for (size_t i = 0; i < (size_t)cap * kvd; i++) {
+        kc[i] = to_bf16(frand());
+        vc[i] = to_bf16(frand());
+      }
+      uint16_t *wkc = gdup(kc, (size_t)cap * kvd * 2), *wvc = gdup(vc, (size_t)cap * kvd * 2);
+      rdev->rope_kv(want, wkc, wvc, pos, slot, inv, T, nh, nkv, D, stride);
+      ask__cu_rope_kv(S, qkv, kc, vc, pos, slot, inv, T, nh, nkv, D, stride);
+      LAUNCHED();
+      long bad = mismatch(qkv, want, (size_t)T * stride, 1e-5, 1e-5);
+      long badk = mismatch16(kc, wkc, (size_t)cap * kvd),
+           badv = mismatch16(vc, wvc, (size_t)cap * kvd);
+      if (bad >= 0 || badk >= 0 || badv >= 0)
+        T__FAIL("rope_kv T=%d nh=%d nkv=%d D=%d stride=%d: qkv %ld, kc %ld, vc %ld", T, nh, nkv, D,
+                stride, bad, badk, badv);
+    }
+  }
+}
+
+TEST(test_glu) {
+  FOR_ORDERS {
+    size_t n = 100003;
+    float *g = rnd(n, 6), *u = rnd(n, 2), *want = galloc(n * 4), *out = galloc(n * 4);
+    for (int act = 0; act < 3; act++) {
+      ref->glu(want, g, u, n, act);
+      ask__cu_glu(S, out, g, u, n, act);
+      LAUNCHED();
+      ASSERT_NEAR(out, want, n, 1e-5, 1e-5);
+      ref->activate(want, g, n, act);
+      ask__cu_glu(S, out, g, NULL, n, act);
+      LAUNCHED();
+      ASSERT_NEAR(out, want, n, 1e-5, 1e-5);
+    }
+  }
+}
+
+TEST(test_glu_rows) {
+  FOR_ORDERS {
+    int Ts[3] = {1, 7, 3}, Fs[3] = {200, 1000, 33};
+    for (int c = 0; c < 3; c++) {
+      int T = Ts[c], F = Fs[c];
+      size_t n = (size_t)T * F;
+      float *gu = rnd(2 * n, 5), *want = galloc(n * 4), *out = galloc(n * 4);
+      for (int act = 0; act < 3; act++) {
+        rdev->glu_rows(want, gu, T, F, act);
+        ask__cu_glu_rows(S, out, gu, T, F, act);
+        LAUNCHED();
+        if (mismatch(out, want, n, 1e-5, 1e-5) >= 0)
+          T__FAIL("glu_rows T=%d F=%d act=%d", T, F, act);
+      }
+    }
+  }
+}
+
+TEST(test_add_softmax_bias) {
+  FOR_ORDERS {
+    size_t n = 100003;
+    float *a = rnd(n, 6), *b = rnd(n, 2), *want = galloc(n * 4), *out = galloc(n * 4);
+    ref->add(want, a, b, n);
+    ask__cu_add(S, out, a, b, n);
+    LAUNCHED();
+    ASSERT_NEAR(out, want, n, 0, 0);
+    ask__cu_add(S, a, a, b, n); /* in place */
+    LAUNCHED();
+    ASSERT_NEAR(a, want, n, 0, 0);
+
+    int Ns[] = {5, 200, 1000, 5000}, T = 3;
+    for (size_t c = 0; c < sizeof Ns / sizeof Ns[0]; c++) {
+      int N = Ns[c];
+      float *x = rnd((size_t)T * N, 8), *w2 = galloc((size_t)T * N * 4),
+            *o2 = galloc((size_t)T * N * 4);
+      x[1] = -INFINITY;           /* a hidden entry */
+      for (int j = 0; j < N; j++) /* row 1: all equal */
+        x[N + j] = 0.5f;
+      ref->softmax(w2, x, T, N);
+      ask__cu_softmax(S, o2, x, T, N);
+      LAUNCHED();
+      if (mismatch(o2, w2, (size_t)T * N, 1e-7, 1e-5) >= 0)
+        T__FAIL("softmax T=%d N=%d", T, N);
+      ask__cu_softmax(S, x, x, T, N); /* in place */
+      LAUNCHED();
+      ASSERT_NEAR(x, w2, (size_t)T * N, 1e-7, 1e-5);
+    }
+
+    int Tb = 7, Nb = 200;
+    float *y = rnd((size_t)Tb * Nb, 3), *bias = rnd(Nb, 1), *wy = galloc((size_t)Tb * Nb * 4);
+    for (int t = 0; t < Tb; t++)
+      ref->add(wy + (size_t)t * Nb, y + (size_t)t * Nb, bias, Nb);
+    ask__cu_add_bias(S, y, bias, Tb, Nb);
+    LAUNCHED();
+    ASSERT_NEAR(y, wy, (size_t)Tb * Nb, 0, 0);
+  }
+}
+
+TEST(test_f32_to_bf16) {
+  FOR_ORDERS {
+    size_t n = 5000;
+    float *x = rnd(n, 100);
+    static const uint32_t special[] = {
+        0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u, 0x7f7fffffu,
+        0x3f808000u, 0x3f818000u, 0x3f808001u, 0x00000001u, 0x807fffffu, 0x7f7f8000u, 0x3f80ffffu};
+    for (size_t i = 0; i < sizeof special / 4; i++)
+      memcpy(&x[i], &special[i], 4);
+    uint16_t *out = galloc(n * 2), *want = galloc(n * 2);
+    ask_f32_to_bf16(want, x, n);
+    ask__cu_f32_to_bf16(S, out, x, n);
+    LAUNCHED();
+    ASSERT_EQ(mismatch16(out, want, n), -1);
+  }
+}
+
+/* ---- attention.cu ---- */
+
+/* T queries over L keys (rows of kv_stride floats), against kernels/ref. */
+static long attention_case(int T, int L, int nh, int nkv, int D, int causal, int masked, int nsplit,
+                           int kv_extra) {
+  int qd = nh * D, kvs = nkv * D + kv_extra;
+  float *q = rnd((size_t)T * qd, 1), *k = rnd((size_t)L * kvs, 1), *v = rnd((size_t)L * kvs, 1);
+  float *want = galloc((size_t)T * qd * 4), *scr = galloc((size_t)T * L * 4),
+        *out = galloc((size_t)T * qd * 4);
+  float *part = nsplit > 1 ? galloc((size_t)nsplit * T * nh * (D + 2) * 4) : NULL;
+  int32_t *mask = galloc((size_t)L * 4);
+  for (int j = 0; j < L; j++)
+    mask[j] = masked == 2 ? j >= 4 : j % 5 != 3; /* 2: the first keys hidden */
+  float scale = 1.0f / sqrtf((float)D);
+  ref->attention(want, scr, q, k, v, masked ? mask : NULL, T, L, nh, nkv, D, kvs, scale, causal);
+  ask__cu_attention(S, out, part, nsplit, q, k, v, masked ? mask : NULL, T, L, nh, nkv, D, kvs,
+                    scale, causal);
+  long bad = cu_failed ? 0 : mismatch(out, want, (size_t)T * qd, 1e-4, 1e-4);
+  if (bad >= 0)
+    fprintf(stderr, "  attention T=%d L=%d nh=%d nkv=%d D=%d causal=%d mask=%d nsplit=%d\n", T, L,
+            nh, nkv, D, causal, masked, nsplit);
+  gfree(q), gfree(k), gfree(v), gfree(want), gfree(scr), gfree(out), gfree(part), gfree(mask);
+  return bad;
+}
+
+TEST(test_attention) {
+  static const int cs[][9] = {
+      /* T, L, nh, nkv, D, causal, masked, nsplit, kv_extra */
+      {1, 37, 4, 4, 64, 1, 0, 1, 0},   /* decode, multi-head */
+      {1, 600, 8, 2, 64, 1, 0, 3, 0},  /* decode, GQA, splits */
+      {1, 600, 4, 1, 128, 1, 0, 5, 0}, /* MQA, 5 splits */
+      {2, 300, 8, 1, 256, 1, 0, 2, 0}, /* gemma heads, D = 256 */
+      {2, 300, 8, 1, 256, 1, 0, 1, 0},
+      {7, 20, 4, 2, 32, 1, 0, 1, 64},   /* prefill chunk over a cache, strided rows */
+      {7, 20, 4, 2, 32, 1, 0, 4, 64},   /* ... with splits past the causal end */
+      {16, 16, 12, 12, 32, 0, 1, 1, 0}, /* BERT: mask, no causality */
+      {16, 16, 12, 12, 32, 0, 1, 2, 0},
+      {3, 9, 2, 1, 80, 1, 0, 1, 0}, /* D not a multiple of 32 */
+      {3, 9, 2, 1, 80, 1, 0, 3, 0},
+      {8, 8, 2, 2, 16, 1, 2, 1, 0}, /* rows that see no key at all: zeros */
+      {8, 8, 2, 2, 16, 1, 2, 4, 0},
+      {4, 50, 6, 3, 48, 0, 0, 7, 0}, /* no mask, no causality, uneven splits */
+  };
+  FOR_ORDERS {
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+      const int *a = cs[c];
+      long bad = attention_case(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+      LAUNCHED();
+      ASSERT_EQ(bad, -1);
+    }
+  }
+}
+
+/* The merge of split partial rows (m, l, acc[D]) on its own: splits with
+ * m = -inf weigh nothing, a row whose splits are all empty gets zeros. */
+TEST(test_attention_merge) {
+  FOR_ORDERS {
+    int T = 3, nh = 5, D = 70, ns = 4;
+    size_t rowf = (size_t)D + 2;
+    float *part = galloc((size_t)T * nh * ns * rowf * 4), *out = galloc((size_t)T * nh * D * 4),
+          *want = galloc((size_t)T * nh * D * 4);
+    for (int t = 0; t < T; t++)
+      for (int h = 0; h < nh; h++) {
+        float *pp = part + ((size_t)t * nh + h) * ns * rowf, M = -INFINITY, Ls = 0.0f;
+        for (int sp = 0; sp < ns; sp++) {
+          float *r = pp + sp * rowf;
+          int empty = t == 2 || (sp + h) % 3 == 0;
+          r[0] = empty ? -INFINITY : frand() * 3;
+          r[1] = empty ? 0.0f : 1.0f + frand() * 0.5f;
+          for (int d = 0; d < D; d++)
+            r[2 + d] = empty ? 0.0f : frand();
+          M = fmaxf(M, r[0]);
+        }
+        for (int sp = 0; sp < ns; sp++)
+          if (pp[sp * rowf] != -INFINITY)
+            Ls += pp[sp * rowf + 1] * expf(pp[sp * rowf] - M);
+        for (int d = 0; d < D; d++) {
+          float a = 0.0f;
+          for (int sp = 0; sp < ns; sp++)
+            if (pp[sp * rowf] != -INFINITY)
+              a += pp[sp * rowf + 2 + d] * expf(pp[sp * rowf] - M);
+          want[((size_t)t * nh + h) * D + d] = Ls > 0.0f ? a / Ls : 0.0f;
+        }
+      }
+    ask__cu_attention_merge(S, out, part, ns, T, nh, D);
+    LAUNCHED();
+    ASSERT_NEAR(out, want, (size_t)T * nh * D, 1e-5, 1e-5);
+    for (size_t i = 2 * (size_t)nh * D; i < 3 * (size_t)nh * D; i++)
+      ASSERT_DBL_EQ(out[i], 0.0);
+  }
+}
+
+/* ---- paged.cu ---- */
+
+/* A paged bf16 cache holding nseq sequences of lengths len[] (pages of
+ * `page` rows dealt out in a shuffled order), T query rows (seq, pos), the
+ * kernel against refdev's attention_paged. */
+static long paged_case(int nseq, const int *len, int T, const int32_t *seq0, const int32_t *pos0,
+                       int nh, int nkv, int D, int page, int nsplit) {
+  int kvd = nkv * D, qs = (nh + 2 * nkv) * D, tw = 0, npages = 0;
+  for (int s = 0; s < nseq; s++) {
+    int p = (len[s] + page - 1) / page;
+    npages += p;
+    tw = p > tw ? p : tw;
+  }
+  tw += 1; /* a spare column, never to be read */
+  int32_t *table = galloc((size_t)nseq * tw * 4), *perm = galloc((size_t)npages * 4);
+  for (int i = 0; i < npages; i++)
+    perm[i] = i;
+  for (int i = npages - 1; i > 0; i--) {
+    int j = irand(i + 1), t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  for (int s = 0, k = 0; s < nseq; s++)
+    for (int c = 0; c < tw; c++)
+      table[s * tw + c] = c < (len[s] + page - 1) / page ? perm[k++] : 1 << 28;
+  size_t rows = (size_t)npages * page;
+  uint16_t *kc = galloc(rows * kvd * 2), *vc = galloc(rows * kvd * 2);
+  for (size_t i = 0; i < rows * kvd; i++) {
+    kc[i] = to_bf16(frand() * 2);
+    vc[i] = to_bf16(frand() * 2);
+  }
+  int32_t *seq = gdup(seq0, (size_t)T * 4), *pos = gdup(pos0, (size_t)T * 4);
+  float *q = rnd((size_t)T * qs, 1), *out = galloc((size_t)T * nh * D * 4),
+        *want = galloc((size_t)T * nh * D * 4);
+  float *part = nsplit > 1 ? galloc((size_t)nsplit * T * nh * (D + 2) * 4) : NULL;
+  float scale = 1.0f / sqrtf((float)D);
+  rdev->attention_paged(want, NULL, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, tw, page, 1,
+                        scale);
+  ask__cu_attention_paged(S, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, tw, page,
+                          nsplit, scale);
+  long bad = cu_failed ? 0 : mismatch(out, want, (size_t)T * nh * D, 1e-4, 1e-4);
+  if (bad >= 0)
+    fprintf(stderr, "  attention_paged T=%d nh=%d nkv=%d D=%d page=%d nsplit=%d\n", T, nh, nkv, D,
+            page, nsplit);
+  gfree(table), gfree(perm), gfree(kc), gfree(vc), gfree(seq), gfree(pos), gfree(q), gfree(out);
+  gfree(want), gfree(part);
+  return bad;
+}
+
+TEST(test_attention_paged) {
+  static const int heads[2][3] = {{8, 1, 256}, {32, 8, 64}}; /* gemma, llama */
+  int len[6] = {1, 15, 16, 17, 300, 40};
+  /* decode rows of 5 sequences, 2 padding rows, and a prefill chunk of
+   * sequence 5 (positions 30..39, its cache holding 40 keys) */
+  int32_t seq[17] = {0, 1, 2, 3, 4, 0, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5};
+  int32_t pos[17] = {0, 14, 15, 16, 299, -1, -1, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39};
+  FOR_ORDERS {
+    for (int hc = 0; hc < 2; hc++) {
+      int nh = heads[hc][0], nkv = heads[hc][1], D = heads[hc][2];
+      int splits[3] = {1, 3, 8};
+      for (int si = 0; si < 3; si++) {
+        long bad = paged_case(6, len, 17, seq, pos, nh, nkv, D, 16, splits[si]);
+        LAUNCHED();
+        ASSERT_EQ(bad, -1);
+      }
+    }
+    /* odd shapes: D not a multiple of 64, a page of 5 rows, one row */
+    int len2[2] = {23, 7};
+    int32_t seq2[3] = {1, 0, 0}, pos2[3] = {6, 22, 3};
+    long bad = paged_case(2, len2, 3, seq2, pos2, 6, 2, 40, 5, 2);
+    LAUNCHED();
+    ASSERT_EQ(bad, -1);
+    bad = paged_case(2, len2, 1, seq2 + 1, pos2 + 1, 4, 4, 2, 5, 1);
+    LAUNCHED();
+    ASSERT_EQ(bad, -1);
+  }
+}
+
+/* ---- gemv.cu ---- */
+
+/* out (T,N) = x · wᵀ + bias with w bf16, against ref->matmul on the widened
+ * weights; woff/xoff shift w and x by elements (misalignment: scalar path). */
+static long gemv_case(int T, int K, int N, int with_bias, int woff, int xoff) {
+  float *x = rnd((size_t)T * K + 4, 1), *b = rnd(N, 1), *wide = galloc((size_t)N * K * 4);
+  float *want = galloc((size_t)T * N * 4), *out = galloc((size_t)T * N * 4);
+  uint16_t *w = galloc(((size_t)N * K + 8) * 2);
+  for (size_t i = 0; i < (size_t)N * K + 8; i++)
+    w[i] = to_bf16(frand() * 0.1f);
+  for (size_t i = 0; i < (size_t)N * K; i++)
+    wide[i] = from_bf16(w[woff + i]);
+  ref->matmul(want, x + xoff, wide, with_bias ? b : NULL, T, K, N);
+  ask__cu_gemv_bf16(S, out, x + xoff, w + woff, with_bias ? b : NULL, T, K, N);
+  long bad = cu_failed ? 0 : mismatch(out, want, (size_t)T * N, 1e-4, 1e-4);
+  if (bad >= 0)
+    fprintf(stderr, "  gemv T=%d K=%d N=%d bias=%d woff=%d xoff=%d\n", T, K, N, with_bias, woff,
+            xoff);
+  gfree(x), gfree(b), gfree(wide), gfree(want), gfree(out), gfree(w);
+  return bad;
+}
+
+TEST(test_gemv_bf16) {
+  FOR_ORDERS {
+    for (int T = 1; T <= 16; T++) {
+      ASSERT_EQ(gemv_case(T, 1088, 77, T & 1, 0, 0), -1); /* vector path, main loop and tail */
+      LAUNCHED();
+      ASSERT_EQ(gemv_case(T, 256, 9, !(T & 1), 0, 0), -1); /* tail only, N % rows != 0 */
+      LAUNCHED();
+      ASSERT_EQ(gemv_case(T, 100, 37, T & 1, 0, 0), -1); /* K % 8 != 0: scalar */
+      LAUNCHED();
+    }
+    ASSERT_EQ(gemv_case(3, 264, 20, 1, 1, 0), -1); /* w misaligned: scalar */
+    LAUNCHED();
+    ASSERT_EQ(gemv_case(5, 264, 20, 0, 0, 2), -1); /* x misaligned: scalar */
+    LAUNCHED();
+    ASSERT_EQ(gemv_case(16, 2048, 8, 1, 0, 0), -1);
+    LAUNCHED();
+  }
+}
+
+/* ---- sample.cu ---- */
+
+TEST(test_argmax_rows) {
+  FOR_ORDERS {
+    int ns[4] = {5, 33, 1000, 70001}, T = 6;
+    for (int c = 0; c < 4; c++) {
+      int n = ns[c];
+      float *x = rnd((size_t)T * n, 5);
+      x[n - 1] = 9.0f, x[n / 2] = 9.0f;      /* row 0: tie, the first wins */
+      x[n + 1] = NAN, x[n + n - 1] = 100.0f; /* row 1: NaN never chosen */
+      for (int i = 0; i < n; i++) {
+        x[2 * (size_t)n + i] = -1.0f;     /* row 2: all equal */
+        x[4 * (size_t)n + i] = NAN;       /* row 4: all NaN */
+        x[5 * (size_t)n + i] = -INFINITY; /* row 5: all -inf */
+      }
+      x[3 * (size_t)n] = NAN; /* row 3: leading NaN */
+      int32_t *ids = galloc((size_t)T * 4);
+      ask__cu_argmax_rows(S, ids, x, T, n);
+      LAUNCHED();
+      for (int t = 0; t < T; t++)
+        if (ids[t] != ref->argmax(x + (size_t)t * n, n))
+          T__FAIL("argmax n=%d row %d: %d, want %d", n, t, ids[t],
+                  ref->argmax(x + (size_t)t * n, n));
+    }
+  }
+}
+
+TEST(test_sample_rows) {
+  static const struct {
+    float temp;
+    int k;
+    float p;
+  } cs[] = {{0.0f, 0, 1.0f}, {1.0f, 0, 1.0f}, {0.7f, 0, 1.0f}, {1.0f, 40, 1.0f}, {0.8f, 50, 0.9f},
+            {1.3f, 0, 0.5f}, {1.0f, 1, 1.0f}, {1.0f, 0, 0.0f}, {1.0f, 3, 0.95f}, {2.0f, 0, 0.99f}};
+  enum { T = sizeof cs / sizeof cs[0] };
+  FOR_ORDERS {
+    int ns[3] = {1000, 3001, 50000}, draws[3] = {3, 1, 1};
+    for (int c = 0; c < 3; c++) {
+      int n = ns[c];
+      float *x = galloc((size_t)T * n * 4), *probs = galloc((size_t)T * n * 4),
+            *pw = galloc((size_t)n * 4), *temps = galloc(T * 4), *ps = galloc(T * 4);
+      double *w = galloc((size_t)n * 8);
+      int32_t *idx = galloc((size_t)n * 4), *ks = galloc(T * 4), *ids = galloc(T * 4);
+      uint64_t *rng = galloc(T * 8), rref[T];
+      for (int draw = 0; draw < draws[c]; draw++) {
+        for (int t = 0; t < T; t++) {
+          float *xr = x + (size_t)t * n;
+          for (int i = 0; i < n; i++)
+            xr[i] = frand() * 4;
+          xr[n / 2] = xr[n / 3];    /* a tie */
+          xr[(t * 97) % n] += 3.0f; /* a clear favourite */
+          temps[t] = cs[t].temp, ks[t] = cs[t].k, ps[t] = cs[t].p;
+          rng[t] = rref[t] = ask_rng_seed(1000 * (uint64_t)draw + t);
+        }
+        ask__cu_sample_rows(S, ids, draw == 1 ? NULL : probs, x, temps, ks, ps, rng, T, n);
+        LAUNCHED();
+        for (int t = 0; t < T; t++) {
+          int want =
+              ref->sample(pw, w, idx, x + (size_t)t * n, n, temps[t], ks[t], ps[t], &rref[t]);
+          long bad = draw == 1 ? -1 : mismatch(probs + (size_t)t * n, pw, n, 1e-5, 1e-5);
+          if (ids[t] != want || rng[t] != rref[t] || bad >= 0)
+            T__FAIL("sample n=%d temp=%g k=%d p=%g draw %d: token %d want %d, rng %s, probs %ld", n,
+                    temps[t], ks[t], ps[t], draw, ids[t], want,
+                    rng[t] == rref[t] ? "same" : "differs", bad);
+        }
+      }
+    }
+  }
+}
+
+/* ---- launch checks of the launchers ---- */
+
+TEST(test_launcher_errors) {
+  FOR_ORDERS {
+    float *p = galloc(4096);
+    ask__cu_attention(S, p, NULL, 1, p, p, p, NULL, 1, 4, 2, 1, 512, 512, 1.0f, 1); /* D > 256 */
+    ASSERT_TRUE(cu_failed);
+    printf("  refused as it should: %s\n", cu_err);
+    cu_reset();
+    ask__cu_gemv_bf16(S, p, p, (const uint16_t *)p, NULL, 17, 8, 8); /* T > 16 */
+    ASSERT_TRUE(cu_failed);
+    cu_reset();
+    ask__cu_add(S, p, p, p, 16); /* and a good launch afterwards */
+    LAUNCHED();
+  }
+}
+
+TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_failures,
+          test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
+          test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
+          test_attention_merge, test_attention_paged, test_gemv_bf16, test_argmax_rows,
+          test_sample_rows, test_launcher_errors)
