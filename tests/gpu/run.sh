@@ -1,54 +1,191 @@
 #!/bin/sh
-# run.sh [OUT] — the GPU checks of issue 7 on a bare CUDA machine (only the
-# NVIDIA driver and /usr/local/cuda/lib64 with libcublasLt.so.13), from a
-# build made on a CPU machine with `make gpu-bundle`: runs every test_cuda_*
-# binary of the bundle and writes its log and a summary into OUT ($OUT by
-# default, the device tool's result folder; ./gpu-results otherwise).
+# run.sh [OUT] — every GPU check and benchmark, on a bare CUDA machine (the
+# NVIDIA driver, /usr/local/cuda/lib64 with libcublasLt.so.13, python3 with
+# torch + transformers + safetensors, no network), from a build made on a CPU
+# machine with `make gpu-bundle`. Everything it writes goes to OUT ($OUT by
+# default, the device tool's result folder; ./gpu-results otherwise):
+#
+#   1. tests    every test_cuda_* binary of the bundle      test_cuda_*.log
+#               test_devpath with AS_TEST_DEVICE=cuda (the engine's device
+#               path against the CPU and transformers; needs the repository
+#               around the bundle or AS_SOURCE_DIR)      test_devpath.log
+#   2. gemv     bench_gemv (GEMV against cuBLASLt)          bench_gemv.log, bench_gemv.jsonl
+#   3. compare  hf_compare.py: greedy tokens of `actorserve generate --device
+#               cuda` against transformers, gemma-2b and llama-3.2-1b
+#               (random bf16 weights made here)              hf_compare.json, hf_compare*.log
+#   4. bench    llm_gpu.py: `actorserve bench-llm` on both shapes, the copy
+#               bandwidth, the transformers anchor (hf_generate.py)
+#                                                            llm-gpu-*.json, llm_gpu-*.log
+#   summary.txt: PASS/FAIL/SKIP and seconds per part, the goals, the result.
 #
 # With the device tool, from the repository root here:
 #   make gpu-bundle
-#   run(command="sh build/gpu-bundle/run.sh", carry=["build/gpu-bundle"], timeout_s=300)
-# (build/ is ignored by git, so the bundle must be carried; it is ~45 MB.)
-# Exit status: 0 when every test passed (skips count as failures here: on a
-# GPU machine nothing may skip), 1 otherwise.
+#   run(command="sh build/gpu-bundle/run.sh", carry=["build/gpu-bundle"], timeout_s=600)
+# (build/ is ignored by git, so the bundle must be carried.)
+# The whole run keeps within AS_GPU_BUDGET_S seconds (570): each part gets a
+# timeout from what is left. Expected: tests + gemv < 1 min, compare ~1.5 min,
+# bench ~1.5 min without the anchor, + ~2.5 min with it. Environment:
+#   AS_GPU_ANCHOR=0     skip the transformers anchor (saves ~2.5 min)
+#   AS_GPU_PARTS="tests gemv compare bench"   the parts to run
+#   AS_GPU_MODELS=DIR   where the model folders go (/tmp/actorserve-gpu-models,
+#                       12.5 GB; never OUT, which is copied back)
+#   AS_GPU_COMPARE_ARGS, AS_GPU_BENCH_ARGS   more options for hf_compare.py and
+#                       llm_gpu.py (e.g. "--shapes llama-3.2-1b"; a CPU rehearsal:
+#                       "--torch-device cpu --device-ours refdev --shapes tiny-llama")
+# Exit status: 0 when every part run passed (a skipped test counts as a
+# failure: on a GPU machine nothing may skip; goals not met do not fail it).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 RES=${1:-${OUT:-./gpu-results}}
 mkdir -p "$RES"
+RES=$(cd "$RES" && pwd)
+START=$(date +%s)
+BUDGET=${AS_GPU_BUDGET_S:-570}
+PARTS=${AS_GPU_PARTS:-tests gemv compare bench}
+MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
+PY_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}  # python and torch keep their own libraries
 export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SUMMARY="$RES/summary.txt"
+status=0
+
+left() { echo $((START + BUDGET - $(date +%s))); }
+# limit CAP RESERVE: a timeout of at most CAP seconds that leaves RESERVE for what follows.
+limit() {
+  t=$(($(left) - $2))
+  [ "$t" -gt "$1" ] && t=$1
+  echo "$t"
+}
+wants() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+note() { echo "$*" >> "$SUMMARY"; }
+# part NAME STATUS SECONDS DETAIL: one summary line; FAIL makes the run fail.
+part() {
+  note "$1: $2 ($3 s) $4"
+  [ "$2" = FAIL ] && status=1
+  return 0
+}
+
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "host: $(uname -n) $(uname -m)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
-  ls /usr/local/cuda/lib64/libcublasLt.so* 2>&1 | sed 's/^/cublasLt: /'
+  nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader 2>&1 | sed 's/^/gpu: /'
+  for f in /usr/local/cuda/lib64/libcublasLt.so*; do echo "cublasLt: $f"; done
+  echo "python3: $(python3 --version 2>&1)"
+  echo "parts: $PARTS (budget $BUDGET s, anchor ${AS_GPU_ANCHOR:-1})"
 } > "$SUMMARY"
-status=0
-for bin in "$HERE"/test_cuda_*; do
-  [ -x "$bin" ] || continue
-  name=$(basename "$bin")
-  missing=$(ldd "$bin" 2>&1 | grep "not found" || true)
+
+# Missing libraries: the bundled C++ runtime when the machine has none.
+for f in "$HERE"/test_cuda_* "$HERE/bench_gemv" "$HERE/actorserve" "$HERE/test_devpath" "$HERE/libactorserve_cuda.so"; do
+  [ -e "$f" ] || continue
+  missing=$(ldd "$f" 2>&1 | grep "not found" || true)
   if [ -n "$missing" ] && [ -z "${AS_FALLBACK:-}" ]; then
     AS_FALLBACK=1
     export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$HERE/lib-fallback"
-    echo "$name: using the bundled C++ runtime for: $missing" >> "$SUMMARY"
-    missing=$(ldd "$bin" 2>&1 | grep "not found" || true)
+    note "$(basename "$f"): using the bundled C++ runtime for: $(echo "$missing" | tr -s ' \n' ' ')"
+    missing=$(ldd "$f" 2>&1 | grep "not found" || true)
   fi
-  if [ -n "$missing" ]; then
-    echo "$name: missing libraries: $missing" >> "$SUMMARY"
-    status=1
-    continue
-  fi
-  start=$(date +%s)
-  timeout 240 "$bin" > "$RES/$name.log" 2>&1
-  rc=$?
-  end=$(date +%s)
-  last=$(tail -n 1 "$RES/$name.log")
-  echo "$name: rc=$rc in $((end - start)) s: $last" >> "$SUMMARY"
-  if [ $rc -ne 0 ] || grep -q "^skip " "$RES/$name.log"; then
-    status=1
-  fi
+  [ -n "$missing" ] && note "$(basename "$f"): missing libraries: $(echo "$missing" | tr -s ' \n' ' ')"
 done
-echo "result: $([ $status = 0 ] && echo PASS || echo FAIL)" >> "$SUMMARY"
+
+# 1. tests
+if wants tests; then
+  found=0
+  for bin in "$HERE"/test_cuda_*; do
+    [ -x "$bin" ] || continue
+    found=1
+    name=$(basename "$bin")
+    t=$(limit 120 420)
+    if [ "$t" -lt 10 ]; then part "$name" FAIL 0 "no time left"; continue; fi
+    s=$(date +%s)
+    timeout "$t" "$bin" > "$RES/$name.log" 2>&1
+    rc=$?
+    last=$(tail -n 1 "$RES/$name.log")
+    if [ $rc -eq 0 ] && ! grep -q "^skip " "$RES/$name.log"; then r=PASS; else r=FAIL; fi
+    part "$name" $r $(($(date +%s) - s)) "rc=$rc: $last"
+  done
+  [ $found = 1 ] || part tests FAIL 0 "no test_cuda_* binary in the bundle"
+  # The engine's whole device path on the GPU against the CPU path and the
+  # transformers fixtures (tests/fixtures, models/tiny-kjv of the repository
+  # this bundle sits in: AS_SOURCE_DIR).
+  src=${AS_SOURCE_DIR:-$HERE/../..}
+  if [ -x "$HERE/test_devpath" ] && [ -d "$src/tests/fixtures/models" ]; then
+    t=$(limit 120 400)
+    s=$(date +%s)
+    AS_TEST_DEVICE=cuda AS_SOURCE_DIR=$(cd "$src" && pwd) timeout "$t" "$HERE/test_devpath" \
+      > "$RES/test_devpath.log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && ! grep -q "^skip " "$RES/test_devpath.log"; then r=PASS; else r=FAIL; fi
+    part test_devpath $r $(($(date +%s) - s)) "rc=$rc: $(tail -n 1 "$RES/test_devpath.log")"
+  else
+    part test_devpath FAIL 0 "no test_devpath in the bundle, or no repository at $src"
+  fi
+fi
+
+# 2. gemv
+if wants gemv; then
+  if [ -x "$HERE/bench_gemv" ]; then
+    t=$(limit 60 360)
+    s=$(date +%s)
+    timeout "$t" "$HERE/bench_gemv" > "$RES/bench_gemv.log" 2>&1
+    rc=$?
+    grep '^{' "$RES/bench_gemv.log" > "$RES/bench_gemv.jsonl" || true
+    if [ $rc -eq 0 ] && ! grep -qi "^skip" "$RES/bench_gemv.log"; then r=PASS; else r=FAIL; fi
+    part bench_gemv $r $(($(date +%s) - s)) \
+      "rc=$rc, $(wc -l < "$RES/bench_gemv.jsonl") JSON lines: $(tail -n 1 "$RES/bench_gemv.log" | cut -c1-200)"
+  else
+    part bench_gemv FAIL 0 "no bench_gemv in the bundle"
+  fi
+fi
+
+# python3 runs with the machine's own libraries (LD_LIBRARY_PATH as it was),
+# our binary, started by the scripts, with the bundle's.
+export ACTORSERVE_LD_LIBRARY_PATH="$LD_LIBRARY_PATH" ACTORSERVE_BIN="$HERE/actorserve" OUT="$RES"
+
+# 3. compare
+if wants compare; then
+  t=$(limit 200 200)
+  s=$(date +%s)
+  if [ ! -x "$HERE/actorserve" ]; then
+    part hf_compare FAIL 0 "no actorserve in the bundle"
+  elif [ "$t" -lt 30 ]; then
+    part hf_compare FAIL 0 "no time left ($t s)"
+  else
+    # shellcheck disable=SC2086 # options split into words
+    timeout "$t" env LD_LIBRARY_PATH="$PY_LD_LIBRARY_PATH" python3 "$HERE/hf_compare.py" \
+      --models-dir "$MODELS" --out "$RES" --timeout 120 ${AS_GPU_COMPARE_ARGS:-} \
+      > "$RES/hf_compare.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then r=PASS; else r=FAIL; fi
+    part hf_compare $r $(($(date +%s) - s)) \
+      "rc=$rc: $(grep -E '^(PASS|FAIL) ' "$RES/hf_compare.out" | tr '\n' ';' | cut -c1-600)"
+  fi
+fi
+
+# 4. bench
+if wants bench; then
+  t=$(limit 600 5)
+  s=$(date +%s)
+  if [ ! -x "$HERE/actorserve" ]; then
+    part bench-llm FAIL 0 "no actorserve in the bundle"
+  elif [ "$t" -lt 60 ]; then
+    part bench-llm FAIL 0 "no time left ($t s)"
+  else
+    anchor=""
+    [ "${AS_GPU_ANCHOR:-1}" = 0 ] && anchor="--no-anchor"
+    rm -f "$RES/llm-gpu-summary.txt"
+    # shellcheck disable=SC2086 # options split into words
+    timeout "$t" env LD_LIBRARY_PATH="$PY_LD_LIBRARY_PATH" python3 "$HERE/llm_gpu.py" \
+      --models-dir "$MODELS" --out "$RES" --deadline-s "$((t - 5))" $anchor ${AS_GPU_BENCH_ARGS:-} \
+      > "$RES/llm_gpu.out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then r=PASS; else r=FAIL; fi
+    part bench $r $(($(date +%s) - s)) "rc=$rc (llm_gpu.out)"
+    if [ -f "$RES/llm-gpu-summary.txt" ]; then
+      sed 's/^/  /' "$RES/llm-gpu-summary.txt" >> "$SUMMARY"
+    fi
+  fi
+fi
+
+note "total: $(($(date +%s) - START)) s"
+note "result: $([ $status = 0 ] && echo PASS || echo FAIL)"
 cat "$SUMMARY"
 exit $status
