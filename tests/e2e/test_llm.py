@@ -325,3 +325,23 @@ def test_generate_and_bench_llm_on_refdev():
     assert [x["prompt"] for x in lines if x["bench"] == "ttft"] == [16]
     p = subprocess.run([BIN, "generate", MODEL, "hi", "--device", "tpu"], capture_output=True, text=True)
     assert p.returncode != 0 and "tpu" in p.stderr
+
+
+def test_gpu_config_without_a_usable_gpu_says_why(serve):
+    """config/chat-gpu.yaml asks for a GPU; on a node that offers one (--num-gpus 1) the
+    replica gets CUDA_VISIBLE_DEVICES and loads its model on "cuda". Where no GPU can be
+    used the constructor fails with the reason, and the server goes on."""
+    from conftest import free_port
+    cfg = os.path.join(ROOT, "config", "chat-gpu.yaml")
+    srv = serve(cfg, "--num-gpus", "1", "--dashboard-port", str(free_port()), wait_running=False)
+    deadline = time.time() + 20
+    while time.time() < deadline and 'device "cuda" cannot be used' not in srv.stderr():
+        time.sleep(0.2)
+    err = srv.stderr()
+    if 'device "cuda" cannot be used' not in err:
+        # a machine with a working GPU and CUDA module: the replica serves
+        srv.wait_running()
+        assert srv.post("/", json="In the beginning").status_code == 200
+        return
+    assert "constructor failed" in err and "llm.load" in err
+    assert srv.get("/-/healthz").status_code in (200, 503)  # the head is still up
