@@ -15,6 +15,10 @@
  *
  * Each batch size runs once untimed first (8 tokens), so its captured decode
  * step exists before the timed run, as in a server that has been up a while.
+ * With ASK_PROFILE=1 in the environment, steps run op by op (no graphs),
+ * each op timed between syncs, and a {"bench": "profile", ...} line per
+ * batch gives the mean microseconds per step of each op kind (prefill and
+ * decode steps of the timed run together).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -188,7 +192,9 @@ int as__cli_bench_llm(int argc, char **argv) {
   uint64_t rng = ask_rng_seed(20261125);
   for (int i = 0; i < nb; i++) {
     double tok_s = 0, step_ms = 0;
+    char prof[1024];
     if (as__bdecode(g, c->vocab_size, batch[i], P, 8, &rng, NULL, NULL, err, sizeof err) != 0 ||
+        (as_gen_profile(g, prof, sizeof prof, 1), 0) ||
         as__bdecode(g, c->vocab_size, batch[i], P, news, &rng, &tok_s, &step_ms, err,
                     sizeof err) != 0) {
       printf("{\"bench\": \"decode\", \"batch\": %d, \"error\": \"%s\"}\n", batch[i], err);
@@ -198,6 +204,8 @@ int as__cli_bench_llm(int argc, char **argv) {
     printf("{\"bench\": \"decode\", \"batch\": %d, \"prompt\": %d, \"new\": %d, \"tok_s\": %.1f, "
            "\"step_ms\": %.3f, \"graphs\": %d}\n",
            batch[i], P, news, tok_s, step_ms, as_gen_graphs(g));
+    if (as_gen_profile(g, prof, sizeof prof, 1)) /* ASK_PROFILE=1: where a step's time goes */
+      printf("{\"bench\": \"profile\", \"batch\": %d, \"ops\": %s}\n", batch[i], prof);
     fflush(stdout);
   }
   for (int i = 0; i < nt; i++) {

@@ -14,15 +14,26 @@
  * batch-size bucket (1, 2, 4, ... 256; the batch padded with rows that
  * write nothing) and sampling mode, and replayed: everything that changes
  * between steps lives in the staged block, never in an op's arguments.
- * Mixed steps (prefill chunks) run their ops directly.
+ * Mixed steps (prefill chunks) run their ops directly. ASK_PROFILE=1 runs
+ * every step op by op with a sync after each and keeps the time per op
+ * kind (as_gen_profile; `actorserve bench-llm` prints it).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model_int.h"
 
 enum { AS__MODE_LOGITS = 0, AS__MODE_GREEDY = 1, AS__MODE_SAMPLE = 2 };
+
+/* The op kinds of a step, for the profile (ASK_PROFILE=1). */
+enum { P_EMBED, P_NORM, P_QKV, P_ROPE_KV, P_ATTN, P_O, P_GATE_UP, P_GLU, P_DOWN, P_HEAD_NORM,
+       P_LM_HEAD, P_SAMPLE, P_N };
+static const char *const as__pnames[P_N] = {"embed", "norm", "qkv", "rope_kv", "attention", "o",
+                                            "gate_up", "glu", "down", "final_norm", "lm_head",
+                                            "sample"};
 #define AS__NBUCKET 9 /* batch buckets 1, 2, 4, ..., 256 */
 
 struct as__dstep_s {
@@ -39,6 +50,11 @@ struct as__dstep_s {
   size_t off_ids_out, off_rng, off_temp, off_topp, off_topk, off_last, off_ids, off_pos,
       off_slot, off_seq, off_table;
   void *graph[AS__NBUCKET][3];
+  /* ASK_PROFILE=1: steps run op by op, each timed between two syncs
+   * (graphs off), minus the cost of an empty sync measured at start */
+  int profile;
+  double prof[P_N], sync_cost;
+  long prof_steps;
   /* what the captured function runs */
   const as_model_t *m;
   as_kv_t *kv;
@@ -57,6 +73,8 @@ int as__kv_graphs(const as_kv_t *kv) {
       n += kv->step->graph[b][k] != NULL;
   return n;
 }
+
+static double as__pnow(const ask_dev_t *dev);
 
 static size_t as__al(size_t n) { return (n + 255) / 256 * 256; }
 
@@ -151,6 +169,10 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
   s->tcap = z.tcap;
   s->qkvd = (c->num_heads + 2 * c->num_kv_heads) * c->head_dim;
   s->graphs_off = env != NULL && env[0] != '\0' && env[0] != '0';
+  env = getenv("ASK_PROFILE");
+  s->profile = env != NULL && env[0] != '\0' && env[0] != '0';
+  if (s->profile)
+    s->graphs_off = 1;
   s->m = m;
   s->kv = kv;
   struct {
@@ -166,6 +188,14 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
   if (rc != 0)
     return rc;
   s->io_bytes = z.io;
+  if (s->profile) { /* the cost of a sync with nothing queued, best of 20 */
+    s->sync_cost = 1;
+    for (int i = 0; i < 20; i++) {
+      double t0 = as__pnow(dev), d = as__pnow(dev) - t0;
+      if (d < s->sync_cost)
+        s->sync_cost = d;
+    }
+  }
   s->host = calloc(1, z.io);
   if (s->host == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
@@ -184,6 +214,48 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
 }
 
 #define AS__IO(s, base, off, type) ((type *)(void *)((base) + (s)->off))
+
+static double as__wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Profile: the time now, after the queue is empty. */
+static double as__pnow(const ask_dev_t *dev) {
+  char e[8];
+  dev->sync(e, sizeof e);
+  return as__wall();
+}
+
+/* Profile: charges the time since *t (less one empty sync) to kind. */
+static void as__ptick(as__dstep_t *s, const ask_dev_t *dev, int kind, double *t) {
+  double now = as__pnow(dev), d = now - *t - s->sync_cost;
+  s->prof[kind] += d > 0 ? d : 0;
+  *t = now;
+}
+
+int as__kv_profile(const as_kv_t *kv, char *out, size_t len) {
+  const as__dstep_t *s = kv->step;
+  size_t n = 0;
+  if (s == NULL || !s->profile || s->prof_steps == 0 || len == 0)
+    return 0;
+  n += (size_t)snprintf(out + n, len - n, "{\"steps\": %ld", s->prof_steps);
+  for (int k = 0; k < P_N && n < len; k++)
+    n += (size_t)snprintf(out + n, len - n, ", \"%s_us\": %.1f", as__pnames[k],
+                          s->prof[k] * 1e6 / (double)s->prof_steps);
+  if (n < len)
+    snprintf(out + n, len - n, "}");
+  return 1;
+}
+
+void as__kv_profile_reset(as_kv_t *kv) {
+  as__dstep_t *s = kv->step;
+  if (s == NULL)
+    return;
+  memset(s->prof, 0, sizeof s->prof);
+  s->prof_steps = 0;
+}
 
 /* Queues the ops of one step over the staged rows: T rows, S sampled rows
  * (the rows `last` names), then the mode's sampling. */
@@ -205,32 +277,44 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
                 *last = AS__IO(s, s->io, off_last, int32_t);
   int nsplit = as__nsplit(nh, T);
 
-  dev->embedding_bf16(s->x, dm->embed, ids, T, C, m->embed_scale);
+  double t = s->profile ? as__pnow(dev) : 0;
+#define AS__OP(kind, call)                                                  \
+  do {                                                                      \
+    call;                                                                   \
+    if (s->profile)                                                         \
+      as__ptick(s, dev, kind, &t);                                          \
+  } while (0)
+  AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, T, C, m->embed_scale));
   for (int l = 0; l < c->num_layers; l++) {
     const as__dlayer_t *L = &dm->layers[l];
     uint16_t *kc = kv->kc + (size_t)l * layer, *vc = kv->vc + (size_t)l * layer;
-    dev->add_rmsnorm(s->h, s->x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off);
-    dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd);
-    dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd);
-    dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T, nh, nkv, D, qkvd,
-                         1, AS_KV_PAGE, nsplit, scale);
-    dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C);
-    dev->add_rmsnorm(s->h, s->x, s->r, L->norm2, T, C, eps, off);
-    dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F);
-    dev->glu_rows(s->g, s->gu, T, F, c->act);
-    dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C);
+    AS__OP(P_NORM, dev->add_rmsnorm(s->h, s->x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off));
+    AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
+    AS__OP(P_ROPE_KV, dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
+    AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T, nh,
+                                        nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));
+    AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
+    AS__OP(P_NORM, dev->add_rmsnorm(s->h, s->x, s->r, L->norm2, T, C, eps, off));
+    AS__OP(P_GATE_UP, dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F));
+    AS__OP(P_GLU, dev->glu_rows(s->g, s->gu, T, F, c->act));
+    AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
   }
-  ops->add(s->x, s->x, s->r, (size_t)T * (size_t)C);
-  ops->embedding(s->hs, s->x, last, S, C, 1.0f); /* the rows whose logits are wanted */
-  dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off);
-  dev->matmul_bf16(s->logits, s->xs, s->hn, dm->lm_head, NULL, S, C, V);
+  AS__OP(P_HEAD_NORM, ops->add(s->x, s->x, s->r, (size_t)T * (size_t)C));
+  /* the rows whose logits are wanted */
+  AS__OP(P_HEAD_NORM, ops->embedding(s->hs, s->x, last, S, C, 1.0f));
+  AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off));
+  AS__OP(P_LM_HEAD, dev->matmul_bf16(s->logits, s->xs, s->hn, dm->lm_head, NULL, S, C, V));
   if (mode == AS__MODE_GREEDY)
-    dev->argmax_rows(AS__IO(s, s->io, off_ids_out, int32_t), s->logits, S, V);
+    AS__OP(P_SAMPLE, dev->argmax_rows(AS__IO(s, s->io, off_ids_out, int32_t), s->logits, S, V));
   else if (mode == AS__MODE_SAMPLE)
-    dev->sample_rows(AS__IO(s, s->io, off_ids_out, int32_t), NULL, s->logits,
-                     AS__IO(s, s->io, off_temp, float), AS__IO(s, s->io, off_topk, int32_t),
-                     AS__IO(s, s->io, off_topp, float), AS__IO(s, s->io, off_rng, uint64_t), S,
-                     V);
+    AS__OP(P_SAMPLE,
+           dev->sample_rows(AS__IO(s, s->io, off_ids_out, int32_t), NULL, s->logits,
+                            AS__IO(s, s->io, off_temp, float), AS__IO(s, s->io, off_topk, int32_t),
+                            AS__IO(s, s->io, off_topp, float), AS__IO(s, s->io, off_rng, uint64_t),
+                            S, V));
+#undef AS__OP
+  if (s->profile)
+    s->prof_steps++;
 }
 
 static void as__run_captured(void *ud) {

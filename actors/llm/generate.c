@@ -160,6 +160,13 @@ int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_
 int as_gen_graphs(const as_gen_t *g) { return g->dev ? as__kv_graphs(g->kv) : 0; }
 size_t as_gen_kv_capacity(const as_gen_t *g) { return as_kv_capacity(g->kv); }
 
+int as_gen_profile(as_gen_t *g, char *out, size_t len, int reset) {
+  int rc = g->dev ? as__kv_profile(g->kv, out, len) : 0;
+  if (g->dev && reset)
+    as__kv_profile_reset(g->kv);
+  return rc;
+}
+
 int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
                   const as_kv_opts_t *ko, char *err, size_t errlen) {
   const as_llm_config_t *c;

@@ -338,6 +338,11 @@ int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
 void as_gen_free(as_gen_t *g); /* NULL is fine; ends every request */
 /* Decode steps captured as graphs so far (device models; 0 on the CPU). */
 int as_gen_graphs(const as_gen_t *g);
+/* Device models run with ASK_PROFILE=1 in the environment: each step op by
+ * op, timed between syncs (no graphs). Writes the mean microseconds per
+ * step of each op kind as a JSON object ({"steps": n, "qkv_us": ...}) and
+ * returns 1; 0 when not profiling. reset: start counting again. */
+int as_gen_profile(as_gen_t *g, char *out, size_t len, int reset);
 /* Tokens the generator's KV cache holds in all. */
 size_t as_gen_kv_capacity(const as_gen_t *g);
 /* Plain defaults: greedy, 256 new tokens, the model's eos ids. */

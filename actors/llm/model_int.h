@@ -120,6 +120,10 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen);
 void as__dstep_free(as_kv_t *kv);
 /* The step buffers' limits (tokens, sequences per forward call). */
 void as__kv_step_limits(const as_kv_t *kv, int *rows, int *seqs);
+/* ASK_PROFILE=1: the mean time per step of each op kind as a JSON object
+ * into out; 0 when not profiling or no step ran. Reset clears it. */
+int as__kv_profile(const as_kv_t *kv, char *out, size_t len);
+void as__kv_profile_reset(as_kv_t *kv);
 /* Captured steps held by the cache's step state. */
 int as__kv_graphs(const as_kv_t *kv);
 /* Device bytes as__dstep_new would take for these limits. */
