@@ -146,6 +146,8 @@ def main():
         os.path.join(ROOT, "..", "shared", "anchors", "hf_generate.py")),
         help="path of anchors/hf_generate.py (default: next to this file, else ../shared/anchors)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the transformers run")
+    ap.add_argument("--profile-batch", default="1,64",
+                    help="batches of the op-by-op profile run (ASK_PROFILE=1); '' skips it")
     ap.add_argument("--timeout-ours", type=int, default=180, help="seconds per shape")
     ap.add_argument("--timeout-anchor", type=int, default=300)
     ap.add_argument("--deadline-s", type=int, default=0,
@@ -207,6 +209,16 @@ def main():
             r["error"] = "no info or decode line on stdout"
         print("%s: ours %s in %.0f s%s" % (shape, "failed" if r["error"] else "done", dt,
                                           ": " + r["error"] if r["error"] else ""), flush=True)
+        # where a step's time goes: a short run op by op (ASK_PROFILE=1, no graphs)
+        if not r["error"] and a.profile_batch:
+            t = left(60)
+            pcmd = [a.bin, "bench-llm", d, "--device", a.device, "--batch", a.profile_batch,
+                    "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", "32", "--ttft", "none"]
+            penv = dict(benv or os.environ, ASK_PROFILE="1")
+            rc, so, se, dt = run_logged(pcmd, t, os.path.join(a.out, "llm_gpu-profile-%s.log" % shape), penv)
+            r["profile"] = [ln for ln in json_lines(so) if ln.get("bench") in ("profile", "decode")]
+            if rc != 0:
+                r["profile_error"] = failure(rc, se, t)
 
     # 3: copy bandwidth (the limit's denominator)
     t = left(120)

@@ -56,7 +56,7 @@ static int as__bbad(const char *msg, const char *a) {
   fprintf(stderr, "actorserve bench-llm: %s%s\n", msg, a != NULL ? a : "");
   fprintf(stderr, "usage: actorserve bench-llm MODEL_DIR [--device cpu|cuda|refdev] "
                   "[--batch 1,8,32,128,256] [--prompt-tokens 128] [--new-tokens 256] "
-                  "[--ttft 128,2048] [--kv-tokens N]\n");
+                  "[--ttft 128,2048|none] [--kv-tokens N]\n");
   return 2;
 }
 
@@ -148,6 +148,8 @@ int as__cli_bench_llm(int argc, char **argv) {
       device = v;
     else if (strcmp(a, "--batch") == 0 && (nb = as__blist(v, batch)) > 0)
       continue;
+    else if (strcmp(a, "--ttft") == 0 && strcmp(v, "none") == 0)
+      nt = 0;
     else if (strcmp(a, "--ttft") == 0 && (nt = as__blist(v, ttft)) > 0)
       continue;
     else if (strcmp(a, "--prompt-tokens") == 0 && (P = atoi(v)) > 0)
