@@ -55,12 +55,20 @@ static int as__kv_pool(as_kv_t *kv, const as_kv_opts_t *o, char *err, size_t err
     double frac = o->mem_fraction > 0 && o->mem_fraction <= 1 ? o->mem_fraction : 0.9;
     if ((rc = dev->mem_info(&freeb, &total, err, errlen)) != 0)
       return rc;
-    double budget = (double)freeb - (1.0 - frac) * (double)total;
+    /* vLLM's rule: this engine may hold frac of the device in all (weights,
+     * step buffers, cache), so replicas sharing a GPU each take their part;
+     * and never more than is free, less 256 MiB for CUDA's own needs. */
+    double own = (double)kv->m->dm->device_bytes + (double)as__dstep_bytes(kv->m, rows, seqs);
+    double budget = frac * (double)total - own, room = (double)freeb - 256.0 * 1048576.0;
+    if (room < budget)
+      budget = room;
     if (budget < (double)(2 * page_bytes))
       return as__llm_err(err, errlen, AS_ENOMEM,
-                         "no device memory left for the KV cache: %.0f MiB free of %.0f MiB, "
-                         "%.0f%% may be used",
-                         (double)freeb / 1048576.0, (double)total / 1048576.0, frac * 100);
+                         "no device memory left for the KV cache: %.0f MiB free of %.0f MiB; "
+                         "the model and step buffers take %.0f MiB of the %.0f%% this engine "
+                         "may use (gpu_memory_utilization)",
+                         (double)freeb / 1048576.0, (double)total / 1048576.0, own / 1048576.0,
+                         frac * 100);
     npages = (size_t)(budget / (double)(2 * page_bytes));
   }
   if (npages > (size_t)INT32_MAX / AS_KV_PAGE)

@@ -439,6 +439,35 @@ TEST(test_device_failure) {
   as_model_free(m);
 }
 
+/* The pool from the memory fraction (vLLM's gpu_memory_utilization): the
+ * engine's weights, step buffers and cache stay within it; a fraction too
+ * small for the model is refused naming the setting. On refdev the
+ * "device" is the host (MemTotal). */
+TEST(test_pool_from_memory_fraction) {
+  paths();
+  as_model_t *m = open_on(KJV, "refdev");
+  const ask_dev_t *dev = ask_refdev_ops()->dev;
+  size_t freeb, total;
+  as_kv_t *kv = NULL;
+  ASSERT_OK(dev->mem_info(&freeb, &total, err, sizeof err));
+  double frac = 64.0 * 1048576.0 / (double)total; /* 64 MiB in all */
+  as_kv_opts_t o = {0, 0, 0, frac / 16};            /* 4 MiB: less than the weights */
+  ASSERT_EQ(as_kv_new_ex(&kv, m, &o, err, sizeof err), AS_ENOMEM);
+  ASSERT_TRUE(strstr(err, "gpu_memory_utilization") != NULL);
+  o.mem_fraction = frac;
+  ASSERT_OK(as_kv_new_ex(&kv, m, &o, err, sizeof err));
+  const as_llm_config_t *c = as_model_config(m);
+  double per_token = 2.0 * c->num_layers * c->num_kv_heads * c->head_dim * 2; /* k + v, bf16 */
+  double cache = (double)as_kv_capacity(kv) * per_token;
+  printf("  64 MiB in all: %zu tokens of KV cache (%.1f MiB) beside %.1f MiB of weights\n",
+         as_kv_capacity(kv), cache / 1048576.0,
+         (double)as_model_weight_bytes(m) / 1048576.0);
+  ASSERT_GT(as_kv_capacity(kv), 1000);
+  ASSERT_LE(cache + (double)as_model_weight_bytes(m), 64.0 * 1048576.0);
+  as_kv_free(kv);
+  as_model_free(m);
+}
+
 /* Encoders stay on the CPU; an unknown device is named. */
 TEST(test_device_errors) {
   as_model_t *m = NULL;
@@ -461,4 +490,4 @@ TEST(test_device_errors) {
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
           test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_paging,
-          test_device_failure, test_device_errors)
+          test_device_failure, test_pool_from_memory_fraction, test_device_errors)
