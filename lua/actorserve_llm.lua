@@ -64,9 +64,13 @@ function M.load(dir, opts)
     local vis = os.getenv("CUDA_VISIBLE_DEVICES")
     device = (vis ~= nil and vis ~= "") and "cuda" or "cpu"
   end
+  -- a replica holding part of a GPU (num_gpus = 0.5) sizes its cache to that part
+  local util = opts.gpu_memory_utilization
+  local share = tonumber(os.getenv("ACTORSERVE_GPU_SHARE") or "")
+  if util == nil and share and share > 0 and share < 1 then util = 0.9 * share end
   local lopts = { kv_max_tokens = opts.max_tokens, step_tokens = opts.step_tokens,
                   step_delay_s = opts.step_delay_s, device = device,
-                  gpu_memory_utilization = opts.gpu_memory_utilization }
+                  gpu_memory_utilization = util }
   local e, err = core.load(dir, lopts)
   if not e and dir:sub(1, 1) ~= "/" and serve.app_dir() then
     -- a relative folder is looked up beside the app file, then one level up

@@ -368,18 +368,24 @@ static int spawn(replica_t *r) {
   as_res_format_gpus(&gpus, &r->alloc);
   int nenv = 0;
   while (environ[nenv]) nenv++;
-  char **env = calloc((size_t)nenv + 3, sizeof *env);
-  char cuda[300], rid[200];
+  char **env = calloc((size_t)nenv + 4, sizeof *env);
+  char cuda[300], rid[200], share[64];
   snprintf(cuda, sizeof cuda, "CUDA_VISIBLE_DEVICES=%s", gpus.data ? gpus.data : "");
   snprintf(rid, sizeof rid, "ACTORSERVE_REPLICA_ID=%s", r->id);
+  /* The part of each granted device this replica holds (0.5 for num_gpus =
+   * 0.5): actorserve.llm sizes its KV cache to it. */
+  snprintf(share, sizeof share, "ACTORSERVE_GPU_SHARE=%.4f",
+           r->alloc.ngpu > 0 ? (double)r->alloc.gpu_share / (double)AS_RES_UNIT : 0.0);
   as_buf_free(&gpus);
   if (!env) return AS_ENOMEM;
   int k = 0;
   for (int i = 0; i < nenv; i++)
-    if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) && strncmp(environ[i], "ACTORSERVE_REPLICA_ID=", 22))
+    if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) && strncmp(environ[i], "ACTORSERVE_REPLICA_ID=", 22) &&
+        strncmp(environ[i], "ACTORSERVE_GPU_SHARE=", 21))
       env[k++] = environ[i];
   env[k++] = cuda;
   env[k++] = rid;
+  env[k++] = share;
   env[k] = NULL;
 
   uv_pipe_init(c->loop, &r->ctrl, 0);

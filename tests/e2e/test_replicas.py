@@ -243,12 +243,12 @@ def test_custom_resources_partial_fit(serve):
     assert r.status_code == 200 and r.json()["deployment"] == "Custom"
 
 
-@pytest.mark.parametrize("var,dep,expected", [
-    ("gpu_half", "GHalf", ["0", "0"]),
-    ("gpu_whole", "GWhole", ["0", "1"]),
-    ("gpu_none", "GNone", ["", ""]),
+@pytest.mark.parametrize("var,dep,expected,share", [
+    ("gpu_half", "GHalf", ["0", "0"], "0.5000"),
+    ("gpu_whole", "GWhole", ["0", "1"], "1.0000"),
+    ("gpu_none", "GNone", ["", ""], "0.0000"),
 ], ids=["half-shares-device-0", "whole-gets-0-and-1", "zero-gets-empty"])
-def test_cuda_visible_devices(serve, var, dep, expected):
+def test_cuda_visible_devices(serve, var, dep, expected, share):
     srv = serve(REPL(var), "--num-gpus", "2")
     st = srv.status()
     reps = replicas_of(st)[dep]
@@ -262,4 +262,5 @@ def test_cuda_visible_devices(serve, var, dep, expected):
     for x in res:
         assert x[1]["cvd"] == by_id[x[1]["replica_id"]]["gpu_ids"], (x, by_id)
     assert sorted(x[1]["cvd"] for x in res) == expected
+    assert all(x[1]["share"] == share for x in res), res  # what actorserve.llm sizes its cache to
     assert st["node"]["total"]["GPU"] == 2

@@ -42,6 +42,7 @@ function W:__call(req)
     replica_id = c.replica_id,
     pid = c.pid,
     cvd = os.getenv("CUDA_VISIBLE_DEVICES") or "<unset>",
+    share = os.getenv("ACTORSERVE_GPU_SHARE") or "<unset>",
     gated = gated,
   }
 end
