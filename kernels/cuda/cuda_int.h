@@ -71,6 +71,15 @@ void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const floa
                              const int32_t *seq, const int32_t *pos, int T, int nh, int nkv,
                              int D, int q_stride, int table_width, int page, int nsplit,
                              float scale);
+/* The same with the kernel chosen by the caller (tests): heads <= 0 picks
+ * as ask__cu_attention_paged does; 1 the per-head kernel; 2..8 the grouped
+ * kernel with blocks of up to `heads` query heads of one kv head (the
+ * per-head kernel when nh == nkv). */
+void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part, const float *q,
+                                const uint16_t *kc, const uint16_t *vc, const int32_t *table,
+                                const int32_t *seq, const int32_t *pos, int T, int nh, int nkv,
+                                int D, int q_stride, int table_width, int page, int nsplit,
+                                float scale, int heads);
 
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,

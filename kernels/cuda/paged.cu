@@ -3,18 +3,101 @@
  * table[seq[t] * table_width ...]) at its own position pos[t], so decode
  * rows of many sequences and prefill chunks run in one launch.
  *
- * The design of attention.cu: one block of 4 warps per (query head, row,
- * split); the keys 0..pos[t] are cut into nsplit equal parts (nsplit fixed
- * by the caller: the launch depends only on scalar arguments, so a captured
- * step stays valid for whatever lengths the device buffers hold later), the
- * keys of a part are dealt to the warps, each warp keeps an online softmax
- * (running max, sum and a D-wide accumulator, lane holding the pairs of
- * dims 2*lane + 64*r), the 4 warps merge in shared memory, and with
- * nsplit > 1 the parts go through part to attention.cu's merge kernel. A
- * part (or a whole row: pos[t] < 0) with no key has max -inf and weighs 0;
- * a row with no key gets zeros. Keys and values are read as bf16 pairs (4
- * bytes a lane, 128 bytes a warp), two keys at a time to keep more loads in
- * flight. D even and <= 256; scores and softmax in f32.
+ * Both kernels below cut the keys 0..pos[t] of a row into nsplit equal
+ * parts (nsplit fixed by the caller) and, with nsplit > 1, write one partial
+ * (m, l, acc[D]) per (row, query head, part) that attention.cu's merge
+ * kernel combines. A part (or a whole row: pos[t] < 0) with no key has
+ * max -inf and weighs 0; a row with no key gets zeros. The launcher picks
+ * the kernel and its shape from the scalar arguments only, so a captured
+ * step stays valid for whatever lengths and positions the device buffers
+ * hold later. D even and <= 256; scores and softmax in f32.
+ *
+ * Per-head kernel (ask__k_attention_paged, the design of attention.cu): one
+ * block of 4 warps per (query head, row, part); the keys are dealt to the
+ * warps, each warp keeps an online softmax (running max, sum and a D-wide
+ * accumulator, lane holding the pairs of dims 2*lane + 64*r) and the 4
+ * warps merge in shared memory. Keys and values are read as bf16 pairs (4
+ * bytes a lane), two keys at a time. With grouped-query attention it reads
+ * every key and value row of a kv head once per query head of the group
+ * (G = nh / nkv times), so it serves G == 1 only, and the grouped kernel's
+ * fallback when there are too few blocks to share (below).
+ *
+ * Grouped kernel (ask__k_attention_paged_grouped<GB>): one block of 256
+ * threads per (kv head g, chunk of up to 8 of its query heads, row, part)
+ * reads each key and value row of its part once and serves every query head
+ * of the chunk. GB (2, 4 or 8, a template argument) is the chunk's head
+ * count rounded up to a power of two; the extra heads have zero queries and
+ * are never written. Dims are padded (with zeros in shared memory and in
+ * the queries) to DP, a power of two >= max(D, 8 * GB): a tile row is DP/8
+ * chunks of 16 bytes, KL = DP/8. The part's keys go through shared memory
+ * in tiles of TK = min(128, 8192 / DP) keys (32 for D = 256, 128 for
+ * D = 64): a K tile and a V tile of TK * DP bf16 each, at most 2 * 16 KB.
+ * Per tile, separated by __syncthreads:
+ *   staging  the tile loaded during the previous tile's compute (16-byte
+ *            __ldg of bf16 chunks when D % 8 == 0 and the caches are 16-byte
+ *            aligned, else bf16 pairs; chunk x of the tile is thread
+ *            x % 256's, so a warp reads whole rows, and each thread keeps
+ *            up to 4 K + 4 V chunks in registers) is stored, and the cache
+ *            rows of the next tile are looked up in the page table (one
+ *            division per key) into srow; then the next tile's loads are
+ *            issued, to be in flight during the compute below;
+ *   scores   warps over keys: KL lanes per key (32/KL keys a warp at once,
+ *            256/KL a pass over the block), lane holding 8 dims of the key
+ *            (one 16-byte shared load, conflict-free: a warp reads
+ *            consecutive chunks) and the same 8 dims of the GB queries in
+ *            registers (8 * GB floats, read once by the block in coalesced
+ *            order through the tile buffer), GB partial dots reduced across
+ *            the KL lanes by a transposing butterfly (each of the first
+ *            log2 GB xor steps sends half of the values and keeps the other
+ *            half, so GB sums take GB - 1 + log2(KL / GB) shuffles, not
+ *            GB * log2 KL);
+ *            scores * scale go to sp[key][head];
+ *   softmax  warp h (< GB) for head h: tile max, the running max m and
+ *            sum l (held by that warp), sp turned into exp(s - m) in place,
+ *            corr = exp(m_old - m) for the accumulators;
+ *   values   threads over (key group, head set, 16-byte chunk of dims):
+ *            a thread owns 8 dims of HS = min(GB, 4) heads (HS * 8 f32
+ *            accumulators), and its key group (one of KG = 256 / (KL *
+ *            GB / HS)) takes every KG-th key of the tile: per key one
+ *            16-byte V load (a warp reads consecutive rows) and one HS-wide
+ *            load of the weights (a broadcast), 8 * HS FMAs. Accumulators
+ *            are rescaled by corr only when it is not 1.
+ * So all 8 warps work in the score and value phases for both common shapes:
+ *   gemma-2b (8/1/256, GB 8): scores 1 key a warp, 4 passes of 8 keys per
+ *     32-key tile, 64 FMAs and 9 shuffles per key a lane; values 2 head
+ *     sets x 4 key groups, 8 keys a thread per tile, 32 FMAs a key;
+ *   Llama-3.2-1B (32/8/64, GB 4): scores 4 keys a warp (8 lanes each),
+ *     4 passes of 32 keys per 128-key tile, 32 FMAs and 4 shuffles per key
+ *     a lane; values 32 key groups, 4 keys a thread per tile.
+ * At the end the KG partial accumulators of each (head, dim) are summed in
+ * shared memory (KG * GB * DP = 2048 * HS floats, in the tile buffer) and
+ * written with m and l as the per-head kernel writes them.
+ * Shared memory: 32 KB tiles + TK * GB f32 weights (4 KB) + 128 row
+ * indices, static (35-37 KB). Registers (sm_90a, no spills): 197 for GB 8
+ * (8 * GB queries, 8 * HS accumulators, 8 staged uint4: one block a SM),
+ * 128 for GB 4 and 126 for GB 2 (__launch_bounds__ asks for two blocks a
+ * SM, so one block's first tile load and barriers overlap the other's
+ * compute).
+ *
+ * Memory traffic: the grouped kernel reads each (kv head, key) row once per
+ * head chunk, the per-head kernel once per query head (G times; L2 catches
+ * part of it, since the heads of a group run side by side). A decode step
+ * of 256 sequences at ~500 cached tokens reads per layer 256 * 500 * kvd *
+ * 4 bytes of K and V once: 262 MB for Llama-3.2-1B (kvd 512; the per-head
+ * kernel: 4x, 1 GB), 131 MB for gemma-2b (kvd 256; per head: 8x, 1 GB).
+ *
+ * Which kernel: the caller's nsplit aims at about 256 per-head blocks
+ * (nh * T * nsplit, actors/llm/forward_dev.c), G times more than grouped
+ * blocks of all G heads would give; with few rows that leaves most SMs
+ * idle and each block latency-bound. So the launcher takes the largest
+ * chunk among min(G, 8) heads (balanced chunks when G > 8), 4 and 2 whose
+ * grid (nkv * chunks * T * nsplit blocks) has at least 128 blocks (about
+ * one a SM), else chunks of 2 (still half the reads of the per-head kernel,
+ * with half its blocks); G == 1 takes the per-head kernel. With that
+ * nsplit, gemma-2b gets chunks of 8 from 128 decode rows on, of 4 at 64, of
+ * 2 up to 32; Llama-3.2-1B chunks of 4 from 16 rows on, of 2 below.
+ * ask__cu_attention_paged_gb (cuda_int.h) lets tests force either kernel
+ * and any chunk size.
  */
 #include "common.cuh"
 
@@ -135,12 +218,299 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
   }
 }
 
-extern "C" void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const float *q,
-                                        const uint16_t *kc, const uint16_t *vc,
-                                        const int32_t *table, const int32_t *seq,
-                                        const int32_t *pos, int T, int nh, int nkv, int D,
-                                        int q_stride, int table_width, int page, int nsplit,
-                                        float scale) {
+/* ---- the grouped kernel ---------------------------------------------------- */
+
+#define ASK__PG_GT 256         /* threads of a grouped block */
+#define ASK__PG_TILE 8192      /* bf16 of a K tile (TK * DP) at most */
+#define ASK__PG_TKMAX 128      /* keys of a tile at most */
+#define ASK__PG_MIN_BLOCKS 128 /* grouped blocks wanted (see the header) */
+
+/* The 8 floats of a 16-byte chunk of bf16 (the lowest address first). */
+static __device__ __forceinline__ void ask__pg_unpack(float *f, uint4 u) {
+  f[0] = ask__lo(u.x), f[1] = ask__hi(u.x), f[2] = ask__lo(u.y), f[3] = ask__hi(u.y);
+  f[4] = ask__lo(u.z), f[5] = ask__hi(u.z), f[6] = ask__lo(u.w), f[7] = ask__hi(u.w);
+}
+
+/* Dims [c8, c8 + 8) of the cache row r (bf16), zeros past D: one 16-byte
+ * load when vec16 (D % 8 == 0, 16-byte aligned caches), else bf16 pairs. */
+static __device__ __forceinline__ uint4 ask__pg_chunk(const uint16_t *r, int c8, int D,
+                                                      int vec16) {
+  if (vec16)
+    return c8 < D ? __ldg(reinterpret_cast<const uint4 *>(r + c8)) : make_uint4(0u, 0u, 0u, 0u);
+  uint32_t w[4];
+#pragma unroll
+  for (int e = 0; e < 4; e++)
+    w[e] = c8 + 2 * e < D ? __ldg(reinterpret_cast<const uint32_t *>(r + c8 + 2 * e)) : 0u;
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* Cache row of key j of the page list tab. */
+static __device__ __forceinline__ int ask__pg_row(const int32_t *tab, int j, int page) {
+  int pi = j / page;
+  return tab[pi] * page + (j - pi * page);
+}
+
+/* Block (g * nchunk + chunk, t, part): query heads h0 .. h0 + Gn - 1 of kv
+ * head g, Gc heads a chunk (Gn < Gc in the last one), GB >= Gc; dims padded
+ * to DP (a power of two, 8 * GB <= DP <= 256); see the header. */
+template <int GB>
+static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
+    ask__k_attention_paged_grouped(float *out, float *part, const float *q, const uint16_t *kc,
+                                   const uint16_t *vc, const int32_t *table, const int32_t *seq,
+                                   const int32_t *pos, int nh, int nkv, int D, int q_stride,
+                                   int tw, int page, int nsplit, float scale, int Gc,
+                                   int nchunk, int DP, int vec16) {
+  constexpr int HS = GB >= 4 ? 4 : 2, NHG = GB / HS;
+  /* The queries first; then the K tile and the V tile (TK rows of KL
+   * chunks each); after the last tile, the key groups' partial
+   * accumulators (KG * GB * DP floats). */
+  __shared__ uint4 skv[ASK__PG_TILE / 4];
+  __shared__ __align__(16) float sp[ASK__PG_TKMAX * GB]; /* [key][head]: scores, weights */
+  __shared__ int srow[ASK__PG_TKMAX];                    /* cache rows of the next tile */
+  __shared__ float scorr[GB], sm[GB], sl[GB];
+
+  const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
+  const int G = nh / nkv, g = blockIdx.x / nchunk, hc = blockIdx.x - g * nchunk;
+  const int h0 = g * G + hc * Gc, Gn = min(Gc, G - hc * Gc);
+  const int t = blockIdx.y, spl = blockIdx.z;
+  const int KL = DP >> 3, lkl = __ffs(DP) - 4; /* lanes (chunks) a key; log2 KL */
+  const int TK = min(ASK__PG_TKMAX, ASK__PG_TILE / DP);
+  const int nper = (TK * KL) / ASK__PG_GT; /* chunks a thread stages; score passes */
+  const int KG = ASK__PG_GT / (NHG * KL);  /* key groups of the value phase */
+  const int L = pos[t] < 0 ? 0 : pos[t] + 1; /* keys 0..pos[t] */
+  const int per = (L + nsplit - 1) / nsplit, j0 = spl * per, j1 = min(L, j0 + per);
+  const int ntile = j1 > j0 ? (j1 - j0 + TK - 1) / TK : 0;
+  const int32_t *tab = table + (L > 0 ? (size_t)seq[t] * (size_t)tw : 0);
+  const size_t kvd = (size_t)nkv * (size_t)D;
+  const uint16_t *kr = kc + (size_t)g * D, *vr = vc + (size_t)g * D;
+  uint4 *ks = skv, *vs = skv + TK * KL;
+
+  /* The queries: 8 dims (slice * 8 ...) of the GB heads, zeros past D and
+   * past the chunk's heads, read by the block in coalesced order into the
+   * tile buffer ([head][DP] floats), then into registers. */
+  const int slice = lane & (KL - 1);
+  float qr[GB][8];
+  {
+    float *qs = reinterpret_cast<float *>(skv);
+    const float *qrow = q + (size_t)t * q_stride + (size_t)h0 * D;
+    for (int x = tid; x < GB * DP; x += ASK__PG_GT) {
+      int h = x >> (lkl + 3), d = x & (DP - 1);
+      qs[x] = ntile > 0 && h < Gn && d < D ? qrow[(size_t)h * D + d] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < GB; h++) {
+      const float4 *q4 = reinterpret_cast<const float4 *>(qs + h * DP + slice * 8);
+      float4 a = q4[0], b = q4[1];
+      qr[h][0] = a.x, qr[h][1] = a.y, qr[h][2] = a.z, qr[h][3] = a.w;
+      qr[h][4] = b.x, qr[h][5] = b.y, qr[h][6] = b.z, qr[h][7] = b.w;
+    }
+  }
+  /* The value phase's share: dims chunk * 8 .. of heads hg * HS .., keys
+   * grp, grp + KG, ... of each tile. */
+  const int chunk = tid & (KL - 1), hg = (tid >> lkl) % NHG, grp = tid / (KL * NHG);
+  float acc[HS][8];
+#pragma unroll
+  for (int hh = 0; hh < HS; hh++)
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+      acc[hh][e] = 0.0f;
+  float m = -INFINITY, l = 0.0f; /* running max and sum of head wid (warps < GB) */
+
+  uint4 pk[4], pv[4]; /* the next tile's chunks tid + 256 * r, r < nper */
+  if (ntile > 0 && tid < TK && j0 + tid < j1)
+    srow[tid] = ask__pg_row(tab, j0 + tid, page);
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < 4; r++) {
+    int x = tid + r * ASK__PG_GT, jt = x >> lkl;
+    pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
+    if (r < nper && j0 + jt < j1) {
+      size_t off = (size_t)srow[jt] * kvd;
+      pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
+      pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
+    }
+  }
+
+  for (int it = 0; it < ntile; it++) {
+    const int jt0 = j0 + it * TK, nv = min(TK, j1 - jt0), jn = jt0 + TK;
+    __syncthreads(); /* the previous tile's values are done with, srow read */
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+      if (r < nper) {
+        ks[tid + r * ASK__PG_GT] = pk[r];
+        vs[tid + r * ASK__PG_GT] = pv[r];
+      }
+    if (tid < TK && jn + tid < j1)
+      srow[tid] = ask__pg_row(tab, jn + tid, page);
+    __syncthreads();
+    if (jn < j1) /* the next tile's loads, in flight during this one */
+#pragma unroll
+      for (int r = 0; r < 4; r++) {
+        int x = tid + r * ASK__PG_GT, jt = x >> lkl;
+        pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
+        if (r < nper && jn + jt < j1) {
+          size_t off = (size_t)srow[jt] * kvd;
+          pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
+          pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
+        }
+      }
+
+    /* Scores: KL lanes a key, keys jb .. jb + 32/KL - 1 for this warp. */
+    for (int ps = 0; ps < nper; ps++) {
+      const int jb = (ps * (ASK__PG_GT / 32) + wid) * (32 >> lkl);
+      if (jb >= nv) /* the same for the whole warp; later passes are further */
+        break;
+      float kf[8], s[GB];
+      ask__pg_unpack(kf, ks[(jb << lkl) + lane]);
+#pragma unroll
+      for (int h = 0; h < GB; h++) {
+        s[h] = qr[h][0] * kf[0];
+#pragma unroll
+        for (int e = 1; e < 8; e++)
+          s[h] += qr[h][e] * kf[e];
+      }
+      /* Transposing butterfly: after the step with lane mask o, a lane
+       * keeps the upper half of its values when its bit o is set, the lower
+       * half when not, and adds its partner's copy of the same half. */
+      int o = KL >> 1;
+#pragma unroll
+      for (int n = GB; n > 1; n >>= 1, o >>= 1) {
+        const bool hi = (lane & o) != 0;
+#pragma unroll
+        for (int i = 0; i < n / 2; i++) {
+          float send = hi ? s[i] : s[i + n / 2], keep = hi ? s[i + n / 2] : s[i];
+          s[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+      }
+      for (; o > 0; o >>= 1)
+        s[0] += __shfl_xor_sync(0xffffffffu, s[0], o);
+      /* lane holds head (lane % KL) / (KL / GB) of key jb + lane / KL */
+      const int rest = KL / GB;
+      if ((lane & (rest - 1)) == 0)
+        sp[(jb + (lane >> lkl)) * GB + (lane & (KL - 1)) / rest] = s[0] * scale;
+    }
+    __syncthreads();
+
+    /* Softmax: warp h for head h. */
+    if (wid < GB) {
+      float sv[ASK__PG_TKMAX / 32], mx = -INFINITY;
+#pragma unroll
+      for (int i = 0; i < ASK__PG_TKMAX / 32; i++) {
+        int j = lane + 32 * i;
+        sv[i] = j < nv ? sp[j * GB + wid] : -INFINITY;
+        mx = fmaxf(mx, sv[i]);
+      }
+      for (int o2 = 16; o2 > 0; o2 >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o2));
+      const float mn = fmaxf(m, mx), corr = m == -INFINITY ? 0.0f : expf(m - mn);
+      float sum = 0.0f;
+#pragma unroll
+      for (int i = 0; i < ASK__PG_TKMAX / 32; i++) {
+        int j = lane + 32 * i;
+        if (j < nv) {
+          float p = expf(sv[i] - mn);
+          sp[j * GB + wid] = p;
+          sum += p;
+        }
+      }
+      for (int o2 = 16; o2 > 0; o2 >>= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, o2);
+      l = l * corr + sum;
+      m = mn;
+      if (lane == 0)
+        scorr[wid] = corr;
+    }
+    __syncthreads();
+
+    /* Values. */
+    float cr[HS];
+    bool rescale = false;
+#pragma unroll
+    for (int hh = 0; hh < HS; hh++) {
+      cr[hh] = scorr[hg * HS + hh];
+      rescale |= cr[hh] != 1.0f;
+    }
+    if (rescale)
+#pragma unroll
+      for (int hh = 0; hh < HS; hh++)
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+          acc[hh][e] *= cr[hh];
+    for (int j = grp; j < nv; j += KG) {
+      float vf[8], pw[HS];
+      ask__pg_unpack(vf, vs[(j << lkl) + chunk]);
+      if (HS == 4) {
+        float4 p4 = *reinterpret_cast<const float4 *>(&sp[j * GB + hg * HS]);
+        pw[0] = p4.x, pw[1] = p4.y, pw[HS - 2] = p4.z, pw[HS - 1] = p4.w;
+      } else {
+        float2 p2 = *reinterpret_cast<const float2 *>(&sp[j * GB + hg * HS]);
+        pw[0] = p2.x, pw[HS - 1] = p2.y;
+      }
+#pragma unroll
+      for (int hh = 0; hh < HS; hh++)
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+          acc[hh][e] += pw[hh] * vf[e];
+    }
+  }
+
+  /* The key groups' accumulators summed in shared memory, then out (or the
+   * part) as the per-head kernel writes them. */
+  __syncthreads();
+  float *red = reinterpret_cast<float *>(skv); /* [key group][head][DP] */
+#pragma unroll
+  for (int hh = 0; hh < HS; hh++) { /* 16-byte stores: 2-way bank conflicts at most */
+    float4 *r4 = reinterpret_cast<float4 *>(red + ((grp * GB + hg * HS + hh) << (lkl + 3)) +
+                                            chunk * 8);
+    r4[0] = make_float4(acc[hh][0], acc[hh][1], acc[hh][2], acc[hh][3]);
+    r4[1] = make_float4(acc[hh][4], acc[hh][5], acc[hh][6], acc[hh][7]);
+  }
+  if (wid < GB && lane == 0) {
+    sm[wid] = m;
+    sl[wid] = l;
+  }
+  __syncthreads();
+  for (int x = tid; x < Gn * D; x += ASK__PG_GT) {
+    const int h = x / D, d = x - h * D;
+    float a = 0.0f;
+    for (int k = 0; k < KG; k++)
+      a += red[((k * GB + h) << (lkl + 3)) + d];
+    const size_t hq = (size_t)(h0 + h);
+    if (nsplit == 1)
+      out[(size_t)t * nh * D + hq * D + d] = sl[h] > 0.0f ? a / sl[h] : 0.0f;
+    else
+      part[(((size_t)t * nh + hq) * nsplit + spl) * (size_t)(D + 2) + 2 + d] = a;
+  }
+  if (nsplit > 1 && tid < Gn) {
+    float *pp = part + (((size_t)t * nh + h0 + tid) * nsplit + spl) * (size_t)(D + 2);
+    pp[0] = sm[tid];
+    pp[1] = sl[tid];
+  }
+}
+
+/* Query heads a grouped block serves (1: the per-head kernel) for G query
+ * heads a kv head: the largest of min(G, 8) (balanced chunks when G > 8),
+ * 4 and 2 whose grid has ASK__PG_MIN_BLOCKS blocks, else 2 (see the
+ * header). */
+static int ask__pg_heads(int G, int nkv, int T, int nsplit) {
+  if (G <= 1)
+    return 1;
+  int c0 = (G + 7) / 8, Gc = (G + c0 - 1) / c0;
+  for (;;) {
+    long blocks = (long)nkv * ((G + Gc - 1) / Gc) * T * nsplit;
+    if (Gc <= 2 || blocks >= ASK__PG_MIN_BLOCKS)
+      return Gc;
+    Gc = Gc > 4 ? 4 : 2;
+  }
+}
+
+extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part,
+                                           const float *q, const uint16_t *kc,
+                                           const uint16_t *vc, const int32_t *table,
+                                           const int32_t *seq, const int32_t *pos, int T, int nh,
+                                           int nkv, int D, int q_stride, int table_width,
+                                           int page, int nsplit, float scale, int heads) {
   if (T <= 0 || ask__cu_failed())
     return;
   if (D <= 0 || D % 2 != 0 || D > 64 * ASK__PG_NP || nkv <= 0 || nh <= 0 || nh % nkv != 0 ||
@@ -155,11 +525,42 @@ extern "C" void ask__cu_attention_paged(cudaStream_t s, float *out, float *part,
     ask__cu_check(cudaErrorInvalidValue, "attention_paged: nsplit over 65535 or no part buffer");
     return;
   }
-  dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
-  ask__k_attention_paged<<<grid, 32 * ASK__PG_WARPS, 0, s>>>(
-      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit,
-      scale);
+  int G = nh / nkv;
+  int Gc = heads <= 0 ? ask__pg_heads(G, nkv, T, nsplit) : min(min(heads, 8), G);
+  if (Gc <= 1) {
+    dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
+    ask__k_attention_paged<<<grid, 32 * ASK__PG_WARPS, 0, s>>>(
+        out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit,
+        scale);
+  } else {
+    int GB = Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc, DP = 8;
+    while (DP < D || DP < 8 * GB)
+      DP *= 2;
+    int vec16 = D % 8 == 0 && ((uintptr_t)kc | (uintptr_t)vc) % 16 == 0;
+    dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
+#define ASK__PG_LAUNCH(N)                                                                    \
+  ask__k_attention_paged_grouped<N><<<grid, ASK__PG_GT, 0, s>>>(                             \
+      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
+      scale, Gc, nchunk, DP, vec16)
+    if (GB == 2)
+      ASK__PG_LAUNCH(2);
+    else if (GB == 4)
+      ASK__PG_LAUNCH(4);
+    else
+      ASK__PG_LAUNCH(8);
+#undef ASK__PG_LAUNCH
+  }
   if (ASK__LAUNCHED("attention_paged") || nsplit == 1)
     return;
   ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
+}
+
+extern "C" void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const float *q,
+                                        const uint16_t *kc, const uint16_t *vc,
+                                        const int32_t *table, const int32_t *seq,
+                                        const int32_t *pos, int T, int nh, int nkv, int D,
+                                        int q_stride, int table_width, int page, int nsplit,
+                                        float scale) {
+  ask__cu_attention_paged_gb(s, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D, q_stride,
+                             table_width, page, nsplit, scale, 0);
 }

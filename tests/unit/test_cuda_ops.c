@@ -490,8 +490,11 @@ static void pcache_free(pcache_t *c) { free(c->table), free(c->kc), free(c->vc);
 /* attention_paged over a mixed batch against the twin: decode rows of
  * sequences with 300, 1, 15, 16, 17 and 1000 keys, a prefill chunk (8 rows
  * of one sequence at positions 40..47), two padding rows; query rows inside
- * fused qkv rows. Returns 0 when within tolerance. */
-static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
+ * fused qkv rows. The device caches start `off` bf16 into their buffers
+ * (off not a multiple of 8: not 16-byte aligned, so the grouped kernel
+ * loads bf16 pairs).
+ * Returns 0 when within tolerance. */
+static int paged_case_at(int nh, int nkv, int D, int page, int nsplit, int off) {
   enum { T = 16, NSEQ = 7 };
   static const int len[NSEQ] = {1, 15, 16, 17, 300, 1000, 48};
   static const int32_t seq[T] = {4, 0, 6, 6, 6, 6, 6, 6, 6, 6, 0, 1, 2, 3, 5, 0};
@@ -507,7 +510,9 @@ static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
   float scale = 1.0f / sqrtf((float)D);
   float *dq = up(q, (size_t)T * qs * 4), *dout = up(init, no * 4);
   float *dpart = nsplit > 1 ? up(NULL, npart * 4) : NULL;
-  uint16_t *dkc = up(c.kc, nkc * 2), *dvc = up(c.vc, nkc * 2);
+  uint16_t *dkc0 = up(NULL, (nkc + (size_t)off) * 2), *dvc0 = up(NULL, (nkc + (size_t)off) * 2);
+  uint16_t *dkc = dkc0 + off, *dvc = dvc0 + off;
+  put(dkc, c.kc, nkc * 2), put(dvc, c.vc, nkc * 2);
   int32_t *dtab = up(c.table, (size_t)NSEQ * c.tw * 4), *dseq = up(seq, sizeof seq),
           *dpos = up(pos, sizeof pos);
   dev->attention_paged(dout, dpart, dq, dkc, dvc, dtab, dseq, dpos, T, nh, nkv, D, qs, c.tw, page,
@@ -521,27 +526,47 @@ static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
       if (got[(size_t)t * qd + i] != 0.0f)
         bad = 1;
   if (!(rel <= 1e-4) || bad) {
-    fprintf(stderr, "  attention_paged nh=%d nkv=%d D=%d page=%d nsplit=%d: max rel diff %g%s\n",
-            nh, nkv, D, page, nsplit, rel, bad ? ", padding row not zero" : "");
+    fprintf(stderr,
+            "  attention_paged nh=%d nkv=%d D=%d page=%d nsplit=%d off=%d: max rel diff %g%s\n",
+            nh, nkv, D, page, nsplit, off, rel, bad ? ", padding row not zero" : "");
     bad = 1;
   }
-  dev->free(dq), dev->free(dout), dev->free(dpart), dev->free(dkc), dev->free(dvc);
+  dev->free(dq), dev->free(dout), dev->free(dpart), dev->free(dkc0), dev->free(dvc0);
   dev->free(dtab), dev->free(dseq), dev->free(dpos);
   free(q), free(want), free(init), free(got);
   pcache_free(&c);
   return bad;
 }
 
+static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
+  return paged_case_at(nh, nkv, D, page, nsplit, 0);
+}
+
 TEST(test_cuda_attention_paged) {
   NEED_DEVICE();
   /* nsplit 1; 4 (the 1-key row leaves 3 parts empty); 16 (the 1, 15, 16 and
-   * 17-key rows leave parts empty); 64. */
+   * 17-key rows leave parts empty); 64. With 16 rows, kernels/cuda/paged.cu
+   * serves gemma-2b with grouped blocks of 2, 4, 8, 8 query heads (by
+   * nsplit) and Llama-3.2-1B with blocks of 4. */
   static const int splits[] = {1, 4, 16, 64};
   for (int i = 0; i < 4; i++) {
     ASSERT_EQ(paged_case(8, 1, 256, 16, splits[i]), 0); /* gemma-2b: MQA, D 256 */
     ASSERT_EQ(paged_case(32, 8, 64, 16, splits[i]), 0); /* Llama-3.2-1B: GQA 4 */
   }
   ASSERT_EQ(paged_case(4, 4, 80, 7, 3), 0); /* multi-head, D 80, odd page size */
+  /* More group shapes of the grouped kernel (blocks of 2 heads at nsplit 1,
+   * larger ones at nsplit 4): */
+  for (int i = 0; i < 2; i++) {
+    int ns = splits[i];
+    ASSERT_EQ(paged_case(14, 2, 64, 16, ns), 0);  /* Qwen2-0.5B: G 7 (a padded head) */
+    ASSERT_EQ(paged_case(8, 4, 256, 16, ns), 0);  /* gemma-2-2b: G 2 */
+    ASSERT_EQ(paged_case(24, 2, 128, 16, ns), 0); /* G 12: two blocks of 6 heads */
+    ASSERT_EQ(paged_case(6, 2, 42, 5, ns), 0);    /* G 3, D % 8 != 0: bf16 pairs */
+    ASSERT_EQ(paged_case(9, 3, 8, 16, ns), 0);    /* G 3, D 8: dims padded to 16 or 32 */
+  }
+  /* Caches not 16-byte aligned: bf16-pair loads. */
+  ASSERT_EQ(paged_case_at(32, 8, 64, 16, 4, 4), 0);
+  ASSERT_EQ(paged_case_at(8, 1, 256, 16, 16, 2), 0);
 }
 
 /* out (T,N) from the f32 path against ref->matmul, or from the bf16 path
