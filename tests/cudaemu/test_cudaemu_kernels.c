@@ -694,8 +694,9 @@ TEST(test_attention_merge) {
 /* A paged bf16 cache holding nseq sequences of lengths len[] (pages of
  * `page` rows dealt out in a shuffled order), T query rows (seq, pos), the
  * kernel against refdev's attention_paged. */
-static long paged_case(int nseq, const int *len, int T, const int32_t *seq0, const int32_t *pos0,
-                       int nh, int nkv, int D, int page, int nsplit) {
+static long paged_case_gb(int nseq, const int *len, int T, const int32_t *seq0,
+                          const int32_t *pos0, int nh, int nkv, int D, int page, int nsplit,
+                          int heads) {
   int kvd = nkv * D, qs = (nh + 2 * nkv) * D, tw = 0, npages = 0;
   for (int s = 0; s < nseq; s++) {
     int p = (len[s] + page - 1) / page;
@@ -727,15 +728,44 @@ static long paged_case(int nseq, const int *len, int T, const int32_t *seq0, con
   float scale = 1.0f / sqrtf((float)D);
   rdev->attention_paged(want, NULL, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, tw, page, 1,
                         scale);
-  ask__cu_attention_paged(S, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, tw, page,
-                          nsplit, scale);
+  ask__cu_attention_paged_gb(S, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, tw, page,
+                             nsplit, scale, heads);
   long bad = cu_failed ? 0 : mismatch(out, want, (size_t)T * nh * D, 1e-4, 1e-4);
   if (bad >= 0)
-    fprintf(stderr, "  attention_paged T=%d nh=%d nkv=%d D=%d page=%d nsplit=%d\n", T, nh, nkv, D,
-            page, nsplit);
+    fprintf(stderr, "  attention_paged T=%d nh=%d nkv=%d D=%d page=%d nsplit=%d heads=%d\n", T, nh,
+            nkv, D, page, nsplit, heads);
   gfree(table), gfree(perm), gfree(kc), gfree(vc), gfree(seq), gfree(pos), gfree(q), gfree(out);
   gfree(want), gfree(part);
   return bad;
+}
+
+/* The launcher's own choice of kernel (heads 0). */
+static long paged_case(int nseq, const int *len, int T, const int32_t *seq0, const int32_t *pos0,
+                       int nh, int nkv, int D, int page, int nsplit) {
+  return paged_case_gb(nseq, len, T, seq0, pos0, nh, nkv, D, page, nsplit, 0);
+}
+
+/* Each kernel forced: per head (1) and grouped blocks of 2, 4 and 8 query
+ * heads, on shapes that hit every path: gemma MQA 8/1/256, Llama 32/8/64,
+ * gemma-2 8/4/256 (2 per kv head), 24/2/128 (12 per kv head: groups
+ * split), 6/2/42 (D % 8 != 0: 4-byte loads), 14/2/64 (a padded head), with
+ * a long row (700 keys), decode rows, padding and a prefill chunk. */
+TEST(test_attention_paged_forced) {
+  static const int shapes[6][3] = {{8, 1, 256}, {32, 8, 64}, {8, 4, 256},
+                                   {24, 2, 128}, {6, 2, 42},  {14, 2, 64}};
+  int len[4] = {1, 17, 700, 24};
+  int32_t seq[9] = {0, 1, 2, 1, 3, 3, 3, 3, 3};
+  int32_t pos[9] = {0, 16, 699, -1, 20, 21, 22, 23, -1};
+  FOR_ORDERS {
+    for (int sh = 0; sh < 6; sh++)
+      for (int heads = 1; heads <= 8; heads *= 2)
+        for (int nsplit = 1; nsplit <= 4; nsplit += 3) {
+          long bad = paged_case_gb(4, len, 9, seq, pos, shapes[sh][0], shapes[sh][1],
+                                   shapes[sh][2], 16, nsplit, heads);
+          LAUNCHED();
+          ASSERT_EQ(bad, -1);
+        }
+  }
 }
 
 TEST(test_attention_paged) {
@@ -898,5 +928,5 @@ TEST(test_launcher_errors) {
 TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_failures,
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
-          test_attention_merge, test_attention_paged, test_gemv_bf16, test_argmax_rows,
+          test_attention_merge, test_attention_paged, test_attention_paged_forced, test_gemv_bf16, test_argmax_rows,
           test_sample_rows, test_launcher_errors)
