@@ -32,7 +32,7 @@ enum {
 /* Version of the ops table's layout: a CUDA module built from another
  * kernels.h is refused (kernels/load.c). Bump it with every change of
  * ask_ops_t or ask_dev_t. */
-#define ASK_ABI 2
+#define ASK_ABI 3
 
 typedef struct ask_ops_s {
   const char *name; /* "ref", "cuda" */
@@ -184,6 +184,23 @@ typedef struct ask_dev_s {
   /* Gated activation of a fused gate/up product: out (T,F) =
    * act(gu[t, 0:F]) * gu[t, F:2F] for gu (T, 2F). out must not alias gu. */
   void (*glu_rows)(float *out, const float *gu, int T, int F, int act);
+  /* Decode fusions (optional: NULL when a backend has none; the engine then
+   * runs the separate ops).
+   * norm_matmul_bf16: out (T,N) = rmsnorm(x + r) · wᵀ + bias with w (N,K)
+   * bf16, K = C: the residual add and the norm (weight nw, eps, w_offset
+   * as rmsnorm) fused into the product; with r not NULL, xo (T,K) = x + r is
+   * written too (the new residual); r NULL: rmsnorm(x), xo unused. xo must
+   * not alias x or r (blocks of one launch all read x). h (T,K) f32 and xs
+   * (T,K) bf16 are scratch for T beyond the fused kernel's rows. */
+  void (*norm_matmul_bf16)(float *out, float *xo, float *h, uint16_t *xs, const float *x,
+                           const float *r, const float *nw, float eps, float w_offset,
+                           const uint16_t *w, const float *bias, int T, int K, int N);
+  /* glu_matmul_bf16: out (T,N) = glu_rows(gu, act) · wᵀ + bias with w (N,F)
+   * bf16 and gu (T,2F): the gated activation fused into the down product.
+   * g (T,F) f32 and xs (T,F) bf16 are scratch for T beyond the fused
+   * kernel's rows. */
+  void (*glu_matmul_bf16)(float *out, float *g, uint16_t *xs, const float *gu, int act,
+                          const uint16_t *w, const float *bias, int T, int F, int N);
   /* ids (T) = argmax of each row of x (T,n), as the argmax op; stays on the
    * device. */
   void (*argmax_rows)(int32_t *ids, const float *x, int T, int n);

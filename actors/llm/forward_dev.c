@@ -42,7 +42,9 @@ struct as__dstep_s {
   int qkvd;            /* (nh + 2 nkv) * D */
   int graphs_off;      /* capture failed once (or ASK_NO_GRAPHS): run ops directly */
   /* device buffers */
-  float *x, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
+  float *x, *x2, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
+  int fuse;            /* the backend's decode fusions, unless ASK_NO_FUSE=1 */
+  float *xlast;        /* x or x2: the residual stream after the last step */
   uint16_t *xs;
   char *io;            /* staged inputs and outputs (layout: the off_* below) */
   char *host;          /* its host mirror */
@@ -126,7 +128,7 @@ static void as__dsizes(const as_model_t *m, int rows, int seqs, as__dsz_t *z) {
 size_t as__dstep_bytes(const as_model_t *m, int rows, int seqs) {
   as__dsz_t z;
   as__dsizes(m, rows, seqs, &z);
-  return 3 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io;
+  return 4 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io;
 }
 
 void as__dstep_free(as_kv_t *kv) {
@@ -138,7 +140,7 @@ void as__dstep_free(as_kv_t *kv) {
   for (int b = 0; b < AS__NBUCKET; b++)
     for (int k = 0; k < 3; k++)
       dev->graph_free(s->graph[b][k]);
-  float *bufs[] = {s->x, s->h, s->r, s->qkv, s->att, s->gu, s->g, s->part, s->hs, s->hn,
+  float *bufs[] = {s->x, s->x2, s->h, s->r, s->qkv, s->att, s->gu, s->g, s->part, s->hs, s->hn,
                    s->logits};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     dev->free(bufs[i]);
@@ -169,6 +171,9 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
   s->tcap = z.tcap;
   s->qkvd = (c->num_heads + 2 * c->num_kv_heads) * c->head_dim;
   s->graphs_off = env != NULL && env[0] != '\0' && env[0] != '0';
+  env = getenv("ASK_NO_FUSE");
+  s->fuse = dev->norm_matmul_bf16 != NULL && dev->glu_matmul_bf16 != NULL &&
+            !(env != NULL && env[0] != '\0' && env[0] != '0');
   env = getenv("ASK_PROFILE");
   s->profile = env != NULL && env[0] != '\0' && env[0] != '0';
   if (s->profile)
@@ -178,7 +183,8 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
   struct {
     void **p;
     size_t n;
-  } want[] = {{(void **)&s->x, z.x},     {(void **)&s->h, z.x},       {(void **)&s->r, z.x},
+  } want[] = {{(void **)&s->x, z.x},     {(void **)&s->x2, z.x},
+              {(void **)&s->h, z.x},       {(void **)&s->r, z.x},
               {(void **)&s->qkv, z.qkv}, {(void **)&s->att, z.att},   {(void **)&s->gu, z.gu},
               {(void **)&s->g, z.g},     {(void **)&s->part, z.part}, {(void **)&s->hs, z.hs},
               {(void **)&s->hn, z.hs},   {(void **)&s->logits, z.logits},
@@ -285,23 +291,45 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       as__ptick(s, dev, kind, &t);                                          \
   } while (0)
   AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, T, C, m->embed_scale));
+  /* With the fusions the residual stream alternates between x and x2 (a
+   * fused norm reads one and writes the sum to the other); the same
+   * pointers every step, so a captured step stays valid. */
+  float *x = s->x, *xn = s->x2;
   for (int l = 0; l < c->num_layers; l++) {
     const as__dlayer_t *L = &dm->layers[l];
     uint16_t *kc = kv->kc + (size_t)l * layer, *vc = kv->vc + (size_t)l * layer;
-    AS__OP(P_NORM, dev->add_rmsnorm(s->h, s->x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off));
-    AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
+    if (s->fuse) {
+      float *tmp;
+      AS__OP(P_QKV, dev->norm_matmul_bf16(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
+                                          L->norm1, eps, off, L->qkv, L->qkv_b, T, C, qkvd));
+      if (l > 0)
+        tmp = x, x = xn, xn = tmp;
+    } else {
+      AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off));
+      AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
+    }
     AS__OP(P_ROPE_KV, dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
     AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T, nh,
                                         nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
-    AS__OP(P_NORM, dev->add_rmsnorm(s->h, s->x, s->r, L->norm2, T, C, eps, off));
-    AS__OP(P_GATE_UP, dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F));
-    AS__OP(P_GLU, dev->glu_rows(s->g, s->gu, T, F, c->act));
-    AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
+    if (s->fuse) {
+      float *tmp;
+      AS__OP(P_GATE_UP, dev->norm_matmul_bf16(s->gu, xn, s->h, s->xs, x, s->r, L->norm2, eps,
+                                              off, L->gu, L->gu_b, T, C, 2 * F));
+      tmp = x, x = xn, xn = tmp;
+      AS__OP(P_DOWN, dev->glu_matmul_bf16(s->r, s->g, s->xs, s->gu, c->act, L->down, L->down_b,
+                                          T, F, C));
+    } else {
+      AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, s->r, L->norm2, T, C, eps, off));
+      AS__OP(P_GATE_UP, dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F));
+      AS__OP(P_GLU, dev->glu_rows(s->g, s->gu, T, F, c->act));
+      AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
+    }
   }
-  AS__OP(P_HEAD_NORM, ops->add(s->x, s->x, s->r, (size_t)T * (size_t)C));
+  AS__OP(P_HEAD_NORM, ops->add(x, x, s->r, (size_t)T * (size_t)C));
+  s->xlast = x; /* where the final hidden states are (all_positions reads them) */
   /* the rows whose logits are wanted */
-  AS__OP(P_HEAD_NORM, ops->embedding(s->hs, s->x, last, S, C, 1.0f));
+  AS__OP(P_HEAD_NORM, ops->embedding(s->hs, x, last, S, C, 1.0f));
   AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off));
   AS__OP(P_LM_HEAD, dev->matmul_bf16(s->logits, s->xs, s->hn, dm->lm_head, NULL, S, C, V));
   if (mode == AS__MODE_GREEDY)
@@ -468,7 +496,7 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
       if ((rc = dev->copy(s->io + s->off_last, h + s->off_last, (size_t)n * sizeof(int32_t),
                           ASK_COPY_H2D, err, errlen)) != 0)
         return rc;
-      m->ops->embedding(s->hs, s->x, AS__IO(s, s->io, off_last, int32_t), n, c->hidden_size,
+      m->ops->embedding(s->hs, s->xlast, AS__IO(s, s->io, off_last, int32_t), n, c->hidden_size,
                         1.0f);
       dev->add_rmsnorm(s->hn, s->hs, NULL, m->dm->final_norm, n, c->hidden_size,
                        (float)c->norm_eps, m->norm_offset);

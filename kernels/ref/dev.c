@@ -446,6 +446,53 @@ static void ask__glu_rows(float *out, const float *gu, int T, int F, int act) {
   glur_go(&(struct glur_a){out, gu, T, F, act});
 }
 
+struct nmm_a {
+  float *out, *xo, *h;
+  const float *x, *r, *nw;
+  float eps, off;
+  const uint16_t *w;
+  const float *bias;
+  int T, K, N;
+};
+ASK__OP(nmm)
+static void nmm_run(const void *p) {
+  const struct nmm_a *a = p;
+  const float *src = a->x;
+  if (a->r != NULL) {
+    ask_ref_add(a->xo, a->x, a->r, (size_t)a->T * (size_t)a->K);
+    src = a->xo;
+  }
+  ask_ref_rmsnorm(a->h, src, a->nw, a->T, a->K, a->eps, a->off);
+  mmb_run(&(struct mmb_a){a->out, a->h, a->w, a->bias, a->T, a->K, a->N});
+}
+/* The twin does the separate steps, through h. */
+static void ask__norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs, const float *x,
+                                  const float *r, const float *nw, float eps, float off,
+                                  const uint16_t *w, const float *bias, int T, int K, int N) {
+  (void)xs;
+  nmm_go(&(struct nmm_a){out, xo, h, x, r, nw, eps, off, w, bias, T, K, N});
+}
+
+struct gmm_a {
+  float *out, *g;
+  const float *gu;
+  int act;
+  const uint16_t *w;
+  const float *bias;
+  int T, F, N;
+};
+ASK__OP(gmm)
+static void gmm_run(const void *p) {
+  const struct gmm_a *a = p;
+  glur_run(&(struct glur_a){a->g, a->gu, a->T, a->F, a->act});
+  mmb_run(&(struct mmb_a){a->out, a->g, a->w, a->bias, a->T, a->F, a->N});
+}
+static void ask__glu_matmul_bf16(float *out, float *g, uint16_t *xs, const float *gu, int act,
+                                 const uint16_t *w, const float *bias, int T, int F, int N) {
+  (void)xs;
+  gmm_go(&(struct gmm_a){out, g, gu, act, w, bias, T, F, N});
+}
+
 struct amr_a { int32_t *ids; const float *x; int T, n; };
 ASK__OP(amr)
 static void amr_run(const void *p) {
@@ -495,6 +542,8 @@ static const ask_dev_t ask__refdev_dev = {
     .rope_kv = ask__rope_kv,
     .attention_paged = ask__attention_paged,
     .glu_rows = ask__glu_rows,
+    .norm_matmul_bf16 = ask__norm_matmul_bf16,
+    .glu_matmul_bf16 = ask__glu_matmul_bf16,
     .argmax_rows = ask__argmax_rows,
     .sample_rows = ask__sample_rows,
     .mem_info = ask__mem_info,

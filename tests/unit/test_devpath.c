@@ -360,6 +360,45 @@ static void same_logits(const float *a, const float *b, int V, const char *what)
     T__FAIL("%s: logits differ by %.3g (scale %.3g)", what, worst, scale);
 }
 
+/* The decode fusions (norm into the following GEMM, the gated activation
+ * into the down GEMM) against the separate ops (ASK_NO_FUSE=1): equal on
+ * refdev (its twins are the separate steps); on a GPU within 1e-2 of the
+ * scale (other rounding order in the fused kernels). 12 rows: the fused
+ * matrix-vector path. */
+TEST(test_fused_vs_separate) {
+  NEED_DEVICE();
+  as_model_t *m = open_on(KJV, DEV);
+  int V = as_model_config(m)->vocab_size;
+  int32_t t[12];
+  float *a = malloc((size_t)12 * V * sizeof(float)), *b = malloc((size_t)12 * V * sizeof(float));
+  for (int i = 0; i < 12; i++)
+    t[i] = 30 + 11 * i;
+  for (int pass = 0; pass < 2; pass++) {
+    as_kv_t *kv;
+    if (pass == 1)
+      setenv("ASK_NO_FUSE", "1", 1);
+    ASSERT_OK(as_kv_new(&kv, m, 256));
+    ASSERT_OK(as_kv_seq_new(kv, 1));
+    as_fwd_seq_t s1 = {1, t, 12};
+    ASSERT_OK(as_model_forward(m, kv, &s1, 1, pass == 0 ? a : b, 1, err, sizeof err));
+    as_kv_free(kv);
+  }
+  unsetenv("ASK_NO_FUSE");
+  double worst = 0, scale = 1;
+  for (size_t i = 0; i < (size_t)12 * V; i++) {
+    if (fabs(b[i]) > scale)
+      scale = fabs(b[i]);
+    if (!(fabs(a[i] - b[i]) <= worst))
+      worst = fabs(a[i] - b[i]);
+  }
+  printf("  fused vs separate ops on %s: max |logit diff| %.3g (scale %.3g)\n", DEV, worst, scale);
+  if (strcmp(DEV, "refdev") == 0 ? worst != 0 : !(worst <= 1e-2 * scale))
+    T__FAIL("fused and separate ops differ by %.3g", worst);
+  free(a);
+  free(b);
+  as_model_free(m);
+}
+
 /* A pool of 4 pages (64 tokens): full steps are refused and change
  * nothing; pages come back and are reused with no effect on results. */
 TEST(test_paging) {
@@ -489,5 +528,6 @@ TEST(test_device_errors) {
 }
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
-          test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_paging,
+          test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_fused_vs_separate,
+          test_paging,
           test_device_failure, test_pool_from_memory_fraction, test_device_errors)
