@@ -146,6 +146,9 @@ def main():
         os.path.join(ROOT, "..", "shared", "anchors", "hf_generate.py")),
         help="path of anchors/hf_generate.py (default: next to this file, else ../shared/anchors)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the transformers run")
+    ap.add_argument("--variant-batch", default="1,64",
+                    help="batches of the runs without fusions (ASK_NO_FUSE=1) and without "
+                         "graphs (ASK_NO_GRAPHS=1), 64 new tokens; '' skips them")
     ap.add_argument("--profile-batch", default="1,64",
                     help="batches of the op-by-op profile run (ASK_PROFILE=1); '' skips it")
     ap.add_argument("--timeout-ours", type=int, default=180, help="seconds per shape")
@@ -209,6 +212,18 @@ def main():
             r["error"] = "no info or decode line on stdout"
         print("%s: ours %s in %.0f s%s" % (shape, "failed" if r["error"] else "done", dt,
                                           ": " + r["error"] if r["error"] else ""), flush=True)
+        # what the fusions and the captured steps are worth: the same decode without them
+        for vname, venv in (("no_fuse", {"ASK_NO_FUSE": "1"}), ("no_graphs", {"ASK_NO_GRAPHS": "1"})):
+            if r["error"] or not a.variant_batch:
+                break
+            t = left(60)
+            vcmd = [a.bin, "bench-llm", d, "--device", a.device, "--batch", a.variant_batch,
+                    "--prompt-tokens", str(a.prompt_tokens), "--new-tokens", "64", "--ttft", "none"]
+            rc, so, se, dt = run_logged(vcmd, t, os.path.join(a.out, "llm_gpu-%s-%s.log" % (vname, shape)),
+                                        dict(benv or os.environ, **venv))
+            r[vname] = [ln for ln in json_lines(so) if ln.get("bench") == "decode"]
+            if rc != 0:
+                r[vname + "_error"] = failure(rc, se, t)
         # where a step's time goes: a short run op by op (ASK_PROFILE=1, no graphs)
         if not r["error"] and a.profile_batch:
             t = left(60)
