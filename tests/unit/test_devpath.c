@@ -217,6 +217,8 @@ static void run_reqs(as_gen_t *g, int nreq, const int *plen, const int *join, in
                      float temperature, int32_t *out) {
   int64_t ids[16];
   int nout[16] = {0}, added = 0, step = 0;
+  for (int r = 0; r < 16; r++)
+    ids[r] = -1; /* not added yet */
   uint64_t rng = ask_rng_seed(99);
   while (added < nreq || as_gen_active(g) > 0) {
     for (int r = 0; r < nreq; r++)
@@ -241,7 +243,7 @@ static void run_reqs(as_gen_t *g, int nreq, const int *plen, const int *join, in
       T__FAIL("step: %s", err);
     for (int e = 0; e < ne; e++)
       for (int r = 0; r < nreq; r++)
-        if (ev[e].id == ids[r] && ev[e].token >= 0 && r < added)
+        if (ids[r] >= 0 && ev[e].id == ids[r] && ev[e].token >= 0)
           out[r * news + nout[r]++] = ev[e].token;
     step++;
   }
