@@ -23,6 +23,14 @@ const char *ask_cuda_unavailable(void);
  * value. */
 int ask_cuda_set_gemv_rows(int rows);
 
+/* The decode fusions (norm_matmul_bf16, glu_matmul_bf16) run their fused
+ * kernels for T <= rows where matmul_bf16 would use the matrix-vector
+ * kernel, the separate ops otherwise (0: never fused; at most 16).
+ * Default 16 (as far as gemv_rows goes), or ASK_CUDA_FUSE_ROWS from the
+ * environment; build/bench_gemv times both and prints the value to use.
+ * Returns the previous value. */
+int ask_cuda_set_fuse_rows(int rows);
+
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so
  * far, one per (dtype, T, K, N, bias, alignment). */
 int ask_cuda_plan_count(void);

@@ -30,6 +30,7 @@ static struct {
   cudaStream_t stream;   /* every op is queued here */
   void *small;           /* 256 bytes: argmax/sample parameters and results */
   int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T */
+  int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
 } ask__g;
@@ -58,7 +59,7 @@ static void ask__init(void) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   struct cudaDeviceProp prop;
-  const char *env = getenv("ASK_CUDA_GEMV_ROWS");
+  const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -84,6 +85,9 @@ static void ask__init(void) {
   ask__g.gemv_rows = env != NULL ? atoi(env) : 16;
   if (ask__g.gemv_rows < 0 || ask__g.gemv_rows > 16)
     ask__g.gemv_rows = 16;
+  ask__g.fuse_rows = fenv != NULL ? atoi(fenv) : 16;
+  if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
+    ask__g.fuse_rows = 16;
   ask__g.ok = 1;
 }
 
@@ -138,6 +142,42 @@ static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const u
   }
   ask__cu_f32_to_bf16(ask__g.stream, xs, x, (size_t)T * (size_t)K);
   ask__gemm(ask__g.stream, 1, out, xs, w, bias, T, K, N);
+}
+
+/* The decode fusions: gemv.cu's fused kernels for the rows matmul_bf16
+ * gives its own kernel (gemv_rows, or up to 16 for shapes cuBLASLt cannot
+ * take), up to fuse_rows; beyond, the separate ops through the scratch.
+ * The choice depends on the scalar arguments and the pointers only, as
+ * captured steps need. */
+static int ask__d_fused_rows(int T, int K, const uint16_t *w) {
+  int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0;
+  return T <= ask__g.fuse_rows && (T <= ask__g.gemv_rows || (odd && T <= 16));
+}
+
+static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs, const float *x,
+                                    const float *r, const float *nw, float eps, float w_offset,
+                                    const uint16_t *w, const float *bias, int T, int K, int N) {
+  if (ask__d_fused_rows(T, K, w)) {
+    ask__cu_gemv_norm_bf16(ask__g.stream, out, xo, x, r, nw, eps, w_offset, w, bias, T, K, N);
+    return;
+  }
+  if (r != NULL) { /* xo = x + r, h = rmsnorm(xo) */
+    ask__cu_add(ask__g.stream, xo, x, r, (size_t)T * (size_t)K);
+    x = xo;
+  }
+  /* With r NULL the kernel only reads x. */
+  ask__cu_rmsnorm(ask__g.stream, h, (float *)(uintptr_t)x, NULL, nw, T, K, eps, w_offset);
+  ask__d_matmul_bf16(out, xs, h, w, bias, T, K, N);
+}
+
+static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const float *gu, int act,
+                                   const uint16_t *w, const float *bias, int T, int F, int N) {
+  if (ask__d_fused_rows(T, F, w)) {
+    ask__cu_gemv_glu_bf16(ask__g.stream, out, gu, act, w, bias, T, F, N);
+    return;
+  }
+  ask__cu_glu_rows(ask__g.stream, g, gu, T, F, act);
+  ask__d_matmul_bf16(out, xs, g, w, bias, T, F, N);
 }
 
 static void ask__d_embedding_bf16(float *out, const uint16_t *table, const int32_t *ids, int T,
@@ -215,6 +255,8 @@ static const ask_dev_t ask__cuda_dev = {
     .rope_kv = ask__d_rope_kv,
     .attention_paged = ask__d_attention_paged,
     .glu_rows = ask__d_glu_rows,
+    .norm_matmul_bf16 = ask__d_norm_matmul_bf16,
+    .glu_matmul_bf16 = ask__d_glu_matmul_bf16,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,
     .mem_info = ask__d_mem_info,
@@ -357,6 +399,12 @@ const char *ask_cuda_unavailable(void) {
 int ask_cuda_set_gemv_rows(int rows) {
   int old = ask__g.gemv_rows;
   ask__g.gemv_rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+  return old;
+}
+
+int ask_cuda_set_fuse_rows(int rows) {
+  int old = ask__g.fuse_rows;
+  ask__g.fuse_rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
   return old;
 }
 

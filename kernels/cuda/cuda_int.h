@@ -84,6 +84,16 @@ void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part, const f
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);
+/* gemv.cu, the decode fusions for T <= 16 (kernels.h's norm_matmul_bf16 and
+ * glu_matmul_bf16 without their scratch): out (T,N) = rmsnorm(x + r) ·
+ * wᵀ + bias, with xo = x + r written when r is not NULL (xo must not alias
+ * x or r); and out (T,N) = glu_rows(gu, act) · wᵀ + bias for gu (T,2F), w
+ * (N,F). More than 16 rows, or K (F) < 1, are refused (cudaErrorInvalidValue). */
+void ask__cu_gemv_norm_bf16(cudaStream_t s, float *out, float *xo, const float *x,
+                            const float *r, const float *nw, float eps, float w_offset,
+                            const uint16_t *w, const float *bias, int T, int K, int N);
+void ask__cu_gemv_glu_bf16(cudaStream_t s, float *out, const float *gu, int act,
+                           const uint16_t *w, const float *bias, int T, int F, int N);
 
 /* graph.c: CUDA graphs on stream s (the graph_* ops of kernels.h). Each
  * records its failure (ask__cu_check) and returns 1 on failure, 0 if not;

@@ -18,10 +18,38 @@
  * one load in flight at a time). Other inputs take a
  * scalar path (one warp per row). Whether this or cuBLASLt wins for a given
  * T is measured by tests/gpu/bench_gemv.c (the backend's gemv_rows).
+ *
+ * Decode fusions (kernels.h's norm_matmul_bf16 and glu_matmul_bf16): the
+ * same loops (ask__gemv_vec_loop, ask__gemv_scalar_loop and their stores
+ * are shared), but x is not in memory: each block makes the x it needs
+ * (every block needs whole x rows for its dot products) from the op's
+ * inputs into shared memory before its loop, "staging" it (x policies
+ * ask__xp_norm and ask__xp_glu):
+ *   norm: x + r (one block, blockIdx 0, also writes it to xo; every block
+ *     reads x and r, which nobody writes) times (w_offset + nw); the sum of
+ *     squares of x + r is reduced in the block (double, per row) and the
+ *     inverse RMS, a per-row factor, multiplies each finished dot product
+ *     (sum w (v inv g) = inv sum w (v g)), so nothing waits for the
+ *     reduction before the loop;
+ *   glu: act(gate) * up, as glu_rows (common.cuh's ask__act).
+ * Staging reads each input once per block (the read-only cache shares them
+ * between the blocks of an SM); up to 4 rows, blocks have 8 warps (twice
+ * the plain kernels', half as many blocks an SM) so each activation serves
+ * more output rows. A block stages at
+ * most ASK__GEMV_STAGE floats (32 KB): longer rows are done in chunks of
+ * kc columns (kc a multiple of 256), staged between two barriers. Before
+ * staging a chunk each warp sends its first step's weight pieces towards
+ * L2 (prefetch) so HBM is busy while x is made. In the vector kernel the
+ * staged row is laid out so that a step's x loads read consecutive
+ * shared-memory words (ask__slot); the scalar kernel keeps the columns in
+ * order. Which path a shape takes follows matmul_bf16's rules (K % 8 and
+ * w's alignment); the staging itself uses 16-byte loads when its inputs
+ * allow and single floats otherwise.
  */
 #include "common.cuh"
 
-#define ASK__GEMV_WARPS 4
+#define ASK__GEMV_WARPS 4    /* warps per block of the plain kernels */
+#define ASK__GEMV_STAGE 8192 /* floats of staged x per block (the fused kernels) */
 
 /* 16 bytes of w, read once: no L1 allocation, 256-byte L2 prefetch. */
 static __device__ __forceinline__ uint4 ask__ld_w(const uint4 *p) {
@@ -30,6 +58,11 @@ static __device__ __forceinline__ uint4 ask__ld_w(const uint4 *p) {
       : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
       : "l"(p));
   return r;
+}
+
+/* The line holding p on its way to L2 (nothing waits for it). */
+static __device__ __forceinline__ void ask__pf_l2(const void *p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 /* acc + the dot product of 8 bf16 (p) with 8 floats (a, b). */
@@ -45,6 +78,129 @@ static __device__ __forceinline__ float ask__dot8(float acc, uint4 p, float4 a, 
   return acc;
 }
 
+/* ---- where the loops read x ----------------------------------------------
+ * Vector loop: the 8 floats of piece c of x row t are a = ld(p + 2c + xo[t])
+ * and b = ld(p + 2c + xo[t] + B). */
+struct ask__xv_global { /* x in memory, rows of K floats: b follows a */
+  const float4 *p;
+  static constexpr int B = 1;
+  __device__ __forceinline__ float4 ld(const float4 *q) const { return __ldg(q); }
+};
+struct ask__xv_staged { /* staged (ask__slot): b 32 float4 after a */
+  const float4 *p;
+  static constexpr int B = 32;
+  __device__ __forceinline__ float4 ld(const float4 *q) const { return *q; }
+};
+/* Scalar loop: column c of x row t is ld(p + t * stride + c). */
+struct ask__xs_global {
+  const float *p;
+  size_t stride;
+  __device__ __forceinline__ float ld(const float *q) const { return __ldg(q); }
+};
+struct ask__xs_staged {
+  const float *p;
+  size_t stride;
+  __device__ __forceinline__ float ld(const float *q) const { return *q; }
+};
+
+/* ---- the shared loops and stores ---------------------------------------- */
+
+/* acc[r][t] += w row r's pieces [c, c1) (this lane's: c, c + 32, ...) times
+ * x row t's, for the vector kernels (see the header). */
+template <int MT, int R, int U, class XS>
+static __device__ __forceinline__ void ask__gemv_vec_loop(float (&acc)[R][MT],
+                                                          const uint4 *const (&wr)[R],
+                                                          const XS &xs, const int (&xo)[MT],
+                                                          int c, int c1) {
+  for (; c + 32 * (U - 1) < c1; c += 32 * U) {
+    uint4 p[U][R];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int r = 0; r < R; r++)
+        p[u][r] = ask__ld_w(wr[r] + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const float4 *xc = xs.p + 2 * (size_t)(c + 32 * u);
+#pragma unroll
+      for (int t = 0; t < MT; t++) {
+        float4 a = xs.ld(xc + xo[t]), b = xs.ld(xc + xo[t] + XS::B);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          acc[r][t] = ask__dot8(acc[r][t], p[u][r], a, b);
+      }
+    }
+  }
+  for (; c < c1; c += 32) { /* the last pieces (fewer than 32 U) */
+    uint4 p[R];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      p[r] = ask__ld_w(wr[r] + c);
+    const float4 *xc = xs.p + (size_t)(unsigned)(2 * c); /* c >= 0 */
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+      float4 a = xs.ld(xc + xo[t]), b = xs.ld(xc + xo[t] + XS::B);
+#pragma unroll
+      for (int r = 0; r < R; r++)
+        acc[r][t] = ask__dot8(acc[r][t], p[r], a, b);
+    }
+  }
+}
+
+/* The warp's sums to out rows n0.. (lanes spread the R*MT stores). SCALED:
+ * row t's sums are multiplied by lane t's sc (a per-row factor). */
+template <int MT, int R, bool SCALED>
+static __device__ __forceinline__ void ask__gemv_vec_store(float (&acc)[R][MT], float *out,
+                                                           const float *bias, float sc, int lane,
+                                                           int n0, int T, int N) {
+#pragma unroll
+  for (int r = 0; r < R; r++) {
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+      float v = acc[r][t];
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+      if constexpr (SCALED)
+        v *= __shfl_sync(0xffffffffu, sc, t);
+      int n = n0 + r;
+      if (t < T && n < N && lane == ((r * MT + t) & 31))
+        out[(size_t)t * N + n] = v + (bias != NULL ? bias[n] : 0.0f);
+    }
+  }
+}
+
+/* acc[t] += w row wr's columns [c, c1) (this lane's) times x row t's. */
+template <int MT, class XS>
+static __device__ __forceinline__ void ask__gemv_scalar_loop(float (&acc)[MT], const uint16_t *wr,
+                                                             const XS &xs, int T, int c, int c1) {
+  for (; c < c1; c += 32) {
+    float wf = ask__bf16f(wr[c]);
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+      if (t < T)
+        acc[t] += wf * xs.ld(xs.p + (size_t)t * xs.stride + c);
+  }
+}
+
+template <int MT, bool SCALED>
+static __device__ __forceinline__ void ask__gemv_scalar_store(float (&acc)[MT], float *out,
+                                                              const float *bias, float sc,
+                                                              int lane, int n, int T, int N) {
+#pragma unroll
+  for (int t = 0; t < MT; t++) {
+    float a = acc[t];
+    for (int o = 16; o > 0; o >>= 1)
+      a += __shfl_xor_sync(0xffffffffu, a, o);
+    if constexpr (SCALED)
+      a *= __shfl_sync(0xffffffffu, sc, t);
+    if (lane == 0 && t < T)
+      out[(size_t)t * N + n] = a + (bias != NULL ? bias[n] : 0.0f);
+  }
+}
+
+/* ---- the plain kernels (matmul_bf16) ------------------------------------ */
+
 template <int MT, int R, int U, int MB>
 static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
     ask__k_gemv_vec(float *__restrict__ out, const float *__restrict__ x,
@@ -56,7 +212,6 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
     return;
   int K8 = K >> 3;
   int xrow = K >> 2; /* float4s per x row (16 * K fits an int) */
-  const float4 *x4 = reinterpret_cast<const float4 *>(x);
   /* x rows t >= T repeat row T-1 (their sums are not stored): no branch in
    * the loop, so the compiler issues all U*R weight loads before any use. */
   int xo[MT];
@@ -73,55 +228,9 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
 #pragma unroll
     for (int t = 0; t < MT; t++)
       acc[r][t] = 0.0f;
-
-  int c = lane;
-  for (; c + 32 * (U - 1) < K8; c += 32 * U) {
-    uint4 p[U][R];
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-      for (int r = 0; r < R; r++)
-        p[u][r] = ask__ld_w(wr[r] + c + 32 * u);
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const float4 *xc = x4 + 2 * (size_t)(c + 32 * u);
-#pragma unroll
-      for (int t = 0; t < MT; t++) {
-        float4 a = __ldg(xc + xo[t]), b = __ldg(xc + xo[t] + 1);
-#pragma unroll
-        for (int r = 0; r < R; r++)
-          acc[r][t] = ask__dot8(acc[r][t], p[u][r], a, b);
-      }
-    }
-  }
-  for (; c < K8; c += 32) { /* the last K8 % (32 U) pieces */
-    uint4 p[R];
-#pragma unroll
-    for (int r = 0; r < R; r++)
-      p[r] = ask__ld_w(wr[r] + c);
-    const float4 *xc = x4 + 2 * (size_t)c;
-#pragma unroll
-    for (int t = 0; t < MT; t++) {
-      float4 a = __ldg(xc + xo[t]), b = __ldg(xc + xo[t] + 1);
-#pragma unroll
-      for (int r = 0; r < R; r++)
-        acc[r][t] = ask__dot8(acc[r][t], p[r], a, b);
-    }
-  }
-
-#pragma unroll
-  for (int r = 0; r < R; r++) {
-#pragma unroll
-    for (int t = 0; t < MT; t++) {
-      float v = acc[r][t];
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-      int n = n0 + r;
-      if (t < T && n < N && lane == ((r * MT + t) & 31))
-        out[(size_t)t * N + n] = v + (bias != NULL ? bias[n] : 0.0f);
-    }
-  }
+  ask__gemv_vec_loop<MT, R, U>(acc, wr, ask__xv_global{reinterpret_cast<const float4 *>(x)}, xo,
+                               lane, K8);
+  ask__gemv_vec_store<MT, R, false>(acc, out, bias, 1.0f, lane, n0, T, N);
 }
 
 /* Any alignment and K: one warp per row, one bf16 at a time. */
@@ -134,27 +243,222 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS)
   int n = blockIdx.x * ASK__GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N)
     return;
-  const uint16_t *wr = w + (size_t)n * K;
   float acc[MT];
 #pragma unroll
   for (int t = 0; t < MT; t++)
     acc[t] = 0.0f;
-  for (int c = lane; c < K; c += 32) {
-    float wf = ask__bf16f(wr[c]);
-#pragma unroll
-    for (int t = 0; t < MT; t++)
-      if (t < T)
-        acc[t] += wf * __ldg(x + (size_t)t * K + c);
+  ask__gemv_scalar_loop<MT>(acc, w + (size_t)n * K, ask__xs_global{x, (size_t)K}, T, lane, K);
+  ask__gemv_scalar_store<MT, false>(acc, out, bias, 1.0f, lane, n, T, N);
+}
+
+/* ---- x policies of the fused kernels --------------------------------------
+ * get4(t, k, K, ss) / get1: x[t][k..k+3] / x[t][k] made from the inputs
+ * (rows of K columns), ss collecting what row_done needs; get4 only when
+ * aligned() and K % 4 == 0. row_done(part, t, ss, first): the row's
+ * statistics of this chunk into part (16 doubles per warp, the warp's own
+ * slots: no race). kScaled: scale(part, t, K) is the factor of row t's dot
+ * products (read after the last barrier). */
+
+/* x = (xin + r) * (off + nw); xo = xin + r by block 0; inverse RMS of xin + r. */
+struct ask__xp_norm {
+  static constexpr bool kScaled = true;
+  const float *x, *r, *nw;
+  float *xo;
+  float eps, off;
+
+  __device__ __forceinline__ bool aligned() const {
+    return (((uintptr_t)x | (uintptr_t)r | (uintptr_t)nw | (uintptr_t)xo) & 15) == 0;
   }
-#pragma unroll
-  for (int t = 0; t < MT; t++) {
-    float a = acc[t];
+  __device__ __forceinline__ float4 get4(int t, int k, int K, double &ss) const {
+    size_t i = (size_t)t * K + k;
+    float4 v = __ldg(reinterpret_cast<const float4 *>(x + i));
+    if (r != NULL) {
+      float4 b = __ldg(reinterpret_cast<const float4 *>(r + i));
+      v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+      if (blockIdx.x == 0)
+        *reinterpret_cast<float4 *>(xo + i) = v;
+    }
+    ss += (double)v.x * v.x;
+    ss += (double)v.y * v.y;
+    ss += (double)v.z * v.z;
+    ss += (double)v.w * v.w;
+    float4 g = __ldg(reinterpret_cast<const float4 *>(nw + k));
+    return make_float4(v.x * (off + g.x), v.y * (off + g.y), v.z * (off + g.z),
+                       v.w * (off + g.w));
+  }
+  __device__ __forceinline__ float get1(int t, int k, int K, double &ss) const {
+    size_t i = (size_t)t * K + k;
+    float v = __ldg(x + i);
+    if (r != NULL) {
+      v += __ldg(r + i);
+      if (blockIdx.x == 0)
+        xo[i] = v;
+    }
+    ss += (double)v * v;
+    return v * (off + __ldg(nw + k));
+  }
+  __device__ __forceinline__ void row_done(double *part, int t, double ss, bool first) const {
     for (int o = 16; o > 0; o >>= 1)
-      a += __shfl_xor_sync(0xffffffffu, a, o);
-    if (lane == 0 && t < T)
-      out[(size_t)t * N + n] = a + (bias != NULL ? bias[n] : 0.0f);
+      ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0) {
+      double *p = part + (threadIdx.x >> 5) * 16 + t;
+      *p = first ? ss : *p + ss;
+    }
+  }
+  /* As kernels/ref's rmsnorm: 1 / sqrt(mean of squares + eps), in double. */
+  __device__ __forceinline__ float scale(const double *part, int t, int K) const {
+    double ss = 0.0;
+    for (int w = 0; w < (int)(blockDim.x >> 5); w++)
+      ss += part[w * 16 + t];
+    return (float)(1.0 / sqrt(ss / K + (double)eps));
+  }
+};
+
+/* x = act(gu[t, k]) * gu[t, K + k]: gu rows of 2K. */
+struct ask__xp_glu {
+  static constexpr bool kScaled = false;
+  const float *gu;
+  int act;
+
+  __device__ __forceinline__ bool aligned() const { return ((uintptr_t)gu & 15) == 0; }
+  __device__ __forceinline__ float4 get4(int t, int k, int K, double &) const {
+    const float *g = gu + (size_t)t * 2 * K + k;
+    float4 a = __ldg(reinterpret_cast<const float4 *>(g)),
+           b = __ldg(reinterpret_cast<const float4 *>(g + K));
+    return make_float4(ask__act(a.x, act) * b.x, ask__act(a.y, act) * b.y,
+                       ask__act(a.z, act) * b.z, ask__act(a.w, act) * b.w);
+  }
+  __device__ __forceinline__ float get1(int t, int k, int K, double &) const {
+    const float *g = gu + (size_t)t * 2 * K + k;
+    return ask__act(__ldg(g), act) * __ldg(g + K);
+  }
+  __device__ __forceinline__ void row_done(double *, int, double, bool) const {}
+  __device__ __forceinline__ float scale(const double *, int, int) const { return 1.0f; }
+};
+
+/* Where column k of a staged chunk row goes. PERM (vector kernels): piece
+ * c = k / 8 of group c / 32 has its first 4 floats at float4 slot
+ * 64 (c / 32) + c % 32 and its last 4 at 32 slots further, so a warp's
+ * 16-byte loads of one step read 512 consecutive bytes (no bank conflict);
+ * otherwise in order. */
+template <bool PERM>
+static __device__ __forceinline__ int ask__slot(int k) {
+  if (!PERM)
+    return k;
+  int c = k >> 3;
+  return ((((c >> 5) << 6) + (((k >> 2) & 1) << 5) + (c & 31)) << 2) + (k & 3);
+}
+
+/* Every thread of the block: columns [k0, k0 + n) of x rows 0..T-1 into sh
+ * (rows of kc floats), then each row's statistics into part. */
+template <bool PERM, class XP>
+static __device__ __forceinline__ void ask__stage(const XP &xp, float *sh, double *part, int T,
+                                                  int K, int k0, int n, int kc) {
+  bool v4 = (K & 3) == 0 && xp.aligned(); /* the same for every thread */
+  for (int t = 0; t < T; t++) {
+    float *row = sh + (size_t)t * kc;
+    double ss = 0.0;
+    if (v4) {
+      for (int j = 4 * threadIdx.x; j < n; j += 4 * blockDim.x)
+        *reinterpret_cast<float4 *>(row + ask__slot<PERM>(j)) = xp.get4(t, k0 + j, K, ss);
+    } else {
+      for (int j = threadIdx.x; j < n; j += blockDim.x)
+        row[ask__slot<PERM>(j)] = xp.get1(t, k0 + j, K, ss);
+    }
+    xp.row_done(part, t, ss, k0 == 0);
   }
 }
+
+/* ---- the fused kernels --------------------------------------------------- */
+
+/* Dynamic shared memory of the fused kernels (ask__gemv_sh): W * 16
+ * doubles (part), then T rows of kc staged floats. */
+
+/* The vector kernel on staged x: W warps of R rows each, chunks of kc
+ * columns (K % 8 == 0, w 16-byte aligned). */
+template <int MT, int R, int U, int W, int MB, class XP>
+static __global__ void __launch_bounds__(32 * W, MB)
+    ask__k_gemv_vec_st(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
+                       const float *__restrict__ bias, int T, int K, int N, int kc) {
+  extern __shared__ float4 ask__gemv_sh[];
+  double *part = reinterpret_cast<double *>(ask__gemv_sh);
+  float4 *sh = ask__gemv_sh + W * 8; /* W * 16 doubles */
+  int lane = threadIdx.x & 31;
+  int n0 = (blockIdx.x * W + (threadIdx.x >> 5)) * R;
+  bool live = n0 < N; /* a warp past N still stages and meets the barriers */
+  int xrow = kc >> 2; /* float4s per staged row */
+  const uint4 *wr[R];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
+  float acc[R][MT];
+#pragma unroll
+  for (int r = 0; r < R; r++)
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+      acc[r][t] = 0.0f;
+
+  for (int k0 = 0; k0 < K; k0 += kc) {
+    int n = min(kc, K - k0), c0 = k0 >> 3, c1 = c0 + (n >> 3);
+    if (live) /* the first step's weights on their way while x is staged */
+#pragma unroll
+      for (int u = 0; u < U; u++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+          if (c0 + lane + 32 * u < c1)
+            ask__pf_l2(wr[r] + c0 + lane + 32 * u);
+    if (k0 > 0)
+      __syncthreads(); /* the previous chunk is read */
+    ask__stage<true>(xp, reinterpret_cast<float *>(sh), part, T, K, k0, n, kc);
+    __syncthreads();
+    if (live) {
+      /* piece c = c0 + lane + 32 g of row t: float4 t * xrow + 64 g + lane */
+      int xo[MT];
+#pragma unroll
+      for (int t = 0; t < MT; t++)
+        xo[t] = min(t, T - 1) * xrow - lane;
+      ask__gemv_vec_loop<MT, R, U>(acc, wr, ask__xv_staged{sh - 2 * c0}, xo, c0 + lane, c1);
+    }
+  }
+  if (live) {
+    float sc = XP::kScaled ? xp.scale(part, min(lane, T - 1), K) : 1.0f; /* row lane's */
+    ask__gemv_vec_store<MT, R, XP::kScaled>(acc, out, bias, sc, lane, n0, T, N);
+  }
+}
+
+/* The scalar kernel on staged x: one warp per row, any K and alignment. */
+template <int MT, int W, class XP>
+static __global__ void __launch_bounds__(32 * W)
+    ask__k_gemv_scalar_st(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
+                          const float *__restrict__ bias, int T, int K, int N, int kc) {
+  extern __shared__ float4 ask__gemv_sh[];
+  double *part = reinterpret_cast<double *>(ask__gemv_sh);
+  float *sh = reinterpret_cast<float *>(ask__gemv_sh + W * 8);
+  int lane = threadIdx.x & 31;
+  int n = blockIdx.x * W + (threadIdx.x >> 5);
+  bool live = n < N;
+  const uint16_t *wr = w + (size_t)min(n, N - 1) * K;
+  float acc[MT];
+#pragma unroll
+  for (int t = 0; t < MT; t++)
+    acc[t] = 0.0f;
+  for (int k0 = 0; k0 < K; k0 += kc) {
+    int cn = min(kc, K - k0);
+    if (k0 > 0)
+      __syncthreads();
+    ask__stage<false>(xp, sh, part, T, K, k0, cn, kc);
+    __syncthreads();
+    if (live)
+      ask__gemv_scalar_loop<MT>(acc, wr, ask__xs_staged{sh - k0, (size_t)kc}, T, k0 + lane,
+                                k0 + cn);
+  }
+  if (live) {
+    float sc = XP::kScaled ? xp.scale(part, min(lane, T - 1), K) : 1.0f; /* row lane's */
+    ask__gemv_scalar_store<MT, XP::kScaled>(acc, out, bias, sc, lane, n, T, N);
+  }
+}
+
+/* ---- launchers ----------------------------------------------------------- */
 
 template <int MT, int R, int U, int MB>
 static void ask__gemv_vec(cudaStream_t s, float *out, const float *x, const uint16_t *w,
@@ -199,4 +503,87 @@ extern "C" void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, co
     ask__gemv_vec<16, 4, 1, 2>(s, out, x, w, bias, T, K, N);
   }
   ASK__LAUNCHED("gemv_bf16");
+}
+
+/* The fused kernels' dynamic shared memory: W * 16 doubles, T rows of kc. */
+static size_t ask__gemv_smem(int W, int T, int kc) {
+  return (size_t)W * 16 * sizeof(double) + (size_t)T * kc * sizeof(float);
+}
+
+template <int MT, int R, int U, int W, int MB, class XP>
+static void ask__gemv_vec_st(cudaStream_t s, float *out, const XP &xp, const uint16_t *w,
+                             const float *bias, int T, int K, int N, int kc) {
+  size_t warps = ((size_t)N + R - 1) / R, smem = ask__gemv_smem(W, T, kc);
+  unsigned grid = (unsigned)((warps + W - 1) / W);
+  ask__k_gemv_vec_st<MT, R, U, W, MB, XP><<<grid, 32 * W, smem, s>>>(out, xp, w, bias, T, K, N,
+                                                                     kc);
+}
+
+template <int MT, int W, class XP>
+static void ask__gemv_scalar_st(cudaStream_t s, float *out, const XP &xp, const uint16_t *w,
+                                const float *bias, int T, int K, int N, int kc) {
+  size_t smem = ask__gemv_smem(W, T, kc);
+  unsigned grid = (unsigned)(((size_t)N + W - 1) / W);
+  ask__k_gemv_scalar_st<MT, W, XP><<<grid, 32 * W, smem, s>>>(out, xp, w, bias, T, K, N, kc);
+}
+
+/* A fused product (x made by xp): the kernel for T and the shape, as
+ * ask__cu_gemv_bf16 chooses (x's alignment is the staging's business).
+ * Blocks of 8 warps up to 4 rows, of 4 beyond (2 blocks an SM either way:
+ * while one waits at a barrier, the other loads). Returns 0, or 1 when the
+ * shape is refused. */
+template <class XP>
+static int ask__gemv_fused(cudaStream_t s, float *out, const XP &xp, const uint16_t *w,
+                           const float *bias, int T, int K, int N) {
+  if (T > 16 || K <= 0)
+    return 1;
+  int kc = (ASK__GEMV_STAGE / T) & ~255, kr = (K + 255) & ~255;
+  if (kc > kr)
+    kc = kr;
+  int vec = K % 8 == 0 && ((uintptr_t)w & 15) == 0;
+  if (!vec) {
+    if (T == 1)
+      ask__gemv_scalar_st<1, 8>(s, out, xp, w, bias, T, K, N, kc);
+    else if (T <= 4)
+      ask__gemv_scalar_st<4, 8>(s, out, xp, w, bias, T, K, N, kc);
+    else
+      ask__gemv_scalar_st<16, 8>(s, out, xp, w, bias, T, K, N, kc);
+  } else if (T == 1) {
+    ask__gemv_vec_st<1, 1, 8, 8, 2>(s, out, xp, w, bias, T, K, N, kc);
+  } else if (T == 2) {
+    ask__gemv_vec_st<2, 1, 8, 8, 2>(s, out, xp, w, bias, T, K, N, kc);
+  } else if (T <= 4) {
+    ask__gemv_vec_st<4, 2, 4, 8, 2>(s, out, xp, w, bias, T, K, N, kc);
+  } else if (T <= 8) {
+    ask__gemv_vec_st<8, 4, 2, 4, 2>(s, out, xp, w, bias, T, K, N, kc);
+  } else {
+    ask__gemv_vec_st<16, 4, 1, 4, 2>(s, out, xp, w, bias, T, K, N, kc);
+  }
+  return 0;
+}
+
+extern "C" void ask__cu_gemv_norm_bf16(cudaStream_t s, float *out, float *xo, const float *x,
+                                       const float *r, const float *nw, float eps,
+                                       float w_offset, const uint16_t *w, const float *bias,
+                                       int T, int K, int N) {
+  if (T <= 0 || N <= 0 || ask__cu_failed())
+    return;
+  ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset};
+  if (ask__gemv_fused(s, out, xp, w, bias, T, K, N)) {
+    ask__cu_check(cudaErrorInvalidValue, "gemv_norm_bf16: more than 16 rows or K < 1");
+    return;
+  }
+  ASK__LAUNCHED("gemv_norm_bf16");
+}
+
+extern "C" void ask__cu_gemv_glu_bf16(cudaStream_t s, float *out, const float *gu, int act,
+                                      const uint16_t *w, const float *bias, int T, int F, int N) {
+  if (T <= 0 || N <= 0 || ask__cu_failed())
+    return;
+  ask__xp_glu xp = {gu, act};
+  if (ask__gemv_fused(s, out, xp, w, bias, T, F, N)) {
+    ask__cu_check(cudaErrorInvalidValue, "gemv_glu_bf16: more than 16 rows or F < 1");
+    return;
+  }
+  ASK__LAUNCHED("gemv_glu_bf16");
 }

@@ -23,7 +23,9 @@
  * Tolerances are those of tests/unit/test_cuda_ops.c:
  *   f32 element-wise and per-row ops: atol 1e-5, rtol 1e-5 (exact where the
  *   kernel copies or adds); attention and GEMV reductions in another order:
- *   atol 1e-4, rtol 1e-4; argmax and sampling: the same token ids and
+ *   atol 1e-4, rtol 1e-4; the fused GEMVs (norm_matmul, glu_matmul against
+ *   their refdev twins): max |got - want| <= 1e-4 * max |want|, the new
+ *   residual xo bit for bit; argmax and sampling: the same token ids and
  *   generator states, distributions 1e-5; bf16 roundings: bit for bit.
  */
 #define TEST_TIMEOUT 120
@@ -838,6 +840,157 @@ TEST(test_gemv_bf16) {
   }
 }
 
+/* ---- gemv.cu: the decode fusions ---- */
+
+/* max |got - want| / max |want| over n values (any NaN: infinity). */
+static double max_rel(const float *got, const float *want, size_t n) {
+  double mx = 0, md = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)got[i] - (double)want[i]);
+    if (d != d)
+      return INFINITY;
+    mx = fmax(mx, fabs((double)want[i]));
+    md = fmax(md, d);
+  }
+  return mx > 0 ? md / mx : md;
+}
+
+/* n bf16 weights of about +-0.1 (and 8 more, for the misaligned cases). */
+static uint16_t *wrnd(size_t n) {
+  uint16_t *w = galloc((n + 8) * 2);
+  for (size_t i = 0; i < n + 8; i++)
+    w[i] = to_bf16(frand() * 0.1f);
+  return w;
+}
+
+/* out = rmsnorm(x + r) · wᵀ + bias through ask__cu_gemv_norm_bf16 against
+ * refdev's norm_matmul_bf16 on the same inputs: out within 1e-4 of
+ * max |want| (the fused kernel applies the inverse RMS after the dot
+ * products and sums in another order), xo = x + r bit for bit, and xo not
+ * written at all without r. woff/xoff shift w and every f32 input (x, r,
+ * nw, xo) by elements: w misaligned takes the scalar kernel, the f32
+ * inputs misaligned the single-float staging. Returns -1 when right. */
+static long nmm_case(int T, int K, int N, int with_r, float off, int with_bias, int woff,
+                     int xoff) {
+  size_t nx = (size_t)T * K;
+  float *x = rnd(nx + 4, 2), *r = rnd(nx + 4, 1), *nw = rnd((size_t)K + 4, 1), *b = rnd(N, 1);
+  float *want = galloc((size_t)T * N * 4), *wxo = galloc(nx * 4), *wh = galloc(nx * 4);
+  float *out = galloc((size_t)T * N * 4), *xo = galloc((nx + 4) * 4);
+  uint16_t *w = wrnd((size_t)N * K);
+  const float *rr = with_r ? r + xoff : NULL, *bb = with_bias ? b : NULL;
+  long bad = -1;
+  rdev->norm_matmul_bf16(want, wxo, wh, NULL, x + xoff, rr, nw + xoff, 1e-5f, off, w + woff, bb,
+                         T, K, N);
+  ask__cu_gemv_norm_bf16(S, out, xo + xoff, x + xoff, rr, nw + xoff, 1e-5f, off, w + woff, bb, T,
+                         K, N);
+  if (!cu_failed) {
+    double rel = max_rel(out, want, (size_t)T * N);
+    if (!(rel <= 1e-4)) {
+      fprintf(stderr, "  out: max rel diff %g\n", rel);
+      bad = 0;
+    } else if (with_r && (bad = mismatch(xo + xoff, wxo, nx, 0, 0)) >= 0) {
+      fprintf(stderr, "  xo differs from x + r\n");
+    } else if (!with_r) {
+      for (size_t i = 0; i < nx + 4 && bad < 0; i++)
+        if (((uint32_t *)xo)[i] != 0xffffffffu) {
+          fprintf(stderr, "  xo[%zu] written without r\n", i);
+          bad = (long)i;
+        }
+    }
+  }
+  if (bad >= 0)
+    fprintf(stderr, "  norm_matmul T=%d K=%d N=%d r=%d off=%g bias=%d woff=%d xoff=%d\n", T, K, N,
+            with_r, off, with_bias, woff, xoff);
+  gfree(x), gfree(r), gfree(nw), gfree(b), gfree(want), gfree(wxo), gfree(wh), gfree(out);
+  gfree(xo), gfree(w);
+  return bad;
+}
+
+/* out = glu_rows(gu, act) · wᵀ + bias through ask__cu_gemv_glu_bf16
+ * against refdev's glu_matmul_bf16: within 1e-4 of max |want|. woff/goff
+ * shift w / gu by elements (as nmm_case). */
+static long gmm_case(int T, int F, int N, int act, int with_bias, int woff, int goff) {
+  size_t ng = (size_t)T * 2 * F;
+  float *gu = rnd(ng + 4, 3), *b = rnd(N, 1), *want = galloc((size_t)T * N * 4);
+  float *wg = galloc((size_t)T * F * 4), *out = galloc((size_t)T * N * 4);
+  uint16_t *w = wrnd((size_t)N * F);
+  const float *bb = with_bias ? b : NULL;
+  long bad = -1;
+  rdev->glu_matmul_bf16(want, wg, NULL, gu + goff, act, w + woff, bb, T, F, N);
+  ask__cu_gemv_glu_bf16(S, out, gu + goff, act, w + woff, bb, T, F, N);
+  if (!cu_failed) {
+    double rel = max_rel(out, want, (size_t)T * N);
+    if (!(rel <= 1e-4)) {
+      fprintf(stderr, "  out: max rel diff %g\n", rel);
+      bad = 0;
+    }
+  }
+  if (bad >= 0)
+    fprintf(stderr, "  glu_matmul T=%d F=%d N=%d act=%d bias=%d woff=%d goff=%d\n", T, F, N, act,
+            with_bias, woff, goff);
+  gfree(gu), gfree(b), gfree(want), gfree(wg), gfree(out), gfree(w);
+  return bad;
+}
+
+/* K: 2048 (rows staged in one chunk up to T = 4, in 2 or 4 chunks beyond),
+ * 1000 and 200 (K % 8 == 0 with a short last step and tail pieces only),
+ * 100 (K % 8 == 4: scalar kernel, 16-byte staging), 203 (odd: scalar
+ * kernel, single floats). N = 77 and 9 leave warps and rows past N. */
+static const int fuse_T[] = {1, 2, 3, 5, 8, 16};
+static const int fuse_K[] = {2048, 1000, 200, 100, 203};
+
+TEST(test_gemv_norm_bf16) {
+  FOR_ORDERS {
+    for (size_t ti = 0; ti < sizeof fuse_T / sizeof fuse_T[0]; ti++)
+      for (size_t ki = 0; ki < sizeof fuse_K / sizeof fuse_K[0]; ki++)
+        for (int c = 0; c < 8; c++) { /* with r, Gemma's offset, bias: all 8 */
+          int T = fuse_T[ti], K = fuse_K[ki];
+          if ((T == 3 || T == 8) && c % 3 != 0)
+            continue; /* the in-between row counts: fewer combinations */
+          ASSERT_EQ(nmm_case(T, K, (c & 1) ? 77 : 9, c & 1, (float)((c >> 1) & 1), c >> 2, 0, 0),
+                    -1);
+          LAUNCHED();
+        }
+    /* longer than a chunk at T = 1 (8192 floats): two chunks, the second partial */
+    ASSERT_EQ(nmm_case(1, 9000, 9, 1, 0.0f, 1, 0, 0), -1);
+    LAUNCHED();
+    ASSERT_EQ(nmm_case(2, 4104, 5, 1, 1.0f, 0, 0, 0), -1);
+    LAUNCHED();
+    /* misaligned: w (scalar kernel), the f32 inputs (vector kernel, single-float staging) */
+    for (int T = 1; T <= 16; T *= 4) {
+      ASSERT_EQ(nmm_case(T, 264, 20, 1, 1.0f, 1, 1, 0), -1);
+      LAUNCHED();
+      ASSERT_EQ(nmm_case(T, 264, 20, 1, 0.0f, 0, 0, 1), -1);
+      LAUNCHED();
+      ASSERT_EQ(nmm_case(T, 2048, 33, 0, 1.0f, 1, 0, 3), -1);
+      LAUNCHED();
+    }
+  }
+}
+
+TEST(test_gemv_glu_bf16) {
+  FOR_ORDERS {
+    for (size_t ti = 0; ti < sizeof fuse_T / sizeof fuse_T[0]; ti++)
+      for (size_t fi = 0; fi < sizeof fuse_K / sizeof fuse_K[0]; fi++)
+        for (int act = 0; act < 3; act++) /* silu, gelu-tanh, gelu-erf */
+          for (int with_bias = 0; with_bias < 2; with_bias++) {
+            int T = fuse_T[ti], F = fuse_K[fi];
+            if ((T == 3 || T == 8) && with_bias != act % 2)
+              continue;
+            ASSERT_EQ(gmm_case(T, F, with_bias ? 77 : 9, act, with_bias, 0, 0), -1);
+            LAUNCHED();
+          }
+    ASSERT_EQ(gmm_case(1, 9000, 9, ASK_ACT_SILU, 1, 0, 0), -1); /* two chunks */
+    LAUNCHED();
+    for (int T = 1; T <= 16; T *= 4) {
+      ASSERT_EQ(gmm_case(T, 264, 20, ASK_ACT_GELU_TANH, 1, 1, 0), -1); /* w misaligned */
+      LAUNCHED();
+      ASSERT_EQ(gmm_case(T, 264, 20, ASK_ACT_GELU, 0, 0, 1), -1); /* gu misaligned */
+      LAUNCHED();
+    }
+  }
+}
+
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
@@ -920,6 +1073,17 @@ TEST(test_launcher_errors) {
     ask__cu_gemv_bf16(S, p, p, (const uint16_t *)p, NULL, 17, 8, 8); /* T > 16 */
     ASSERT_TRUE(cu_failed);
     cu_reset();
+    ask__cu_gemv_norm_bf16(S, p, p + 512, p, p, p, 1e-5f, 0.0f, (const uint16_t *)p, NULL, 17, 8,
+                           8); /* T > 16: the backend runs the separate ops instead */
+    ASSERT_TRUE(cu_failed);
+    printf("  refused as it should: %s\n", cu_err);
+    cu_reset();
+    ask__cu_gemv_glu_bf16(S, p, p, ASK_ACT_SILU, (const uint16_t *)p, NULL, 17, 8, 8);
+    ASSERT_TRUE(cu_failed);
+    cu_reset();
+    ask__cu_gemv_glu_bf16(S, p, p, ASK_ACT_SILU, (const uint16_t *)p, NULL, 2, 0, 8); /* F = 0 */
+    ASSERT_TRUE(cu_failed);
+    cu_reset();
     ask__cu_add(S, p, p, p, 16); /* and a good launch afterwards */
     LAUNCHED();
   }
@@ -928,5 +1092,6 @@ TEST(test_launcher_errors) {
 TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_failures,
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
-          test_attention_merge, test_attention_paged, test_attention_paged_forced, test_gemv_bf16, test_argmax_rows,
+          test_attention_merge, test_attention_paged, test_attention_paged_forced, test_gemv_bf16, test_gemv_norm_bf16,
+          test_gemv_glu_bf16, test_argmax_rows,
           test_sample_rows, test_launcher_errors)

@@ -8,6 +8,15 @@
  * with the recommended gemv_rows: the largest T up to which the own kernel
  * wins on most shapes.
  *
+ * Then the decode fusions at T = 1, 4, 8 and 16 on Llama-3.2-1B's shapes:
+ * the fused op (norm_matmul_bf16 for qkv and gate/up, glu_matmul_bf16 for
+ * down) against the separate ops it replaces (add_rmsnorm + matmul_bf16,
+ * glu_rows + matmul_bf16), both on the matrix-vector kernel (gemv_rows
+ * 16), one JSON line each with both times, what the fusion saves per call
+ * and the fused op's effective bandwidth; then a line with the recommended
+ * fuse_rows (ask_cuda_set_fuse_rows, ASK_CUDA_FUSE_ROWS): the largest T
+ * up to which the fused ops win on most shapes.
+ *
  * Each timing is 50 calls captured into one CUDA graph (as the engine's
  * decode step runs them) after an eager warm-up, launched 5 times; the
  * calls cycle through enough copies of the weights (>= 256 MiB in all,
@@ -46,19 +55,51 @@ static double now_us(void) {
   return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+/* What one timed call runs. */
+enum {
+  OP_MATMUL,     /* matmul_bf16(out, x) */
+  OP_NORM_FUSED, /* norm_matmul_bf16(out, xo, x, r) */
+  OP_NORM_SEP,   /* add_rmsnorm(h, x, r) + matmul_bf16(out, h) */
+  OP_GLU_FUSED,  /* glu_matmul_bf16(out, gu) with F = K */
+  OP_GLU_SEP     /* glu_rows(h, gu) + matmul_bf16(out, h) */
+};
+
 /* One timed configuration: the arguments of the captured calls. */
 typedef struct {
   float *out, *x;
   uint16_t *xs, *w;
   size_t copies, wn; /* weight copies, values in one */
   int T, K, N;
+  int op;                       /* OP_* */
+  float *r, *nw, *xo, *h, *gu; /* the fusions' inputs and scratch (T x 16384 floats each) */
 } bench_t;
+
+static void bench_call(const bench_t *b, const uint16_t *w) {
+  switch (b->op) {
+  case OP_NORM_FUSED:
+    dev->norm_matmul_bf16(b->out, b->xo, b->h, b->xs, b->x, b->r, b->nw, 1e-5f, 0.0f, w, NULL,
+                          b->T, b->K, b->N);
+    break;
+  case OP_NORM_SEP:
+    dev->add_rmsnorm(b->h, b->x, b->r, b->nw, b->T, b->K, 1e-5f, 0.0f);
+    dev->matmul_bf16(b->out, b->xs, b->h, w, NULL, b->T, b->K, b->N);
+    break;
+  case OP_GLU_FUSED:
+    dev->glu_matmul_bf16(b->out, b->h, b->xs, b->gu, ASK_ACT_SILU, w, NULL, b->T, b->K, b->N);
+    break;
+  case OP_GLU_SEP:
+    dev->glu_rows(b->h, b->gu, b->T, b->K, ASK_ACT_SILU);
+    dev->matmul_bf16(b->out, b->xs, b->h, w, NULL, b->T, b->K, b->N);
+    break;
+  default:
+    dev->matmul_bf16(b->out, b->xs, b->x, w, NULL, b->T, b->K, b->N);
+  }
+}
 
 static void bench_calls(void *ud) {
   const bench_t *b = ud;
   for (int i = 0; i < REPS; i++)
-    dev->matmul_bf16(b->out, b->xs, b->x, b->w + (size_t)i % b->copies * b->wn, NULL, b->T,
-                     b->K, b->N);
+    bench_call(b, b->w + (size_t)i % b->copies * b->wn);
 }
 
 /* Microseconds per call (< 0 on failure, err says why); *how: "graph" or
@@ -67,7 +108,7 @@ static double bench_time(bench_t *b, const char **how, char *err, size_t errlen)
   void *g = NULL;
   double t0, t1;
   for (int i = 0; i < 3; i++) /* warm-up: cuBLASLt plans, caches */
-    dev->matmul_bf16(b->out, b->xs, b->x, b->w, NULL, b->T, b->K, b->N);
+    bench_call(b, b->w);
   if (dev->sync(err, errlen) != 0)
     return -1;
   if (dev->graph_capture(&g, bench_calls, b, err, errlen) == 0) {
@@ -118,6 +159,98 @@ static int fill_bf16(uint16_t *d, size_t n, char *err, size_t errlen) {
   return 0;
 }
 
+/* The decode fusions against the separate ops, T = 1 and 4 (gemv_rows 16). */
+static void bench_fusions(void) {
+  static const struct {
+    const char *layer;
+    int glu, N, K;
+  } fs[3] = {{"qkv", 0, 3072, 2048}, {"gate_up", 0, 16384, 2048}, {"down", 1, 2048, 8192}};
+  enum { NFT = 4, FMAX = 16 * 2 * 16384 }; /* floats: T <= 16 rows of up to 2 x 8192 */
+  static const int fT[NFT] = {1, 4, 8, 16};
+  double saved[3][NFT];
+  char err[256] = "";
+  float *xh = malloc(FMAX * sizeof *xh);
+  bench_t b;
+  memset(&b, 0, sizeof b);
+  for (size_t i = 0; xh != NULL && i < FMAX; i++)
+    xh[i] = (float)((int)(i % 17) - 8) / 16.0f;
+  if (xh == NULL || dev->alloc((void **)&b.x, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.r, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.nw, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.xo, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.h, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.gu, FMAX * 4, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.xs, FMAX * 2, err, sizeof err) != 0 ||
+      dev->alloc((void **)&b.out, FMAX * 4, err, sizeof err) != 0 ||
+      dev->copy(b.x, xh, FMAX * 4, ASK_COPY_H2D, err, sizeof err) != 0 ||
+      dev->copy(b.r, xh, FMAX * 4, ASK_COPY_H2D, err, sizeof err) != 0 ||
+      dev->copy(b.nw, xh, FMAX * 4, ASK_COPY_H2D, err, sizeof err) != 0 ||
+      dev->copy(b.gu, xh, FMAX * 4, ASK_COPY_H2D, err, sizeof err) != 0) {
+    printf("{\"fusions\": \"error\", \"error\": \"%s\"}\n",
+           xh == NULL ? "out of host memory" : err);
+  } else {
+    ask_cuda_set_gemv_rows(16);
+    ask_cuda_set_fuse_rows(16);
+    for (int fi = 0; fi < 3; fi++)
+      for (int ti = 0; ti < NFT; ti++)
+        saved[fi][ti] = 0; /* a failed shape counts as a loss */
+    for (int fi = 0; fi < 3; fi++) {
+      int N = fs[fi].N, K = fs[fi].K;
+      size_t wn = (size_t)N * K, wbytes = wn * 2;
+      size_t copies = (((size_t)256 << 20) + wbytes - 1) / wbytes;
+      b.copies = copies > 16 ? 16 : copies, b.wn = wn, b.K = K, b.N = N, b.w = NULL;
+      if (dev->alloc((void **)&b.w, b.copies * wbytes, err, sizeof err) != 0 ||
+          fill_bf16(b.w, b.copies * wn, err, sizeof err) != 0) {
+        printf("{\"model\": \"Llama-3.2-1B\", \"layer\": \"%s\", \"error\": \"%s\"}\n",
+               fs[fi].layer, err);
+        dev->free(b.w);
+        continue;
+      }
+      for (int ti = 0; ti < NFT; ti++) {
+        const char *how = "?", *how2 = "?";
+        double tf, ts;
+        b.T = fT[ti];
+        b.op = fs[fi].glu ? OP_GLU_FUSED : OP_NORM_FUSED;
+        tf = bench_time(&b, &how, err, sizeof err);
+        b.op = fs[fi].glu ? OP_GLU_SEP : OP_NORM_SEP;
+        ts = tf < 0 ? -1 : bench_time(&b, &how2, err, sizeof err);
+        /* the fused op's bytes: weights, its inputs (x and r, or gu) and out (+ xo) */
+        double bytes = (double)wbytes + (double)b.T * K * 8 + (double)b.T * N * 4 +
+                       (fs[fi].glu ? 0.0 : (double)b.T * K * 4);
+        printf("{\"model\": \"Llama-3.2-1B\", \"layer\": \"%s\", \"fusion\": \"%s\", "
+               "\"N\": %d, \"K\": %d, \"T\": %d, ",
+               fs[fi].layer, fs[fi].glu ? "glu_matmul" : "norm_matmul", N, K, b.T);
+        if (tf < 0 || ts < 0)
+          printf("\"error\": \"%s\"}\n", err);
+        else
+          printf("\"fused_us\": %.2f, \"separate_us\": %.2f, \"saved_us\": %.2f, "
+                 "\"fused_gbps\": %.1f, \"timing\": \"%s\"}\n",
+                 tf, ts, ts - tf, bytes / (tf * 1e3), how);
+        saved[fi][ti] = tf < 0 || ts < 0 ? 0 : ts - tf;
+        fflush(stdout);
+      }
+      dev->free(b.w);
+    }
+    /* fuse_rows: the largest T such that at every tested T up to it the
+     * fused ops are faster on more than half of the shapes */
+    int rec = 0;
+    printf("{\"fusion_wins\": {");
+    for (int ti = 0, prefix = 1; ti < NFT; ti++) {
+      int wins = 0;
+      for (int fi = 0; fi < 3; fi++)
+        wins += saved[fi][ti] > 0;
+      printf("%s\"%d\": %d", ti ? ", " : "", fT[ti], wins);
+      prefix = prefix && 2 * wins > 3;
+      if (prefix)
+        rec = fT[ti];
+    }
+    printf("}, \"shapes\": 3, \"recommended_fuse_rows\": %d}\n", rec);
+  }
+  dev->free(b.x), dev->free(b.r), dev->free(b.nw), dev->free(b.xo), dev->free(b.h);
+  dev->free(b.gu), dev->free(b.xs), dev->free(b.out);
+  free(xh);
+}
+
 int main(void) {
   const ask_ops_t *ops = ask_cuda_ops();
   static double us[NSHAPES][NT][2];
@@ -133,7 +266,8 @@ int main(void) {
     int N = shapes[si].N, K = shapes[si].K;
     size_t wn = (size_t)N * K, wbytes = wn * 2;
     size_t copies = (((size_t)256 << 20) + wbytes - 1) / wbytes;
-    bench_t b = {NULL, NULL, NULL, NULL, copies > 16 ? 16 : copies, wn, 0, K, N};
+    bench_t b = {NULL, NULL, NULL, NULL, copies > 16 ? 16 : copies, wn, 0, K, N, OP_MATMUL,
+                 NULL, NULL, NULL, NULL, NULL};
     float *xh = malloc((size_t)16 * K * sizeof *xh);
     for (size_t i = 0; xh != NULL && i < (size_t)16 * K; i++)
       xh[i] = (float)((int)(i % 17) - 8) / 16.0f;
@@ -186,5 +320,6 @@ int main(void) {
   }
   printf("}, \"shapes\": %d, \"recommended_gemv_rows\": %d}\n", NSHAPES, rec);
   ask_cuda_set_gemv_rows(16);
+  bench_fusions();
   return 0;
 }

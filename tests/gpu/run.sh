@@ -9,7 +9,7 @@
 #               test_devpath with AS_TEST_DEVICE=cuda (the engine's device
 #               path against the CPU and transformers; needs the repository
 #               around the bundle or AS_SOURCE_DIR)      test_devpath.log
-#   2. gemv     bench_gemv (GEMV against cuBLASLt)          bench_gemv.log, bench_gemv.jsonl
+#   2. gemv     bench_gemv (GEMV against cuBLASLt, fusions) bench_gemv.log, bench_gemv.jsonl
 #   3. compare  hf_compare.py: greedy tokens of `actorserve generate --device
 #               cuda` against transformers, gemma-2b and llama-3.2-1b
 #               (random bf16 weights made here)              hf_compare.json, hf_compare*.log
@@ -130,7 +130,7 @@ if wants gemv; then
     grep '^{' "$RES/bench_gemv.log" > "$RES/bench_gemv.jsonl" || true
     if [ $rc -eq 0 ] && ! grep -qi "^skip" "$RES/bench_gemv.log"; then r=PASS; else r=FAIL; fi
     part bench_gemv $r $(($(date +%s) - s)) \
-      "rc=$rc, $(wc -l < "$RES/bench_gemv.jsonl") JSON lines: $(tail -n 1 "$RES/bench_gemv.log" | cut -c1-200)"
+      "rc=$rc, $(wc -l < "$RES/bench_gemv.jsonl") JSON lines: $({ grep recommended_gemv_rows "$RES/bench_gemv.log" || tail -n 1 "$RES/bench_gemv.log"; } | tail -n 1 | cut -c1-200)"
   else
     part bench_gemv FAIL 0 "no bench_gemv in the bundle"
   fi

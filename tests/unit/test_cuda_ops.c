@@ -20,6 +20,10 @@
  *   bf16 GEMMs (weights bf16, compared with the reference on the same
  *   bf16-rounded weights; x is rounded to bf16 on the cuBLASLt path):
  *                                        max |got - want| <= 1e-2 * max |want|
+ *   the decode fusions (norm_matmul_bf16, glu_matmul_bf16) against their
+ *   twins: 1e-4 * max |want| where the fused kernels run (x stays f32),
+ *   1e-2 where the separate ops end in cuBLASLt; the new residual xo bit
+ *   for bit
  *   argmax, greedy and seeded sampling:  the same token ids and generator
  *   state; sampled distributions 1e-5.
  *   a launched graph against the same ops run directly: the same bytes.
@@ -639,6 +643,149 @@ TEST(test_cuda_matmul_bf16) {
   ASSERT_EQ(ask_cuda_plan_count(), plans);
 }
 
+/* The decode fusions against their twins on host copies of the same
+ * inputs: glu 0, out = rmsnorm(x + r) · wᵀ + bias (norm_matmul_bf16, r
+ * when with_r, Gemma's offset off) and xo = x + r bit for bit; glu 1, out =
+ * glu_rows(gu, act) · wᵀ + bias (glu_matmul_bf16, F = K). tol bounds
+ * max |got - want| / max |want|: 1e-4 where the fused kernels run (x stays
+ * f32), 1e-2 where the separate ops end in cuBLASLt (x rounded to bf16).
+ * Returns -1 when right. */
+static long fused_case(int glu, int T, int K, int N, int with_r, float off, int act,
+                       int with_bias, double tol) {
+  size_t nx = (size_t)T * K, nin = glu ? 2 * nx : nx;
+  float *x = rnd(nin, 2), *r = rnd(nx, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
+  float *want = malloc((size_t)T * N * 4), *wxo = malloc(nx * 4 + 4), *wh = malloc(nx * 4 + 4);
+  uint16_t *w16 = rnd16((size_t)N * K);
+  for (size_t i = 0; i < (size_t)N * K; i++) /* weights of about +-0.1 */
+    w16[i] = to_bf16(from_bf16(w16[i]) * 0.1f);
+  float *dx = up(x, nin * 4), *dr = up(r, nx * 4), *dnw = up(nw, (size_t)K * 4),
+        *db = up(b, (size_t)N * 4), *dout = up(NULL, (size_t)T * N * 4), *dxo = up(NULL, nx * 4),
+        *dh = up(NULL, nx * 4);
+  uint16_t *dw = up(w16, (size_t)N * K * 2), *dxs = up(NULL, nx * 2);
+  const float *hb = with_bias ? b : NULL, *dbb = with_bias ? db : NULL;
+  long bad = -1;
+  if (glu) {
+    twin->glu_matmul_bf16(want, wh, NULL, x, act, w16, hb, T, K, N);
+    dev->glu_matmul_bf16(dout, dh, dxs, dx, act, dw, dbb, T, K, N);
+  } else {
+    twin->norm_matmul_bf16(want, wxo, wh, NULL, x, with_r ? r : NULL, nw, 1e-5f, off, w16, hb, T,
+                           K, N);
+    dev->norm_matmul_bf16(dout, dxo, dh, dxs, dx, with_r ? dr : NULL, dnw, 1e-5f, off, dw, dbb, T,
+                          K, N);
+  }
+  float *got = down(dout, (size_t)T * N * 4);
+  double rel = max_rel(got, want, (size_t)T * N);
+  if (!(rel <= tol)) {
+    fprintf(stderr, "  max rel diff %g (tolerance %g)\n", rel, tol);
+    bad = 0;
+  }
+  if (bad < 0 && !glu && with_r) {
+    float *gxo = down(dxo, nx * 4);
+    if ((bad = mismatch(gxo, wxo, nx, 0, 0)) >= 0)
+      fprintf(stderr, "  xo differs from x + r\n");
+    free(gxo);
+  }
+  if (bad >= 0)
+    fprintf(stderr, "  %s T=%d K=%d N=%d r=%d off=%g act=%d bias=%d\n",
+            glu ? "glu_matmul" : "norm_matmul", T, K, N, with_r, off, act, with_bias);
+  dev->free(dx), dev->free(dr), dev->free(dnw), dev->free(db), dev->free(dout), dev->free(dxo);
+  dev->free(dh), dev->free(dw), dev->free(dxs);
+  free(x), free(r), free(nw), free(b), free(want), free(wxo), free(wh), free(w16), free(got);
+  return bad;
+}
+
+TEST(test_cuda_fused_matmul) {
+  NEED_DEVICE();
+  static const int Ts[] = {1, 2, 3, 5, 8, 16, 17, 40};
+  /* fused up to 16 rows; the separate ops through cuBLASLt (gemv_rows 0);
+   * the separate ops through the matrix-vector kernel (fuse_rows 0) */
+  for (int pass = 0; pass < 3; pass++) {
+    ask_cuda_set_gemv_rows(pass == 1 ? 0 : 16);
+    ask_cuda_set_fuse_rows(pass == 2 ? 0 : 16);
+    for (size_t i = 0; i < sizeof Ts / sizeof Ts[0]; i++) {
+      int T = Ts[i];
+      double tol = pass != 1 && T <= 16 ? 1e-4 : 1e-2;
+      for (int c = 0; c < 4; c++) { /* with r, Gemma's offset */
+        ASSERT_EQ(fused_case(0, T, 2048, 3072, c & 1, (float)(c >> 1), 0, c & 1, tol), -1);
+        ASSERT_EQ(fused_case(0, T, 1000, 77, !(c & 1), (float)(c >> 1), 0, c >> 1, tol), -1);
+      }
+      for (int act = 0; act < 3; act++) {
+        ASSERT_EQ(fused_case(1, T, 8192, 2048, 0, 0.0f, act, act & 1, tol), -1);
+        ASSERT_EQ(fused_case(1, T, 1000, 77, 0, 0.0f, act, !(act & 1), tol), -1);
+      }
+      if (T <= 16) { /* K % 8 != 0: the matrix-vector kernels whatever gemv_rows says */
+        ASSERT_EQ(fused_case(0, T, 203, 50, 1, 1.0f, 0, 1, 1e-4), -1);
+        ASSERT_EQ(fused_case(1, T, 100, 50, 0, 0.0f, ASK_ACT_GELU_TANH, 0, 1e-4), -1);
+      }
+    }
+  }
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+  /* rows longer than a block stages at once (chunks), as gemma-2b's down */
+  ASSERT_EQ(fused_case(1, 1, 16384, 2048, 0, 0.0f, ASK_ACT_GELU_TANH, 0, 1e-4), -1);
+  ASSERT_EQ(fused_case(1, 4, 16384, 300, 0, 0.0f, ASK_ACT_GELU_TANH, 1, 1e-4), -1);
+  ASSERT_EQ(fused_case(0, 16, 8192, 300, 1, 0.0f, 0, 1, 1e-4), -1);
+}
+
+/* Both fusions in a graph, as the engine's captured decode step runs them:
+ * the same bytes as run directly, for inputs copied in after the capture. */
+typedef struct {
+  float *out1, *out2, *xo, *h, *g, *x, *r, *nw, *gu;
+  uint16_t *w1, *w2, *xs;
+  int T, K, F;
+} fz_step_t;
+
+static void fz_step_run(void *ud) {
+  const fz_step_t *f = ud;
+  dev->norm_matmul_bf16(f->out1, f->xo, f->h, f->xs, f->x, f->r, f->nw, 1e-6f, 1.0f, f->w1, NULL,
+                        f->T, f->K, 2 * f->F);
+  dev->glu_matmul_bf16(f->out2, f->g, f->xs, f->out1, ASK_ACT_GELU_TANH, f->w2, NULL, f->T, f->F,
+                       f->K);
+}
+
+TEST(test_cuda_graph_fused) {
+  NEED_DEVICE();
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+  int T = 3, K = 512, F = 768;
+  size_t nx = (size_t)T * K;
+  uint16_t *w1 = rnd16((size_t)2 * F * K), *w2 = rnd16((size_t)K * F);
+  float *nw = rnd(K, 1);
+  fz_step_t f = {up(NULL, (size_t)T * 2 * F * 4), up(NULL, nx * 4), up(NULL, nx * 4),
+                 up(NULL, nx * 4), up(NULL, (size_t)T * F * 4), up(NULL, nx * 4),
+                 up(NULL, nx * 4), up(nw, (size_t)K * 4), NULL, up(w1, (size_t)2 * F * K * 2),
+                 up(w2, (size_t)K * F * 2), up(NULL, (size_t)T * F * 2), T, K, F};
+  void *g = NULL;
+  char err[256] = "";
+  int rc = dev->graph_capture(&g, fz_step_run, &f, err, sizeof err);
+  if (rc != 0)
+    fprintf(stderr, "  graph_capture: %s\n", err);
+  ASSERT_EQ(rc, 0);
+  for (int k = 0; k < 2; k++) {
+    float *x = rnd(nx, 2), *r = rnd(nx, 1);
+    put(f.x, x, nx * 4);
+    put(f.r, r, nx * 4);
+    ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+    float *o1 = down(f.out1, (size_t)T * 2 * F * 4), *o2 = down(f.out2, nx * 4),
+          *xo = down(f.xo, nx * 4);
+    fz_step_run(&f);
+    float *e1 = down(f.out1, (size_t)T * 2 * F * 4), *e2 = down(f.out2, nx * 4),
+          *exo = down(f.xo, nx * 4);
+    ASSERT_MEM_EQ(o1, e1, (size_t)T * 2 * F * 4);
+    ASSERT_MEM_EQ(o2, e2, nx * 4);
+    ASSERT_MEM_EQ(xo, exo, nx * 4);
+    for (size_t i = 0; i < nx; i++)
+      ASSERT_TRUE(xo[i] == x[i] + r[i]);
+    free(x), free(r), free(o1), free(o2), free(xo), free(e1), free(e2), free(exo);
+  }
+  dev->graph_free(g);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->free(f.out1), dev->free(f.out2), dev->free(f.xo), dev->free(f.h), dev->free(f.g);
+  dev->free(f.x), dev->free(f.r), dev->free(f.nw), dev->free(f.w1), dev->free(f.w2);
+  dev->free(f.xs);
+  free(w1), free(w2), free(nw);
+}
+
 TEST(test_cuda_argmax) {
   NEED_DEVICE();
   int n = 70001, T = 4;
@@ -1022,7 +1169,8 @@ TEST(test_cuda_errors) {
 TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
           test_cuda_attention_paged, test_cuda_matmul_f32, test_cuda_matmul_bf16,
-          test_cuda_argmax, test_cuda_sample, test_cuda_graph, test_cuda_graph_matmul,
-          test_cuda_graph_failure, test_cuda_errors)
+          test_cuda_fused_matmul, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
+          test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
+          test_cuda_errors)
 
 #endif /* AS_HAVE_CUDA */

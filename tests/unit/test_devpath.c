@@ -348,9 +348,11 @@ TEST(test_kjv_greedy_64) {
   as_model_free(d);
 }
 
-/* Logits equal: bit for bit on refdev; on a GPU within 1e-3 of the scale
- * (cuBLASLt may reduce in another order from one call to the next). */
-static void same_logits(const float *a, const float *b, int V, const char *what) {
+/* Logits equal: bit for bit on refdev when both came from steps of the same
+ * rows (exact = 1), else within 1e-5 of the scale (the CPU GEMM's rounding
+ * depends on the number of rows: OpenBLAS picks kernels by shape and CPU);
+ * on a GPU within 1e-3 of the scale (cuBLASLt may reduce in another order). */
+static void same_logits(const float *a, const float *b, int V, const char *what, int exact) {
   double worst = 0, scale = 1;
   for (int i = 0; i < V; i++) {
     if (fabs(a[i]) > scale)
@@ -358,7 +360,8 @@ static void same_logits(const float *a, const float *b, int V, const char *what)
     if (!(fabs(a[i] - b[i]) <= worst))
       worst = fabs(a[i] - b[i]);
   }
-  if (strcmp(DEV, "refdev") == 0 ? worst != 0 : !(worst <= 1e-3 * scale))
+  double tol = strcmp(DEV, "refdev") != 0 ? 1e-3 * scale : exact ? 0 : 1e-5 * scale;
+  if (!(worst <= tol))
     T__FAIL("%s: logits differ by %.3g (scale %.3g)", what, worst, scale);
 }
 
@@ -429,7 +432,7 @@ TEST(test_paging) {
   ASSERT_OK(as_kv_new(&k2, m, 64));
   ASSERT_OK(as_kv_seq_new(k2, 2));
   ASSERT_OK(as_model_forward(m, k2, &s2, 1, a, 0, err, sizeof err));
-  same_logits(a, b, V, "reused pages against a fresh cache");
+  same_logits(a, b, V, "reused pages against a fresh cache", 1);
   /* Sequence 1 continues after the truncation from its first 16 tokens. */
   as_fwd_seq_t s1b = {1, t + 16, 16};
   ASSERT_OK(as_model_forward(m, kv, &s1b, 1, a, 0, err, sizeof err));
@@ -437,7 +440,7 @@ TEST(test_paging) {
   ASSERT_OK(as_kv_seq_new(k2, 1));
   as_fwd_seq_t s1c = {1, t, 32};
   ASSERT_OK(as_model_forward(m, k2, &s1c, 1, b, 0, err, sizeof err));
-  same_logits(a, b, V, "after a truncation against a fresh cache");
+  same_logits(a, b, V, "after a truncation against a fresh cache", 0);
   ASSERT_OK(as_kv_seq_free(kv, 1));
   ASSERT_OK(as_kv_seq_free(kv, 2));
   ASSERT_EQ(as_kv_tokens(kv), 0);
