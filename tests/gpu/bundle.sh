@@ -68,5 +68,10 @@ if [ -f "$ANCHOR" ]; then
 else
   echo "bundle.sh: warning: no $ANCHOR: the benchmark will run without the transformers anchor" >&2
 fi
+# The device tool carries at most 64 MiB: the libraries (OpenBLAS alone is
+# 35 MB) travel as one gzip archive that run.sh unpacks beside itself.
+ls "$DEST/lib" "$DEST/lib-fallback"
+tar -C "$DEST" -czf "$DEST/libs.tar.gz" lib lib-fallback
+rm -rf "${DEST:?}/lib" "${DEST:?}/lib-fallback"
 echo "gpu bundle: $DEST ($(du -sh "$DEST" | cut -f1)):"
-ls "$DEST" "$DEST/lib" "$DEST/lib-fallback"
+ls "$DEST"

@@ -44,6 +44,10 @@ BUDGET=${AS_GPU_BUDGET_S:-570}
 PARTS=${AS_GPU_PARTS:-tests gemv compare bench}
 MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
 PY_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}  # python and torch keep their own libraries
+# The bundle's libraries travel packed (bundle.sh): unpack them once.
+if [ ! -d "$HERE/lib" ] && [ -f "$HERE/libs.tar.gz" ]; then
+  tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
+fi
 export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SUMMARY="$RES/summary.txt"
 status=0
