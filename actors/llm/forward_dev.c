@@ -429,7 +429,7 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
   int bucket = -1;
   if (samp != NULL && decode && !s->graphs_off) {
     for (int b = 0, n = 1; b < AS__NBUCKET; b++, n *= 2)
-      if (n >= nseq && n <= s->seqs) {
+      if (n >= nseq && n <= s->seqs && n <= s->rows) {
         bucket = b;
         Tp = S = n;
         break;
@@ -464,6 +464,9 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
       if (dev->graph_capture(g, as__run_captured, s, why, sizeof why) != 0) {
         *g = NULL;
         s->graphs_off = 1; /* not supported here: run the ops directly from now on */
+        AS_LOGW("decode steps of %d sequences cannot be captured (%s): steps run op by op from "
+                "now on",
+                Tp, why);
       }
     }
     if (*g != NULL)

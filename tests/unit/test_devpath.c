@@ -404,6 +404,28 @@ TEST(test_fused_vs_separate) {
   as_model_free(m);
 }
 
+/* Step buffers smaller than the batch (6 tokens, 8 sequences per step):
+ * requests wait their turn, captured steps stay within the buffers (ASan
+ * checks), and every request completes. */
+TEST(test_small_step_buffers) {
+  NEED_DEVICE();
+  as_model_t *m = open_on(KJV, DEV);
+  as_kv_opts_t ko = {1024, 6, 8, 0};
+  as_gen_t *g;
+  enum { N = 12, NEW = 10 };
+  int plen[N], join[N];
+  int32_t out[N * NEW];
+  for (int i = 0; i < N; i++) {
+    plen[i] = 1 + i % 4;
+    join[i] = i / 3;
+  }
+  ASSERT_OK(as_gen_new_ex(&g, m, NULL, &ko, err, sizeof err));
+  run_reqs(g, N, plen, join, NEW, 0, out);
+  ASSERT_GT(as_gen_graphs(g), 0);
+  as_gen_free(g);
+  as_model_free(m);
+}
+
 /* A pool of 4 pages (64 tokens): full steps are refused and change
  * nothing; pages come back and are reused with no effect on results. */
 TEST(test_paging) {
@@ -534,5 +556,5 @@ TEST(test_device_errors) {
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
           test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_fused_vs_separate,
-          test_paging,
+          test_small_step_buffers, test_paging,
           test_device_failure, test_pool_from_memory_fraction, test_device_errors)
