@@ -32,7 +32,7 @@ enum {
 /* Version of the ops table's layout: a CUDA module built from another
  * kernels.h is refused (kernels/load.c). Bump it with every change of
  * ask_ops_t or ask_dev_t. */
-#define ASK_ABI 3
+#define ASK_ABI 4
 
 typedef struct ask_ops_s {
   const char *name; /* "ref", "cuda" */
@@ -181,6 +181,18 @@ typedef struct ask_dev_s {
                           const uint16_t *vc, const int32_t *table, const int32_t *seq,
                           const int32_t *pos, int T, int nh, int nkv, int D, int q_stride,
                           int table_width, int page, int nsplit, float scale);
+  /* Attention of one prefill chunk (optional: NULL when a backend has
+   * none; attention_paged then does it): n query rows of ONE sequence at
+   * positions p0 .. p0 + n - 1, row i at q + i * q_stride, seeing keys
+   * 0 .. p0 + i (causal) of that sequence, whose pages are pages[0 ..]
+   * (device memory, e.g. inside the staged page lists); out (n, nh*D).
+   * The same result as attention_paged on those rows (the rows' own keys
+   * must already be in the cache); a kernel can tile the query rows and
+   * read each key once per tile. Never captured (a prefill step runs its
+   * ops directly), so the launch may depend on n and p0. */
+  void (*attention_prefill)(float *out, const float *q, const uint16_t *kc, const uint16_t *vc,
+                            const int32_t *pages, int p0, int n, int nh, int nkv, int D,
+                            int q_stride, int page, float scale);
   /* Gated activation of a fused gate/up product: out (T,F) =
    * act(gu[t, 0:F]) * gu[t, F:2F] for gu (T, 2F). out must not alias gu. */
   void (*glu_rows)(float *out, const float *gu, int T, int F, int act);

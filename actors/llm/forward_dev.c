@@ -35,6 +35,7 @@ static const char *const as__pnames[P_N] = {"embed", "norm", "qkv", "rope_kv", "
                                             "gate_up", "glu", "down", "final_norm", "lm_head",
                                             "sample"};
 #define AS__NBUCKET 9 /* batch buckets 1, 2, 4, ..., 256 */
+#define AS__PREFILL_MIN 16 /* prefill chunks of this many rows use attention_prefill */
 
 struct as__dstep_s {
   int rows, seqs;      /* tokens and sequences per step at most */
@@ -45,6 +46,9 @@ struct as__dstep_s {
   float *x, *x2, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
   int fuse;            /* the backend's decode fusions, unless ASK_NO_FUSE=1 */
   float *xlast;        /* x or x2: the residual stream after the last step */
+  /* this step's sequences, in batch order (host): first row, rows, first
+   * position, offset of the page list in the staged table */
+  int *run_r0, *run_n, *run_p0, *run_t0, nrun;
   uint16_t *xs;
   char *io;            /* staged inputs and outputs (layout: the off_* below) */
   char *host;          /* its host mirror */
@@ -147,6 +151,7 @@ void as__dstep_free(as_kv_t *kv) {
   dev->free(s->xs);
   dev->free(s->io);
   free(s->host);
+  free(s->run_r0);
   free(s);
   kv->step = NULL;
 }
@@ -203,8 +208,12 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
     }
   }
   s->host = calloc(1, z.io);
-  if (s->host == NULL)
+  s->run_r0 = malloc((size_t)seqs * 4 * sizeof(int));
+  if (s->host == NULL || s->run_r0 == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
+  s->run_n = s->run_r0 + seqs;
+  s->run_p0 = s->run_n + seqs;
+  s->run_t0 = s->run_p0 + seqs;
   s->off_ids_out = z.off[0];
   s->off_rng = z.off[1];
   s->off_temp = z.off[2];
@@ -281,7 +290,14 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
                 *seq = AS__IO(s, s->io, off_seq, int32_t),
                 *table = AS__IO(s, s->io, off_table, int32_t),
                 *last = AS__IO(s, s->io, off_last, int32_t);
-  int nsplit = as__nsplit(nh, T);
+  int nsplit = as__nsplit(nh, T), split = 0;
+  /* Direct steps with a prefill chunk: per-sequence attention calls (the
+   * runs describe exactly this step's rows; captured steps are decode-only,
+   * so they always take the single call). */
+  if (dev->attention_prefill != NULL && s->nrun > 0 &&
+      s->run_r0[s->nrun - 1] + s->run_n[s->nrun - 1] == T)
+    for (int i = 0; i < s->nrun; i++)
+      split |= s->run_n[i] >= AS__PREFILL_MIN;
 
   double t = s->profile ? as__pnow(dev) : 0;
 #define AS__OP(kind, call)                                                  \
@@ -309,8 +325,27 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
     }
     AS__OP(P_ROPE_KV, dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
-    AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T, nh,
-                                        nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));
+    if (!split) {
+      AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T,
+                                          nh, nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));
+    } else { /* prefill chunks through attention_prefill, runs of short ones paged */
+      for (int i = 0, j; i < s->nrun; i = j) {
+        size_t r0 = (size_t)s->run_r0[i];
+        if (s->run_n[i] >= AS__PREFILL_MIN) {
+          AS__OP(P_ATTN, dev->attention_prefill(s->att + r0 * qd, s->qkv + r0 * qkvd, kc, vc,
+                                                table + s->run_t0[i], s->run_p0[i], s->run_n[i],
+                                                nh, nkv, D, qkvd, AS_KV_PAGE, scale));
+          j = i + 1;
+          continue;
+        }
+        for (j = i; j < s->nrun && s->run_n[j] < AS__PREFILL_MIN; j++)
+          ;
+        int n = s->run_r0[j - 1] + s->run_n[j - 1] - (int)r0;
+        AS__OP(P_ATTN, dev->attention_paged(s->att + r0 * qd, s->part, s->qkv + r0 * qkvd, kc,
+                                            vc, table, seq + r0, pos + r0, n, nh, nkv, D, qkvd,
+                                            1, AS_KV_PAGE, as__nsplit(nh, n), scale));
+      }
+    }
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
     if (s->fuse) {
       float *tmp;
@@ -409,9 +444,14 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
       slot[r] = q->pages[p / AS_KV_PAGE] * AS_KV_PAGE + p % AS_KV_PAGE;
       sq[r] = t0;
     }
+    s->run_r0[i] = r - n;
+    s->run_n[i] = n;
+    s->run_p0[i] = q->len;
+    s->run_t0[i] = t0;
     t0 += np;
     last[i] = r - 1;
   }
+  s->nrun = nseq;
   mode = AS__MODE_LOGITS;
   if (samp != NULL) {
     mode = AS__MODE_GREEDY;

@@ -433,6 +433,36 @@ static void ask__attention_paged(float *out, float *part, const float *q, const 
                          page, scale});
 }
 
+struct pf_a {
+  float *out;
+  const float *q;
+  const uint16_t *kc, *vc;
+  const int32_t *pages;
+  int p0, n, nh, nkv, D, qs, page;
+  float scale;
+};
+ASK__OP(pf)
+/* The prefill twin is attention_paged's on the chunk's rows. */
+static void pf_run(const void *p) {
+  const struct pf_a *a = p;
+  int32_t *pos = malloc((size_t)(a->n > 0 ? a->n : 1) * 2 * sizeof *pos), *seq;
+  if (pos == NULL)
+    return;
+  seq = pos + a->n;
+  for (int i = 0; i < a->n; i++) {
+    pos[i] = a->p0 + i;
+    seq[i] = 0;
+  }
+  pat_run(&(struct pat_a){a->out, a->q, a->kc, a->vc, a->pages, seq, pos, a->n, a->nh, a->nkv,
+                          a->D, a->qs, 1, a->page, a->scale});
+  free(pos);
+}
+static void ask__attention_prefill(float *out, const float *q, const uint16_t *kc,
+                                   const uint16_t *vc, const int32_t *pages, int p0, int n, int nh,
+                                   int nkv, int D, int q_stride, int page, float scale) {
+  pf_go(&(struct pf_a){out, q, kc, vc, pages, p0, n, nh, nkv, D, q_stride, page, scale});
+}
+
 struct glur_a { float *out; const float *gu; int T, F, act; };
 ASK__OP(glur)
 static void glur_run(const void *p) {
@@ -541,6 +571,7 @@ static const ask_dev_t ask__refdev_dev = {
     .add_rmsnorm = ask__add_rmsnorm,
     .rope_kv = ask__rope_kv,
     .attention_paged = ask__attention_paged,
+    .attention_prefill = ask__attention_prefill,
     .glu_rows = ask__glu_rows,
     .norm_matmul_bf16 = ask__norm_matmul_bf16,
     .glu_matmul_bf16 = ask__glu_matmul_bf16,
