@@ -209,6 +209,14 @@ static void ask__d_attention_paged(float *out, float *part, const float *q, cons
                           q_stride, table_width, page, nsplit, scale);
 }
 
+static void ask__d_attention_prefill(float *out, const float *q, const uint16_t *kc,
+                                     const uint16_t *vc, const int32_t *pages, int p0, int n,
+                                     int nh, int nkv, int D, int q_stride, int page,
+                                     float scale) {
+  ask__cu_attention_prefill(ask__g.stream, out, q, kc, vc, pages, p0, n, nh, nkv, D, q_stride,
+                            page, scale);
+}
+
 static void ask__d_glu_rows(float *out, const float *gu, int T, int F, int act) {
   ask__cu_glu_rows(ask__g.stream, out, gu, T, F, act);
 }
@@ -254,6 +262,7 @@ static const ask_dev_t ask__cuda_dev = {
     .add_rmsnorm = ask__d_add_rmsnorm,
     .rope_kv = ask__d_rope_kv,
     .attention_paged = ask__d_attention_paged,
+    .attention_prefill = ask__d_attention_prefill,
     .glu_rows = ask__d_glu_rows,
     .norm_matmul_bf16 = ask__d_norm_matmul_bf16,
     .glu_matmul_bf16 = ask__d_glu_matmul_bf16,

@@ -81,6 +81,13 @@ void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part, const f
                                 int D, int q_stride, int table_width, int page, int nsplit,
                                 float scale, int heads);
 
+/* prefill.cu: the attention_prefill op (one prefill chunk of one sequence:
+ * rows at positions p0 .. p0 + n - 1 over keys 0 .. p0 + i, pages its page
+ * list). q_stride >= nh * D. */
+void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const uint16_t *kc,
+                               const uint16_t *vc, const int32_t *pages, int p0, int n, int nh,
+                               int nkv, int D, int q_stride, int page, float scale);
+
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);

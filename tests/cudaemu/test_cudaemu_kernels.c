@@ -1061,6 +1061,111 @@ TEST(test_sample_rows) {
   }
 }
 
+/* ---- prefill.cu ---- */
+
+/* One prefill chunk of n rows at positions p0 .. p0 + n - 1 over a paged
+ * cache of p0 + n keys (pages of `page` rows dealt from a shuffled pool
+ * with 3 spare pages; the page list's entry past the last is 1 << 28, so
+ * reading it or a key past the chunk's last row faults), query rows of
+ * (nh + 2 nkv) * D + qextra floats (qextra odd: 4-byte query loads), the
+ * caches starting coff bf16 into their buffers (not a multiple of 8:
+ * bf16-pair loads); the launcher against refdev's attention_prefill.
+ * Tolerance: max |got - want| <= 1e-4 * max |want| (as attention_paged's
+ * GPU test). Returns 0 when within it. */
+static int prefill_case(int nh, int nkv, int D, int n, int p0, int page, int qextra, int coff) {
+  int kvd = nkv * D, qs = (nh + 2 * nkv) * D + qextra, L = p0 + n;
+  int need = (L + page - 1) / page, npool = need + 3;
+  int32_t *pages = galloc((size_t)(need + 1) * 4), *perm = galloc((size_t)npool * 4);
+  for (int i = 0; i < npool; i++)
+    perm[i] = i;
+  for (int i = npool - 1; i > 0; i--) {
+    int j = irand(i + 1), t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  for (int i = 0; i < need; i++)
+    pages[i] = perm[i];
+  pages[need] = 1 << 28;
+  size_t rows = (size_t)npool * page;
+  uint16_t *kc0 = galloc((rows * kvd + coff) * 2), *vc0 = galloc((rows * kvd + coff) * 2);
+  uint16_t *kc = kc0 + coff, *vc = vc0 + coff;
+  for (size_t i = 0; i < rows * kvd; i++) {
+    kc[i] = to_bf16(frand() * 2);
+    vc[i] = to_bf16(frand() * 2);
+  }
+  float *q = rnd((size_t)n * qs, 1), *out = galloc((size_t)n * nh * D * 4),
+        *want = galloc((size_t)n * nh * D * 4);
+  float scale = 1.0f / sqrtf((float)D);
+  rdev->attention_prefill(want, q, kc, vc, pages, p0, n, nh, nkv, D, qs, page, scale);
+  ask__cu_attention_prefill(S, out, q, kc, vc, pages, p0, n, nh, nkv, D, qs, page, scale);
+  double rel = cu_failed ? 0 : max_rel(out, want, (size_t)n * nh * D);
+  int bad = !(rel <= 1e-4);
+  if (bad)
+    fprintf(stderr,
+            "  attention_prefill nh=%d nkv=%d D=%d n=%d p0=%d page=%d qextra=%d coff=%d: max rel "
+            "diff %g\n",
+            nh, nkv, D, n, p0, page, qextra, coff, rel);
+  gfree(pages), gfree(perm), gfree(kc0), gfree(vc0), gfree(q), gfree(out), gfree(want);
+  return bad;
+}
+
+/* The model shapes (gemma-2b 8/1/256, Llama-3.2-1B 32/8/64, Qwen2-0.5B
+ * 14/2/64: 9 rows of 7 heads a block, a padding pair), D % 8 != 0
+ * (6/2/42) and multi-head (4/4/32: 64 rows a block), over chunk lengths
+ * around the row tiles (1, 15, 16, 17, 100, 300), starting a sequence (p0
+ * 0) and continuing one (p0 37), pages of 16 and 5 rows. */
+TEST(test_attention_prefill) {
+  static const int shapes[5][3] = {{8, 1, 256}, {32, 8, 64}, {14, 2, 64}, {6, 2, 42}, {4, 4, 32}};
+  static const int ns[6] = {1, 15, 16, 17, 100, 300};
+  FOR_ORDERS {
+    for (int sh = 0; sh < 5; sh++)
+      for (int ni = 0; ni < 6; ni++)
+        for (int pc = 0; pc < 2; pc++) {
+          /* page 5 with p0 37 and page 16 with p0 0, and the other way
+           * round on every other length; q rows 4 floats longer than the
+           * fused qkv row, or 1 (scalar query loads) */
+          int p0 = pc ? 37 : 0, page = (pc + ni) % 2 ? 5 : 16, qextra = ni % 3 == 2 ? 1 : 4;
+          if (ns[ni] == 300 && sh != 1 && sh != 0 && pc == 0)
+            continue; /* the long chunk: the model shapes, and all shapes continuing */
+          ASSERT_EQ(prefill_case(shapes[sh][0], shapes[sh][1], shapes[sh][2], ns[ni], p0, page,
+                                 qextra, 0),
+                    0);
+          LAUNCHED();
+        }
+    /* a last tile of one key (keys 0..64 with 64-key tiles, 0..32 with 32) */
+    ASSERT_EQ(prefill_case(32, 8, 64, 65, 0, 16, 4, 0), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(8, 1, 256, 21, 12, 16, 4, 0), 0);
+    LAUNCHED();
+    /* caches not 16-byte aligned (bf16-pair loads), D 256 and 64 */
+    ASSERT_EQ(prefill_case(8, 1, 256, 17, 37, 16, 4, 2), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(32, 8, 64, 40, 5, 5, 4, 4), 0);
+    LAUNCHED();
+    /* more head shapes: G 16 (one block of 16 heads, 4 rows), G 24 (two
+     * chunks of 12), D 128 and D 8 (dims padded to 64), D 2 */
+    ASSERT_EQ(prefill_case(32, 2, 64, 21, 3, 16, 4, 0), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(48, 2, 32, 13, 70, 16, 4, 0), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(8, 4, 128, 70, 37, 16, 4, 0), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(9, 3, 8, 30, 2, 3, 1, 0), 0);
+    LAUNCHED();
+    ASSERT_EQ(prefill_case(2, 1, 2, 19, 7, 1, 0, 0), 0);
+    LAUNCHED();
+    /* bad arguments are refused */
+    ask__cu_attention_prefill(S, NULL, NULL, NULL, NULL, NULL, 0, 4, 4, 4, 512, 2048, 16, 1.0f);
+    ASSERT_TRUE(cu_failed);
+    cu_reset();
+    ask__cu_attention_prefill(S, NULL, NULL, NULL, NULL, NULL, 0, 4, 6, 4, 64, 1024, 16, 1.0f);
+    ASSERT_TRUE(cu_failed);
+    cu_reset();
+    ask__cu_attention_prefill(S, NULL, NULL, NULL, NULL, NULL, 0, 0, 4, 4, 64, 256, 16, 1.0f);
+    ASSERT_TRUE(!cu_failed); /* n 0: nothing to do */
+  }
+}
+
 /* ---- launch checks of the launchers ---- */
 
 TEST(test_launcher_errors) {
@@ -1092,6 +1197,6 @@ TEST(test_launcher_errors) {
 TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_failures,
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
-          test_attention_merge, test_attention_paged, test_attention_paged_forced, test_gemv_bf16, test_gemv_norm_bf16,
+          test_attention_merge, test_attention_paged, test_attention_paged_forced, test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16,
           test_gemv_glu_bf16, test_argmax_rows,
           test_sample_rows, test_launcher_errors)

@@ -17,12 +17,23 @@
  * fuse_rows (ask_cuda_set_fuse_rows, ASK_CUDA_FUSE_ROWS): the largest T
  * up to which the fused ops win on most shapes.
  *
+ * Then attention over one prefill chunk of 2048 rows (positions 0..2047 of
+ * one sequence, its keys already in a paged bf16 cache of 16-row pages
+ * in shuffled order) on the attention shapes of gemma-2b (8/1/256) and
+ * Llama-3.2-1B (32/8/64): attention_prefill (kernels/cuda/prefill.cu,
+ * what a prefill chunk takes) against attention_paged on the same rows
+ * (one row a block, nsplit 1, what the chunk took before), one JSON line
+ * per shape with both times for one layer (eager calls, 2 warm-up, then
+ * the mean of 10) and prefill's f32 FMA rate (2 D FMAs per visible
+ * (row, head, key)).
+ *
  * Each timing is 50 calls captured into one CUDA graph (as the engine's
  * decode step runs them) after an eager warm-up, launched 5 times; the
  * calls cycle through enough copies of the weights (>= 256 MiB in all,
  * 16 copies at most) that they come from HBM, not from the 50 MiB L2.
  * Without a usable device it prints "skip: <why>" and exits 0.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,6 +262,82 @@ static void bench_fusions(void) {
   free(xh);
 }
 
+/* attention_prefill against attention_paged on one 2048-row chunk. */
+static void bench_prefill(void) {
+  static const struct {
+    const char *model;
+    int nh, nkv, D;
+  } ps[2] = {{"gemma-2b", 8, 1, 256}, {"Llama-3.2-1B", 32, 8, 64}};
+  enum { N = 2048, PAGE = 16, NP = N / PAGE, WARM = 2, RUNS = 10 };
+  for (int si = 0; si < 2; si++) {
+    int nh = ps[si].nh, nkv = ps[si].nkv, D = ps[si].D, qs = (nh + 2 * nkv) * D;
+    size_t kvn = (size_t)NP * PAGE * nkv * D;
+    float *q = NULL, *out = NULL, scale = 1.0f / sqrtf((float)D);
+    uint16_t *kc = NULL, *vc = NULL;
+    int32_t *pages = NULL, *seq = NULL, *pos = NULL;
+    int32_t hp[NP], hs[N], hpos[N];
+    float *hq = malloc((size_t)N * qs * sizeof *hq);
+    char err[256] = "";
+    double tp = -1, ta = -1;
+    for (int i = 0; i < NP; i++) /* a fixed shuffle of the pages */
+      hp[i] = (int32_t)(((unsigned)i * 37u + 11u) % NP);
+    for (int i = 0; i < N; i++)
+      hs[i] = 0, hpos[i] = i;
+    for (size_t i = 0; hq != NULL && i < (size_t)N * qs; i++)
+      hq[i] = (float)((int)(i % 23) - 11) / 16.0f;
+    if (hq != NULL && dev->alloc((void **)&q, (size_t)N * qs * 4, err, sizeof err) == 0 &&
+        dev->alloc((void **)&out, (size_t)N * nh * D * 4, err, sizeof err) == 0 &&
+        dev->alloc((void **)&kc, kvn * 2, err, sizeof err) == 0 &&
+        dev->alloc((void **)&vc, kvn * 2, err, sizeof err) == 0 &&
+        dev->alloc((void **)&pages, sizeof hp, err, sizeof err) == 0 &&
+        dev->alloc((void **)&seq, sizeof hs, err, sizeof err) == 0 &&
+        dev->alloc((void **)&pos, sizeof hpos, err, sizeof err) == 0 &&
+        fill_bf16(kc, kvn, err, sizeof err) == 0 && fill_bf16(vc, kvn, err, sizeof err) == 0 &&
+        dev->copy(q, hq, (size_t)N * qs * 4, ASK_COPY_H2D, err, sizeof err) == 0 &&
+        dev->copy(pages, hp, sizeof hp, ASK_COPY_H2D, err, sizeof err) == 0 &&
+        dev->copy(seq, hs, sizeof hs, ASK_COPY_H2D, err, sizeof err) == 0 &&
+        dev->copy(pos, hpos, sizeof hpos, ASK_COPY_H2D, err, sizeof err) == 0) {
+      for (int path = 0; path < 2; path++) {
+        double t0 = 0;
+        int rc = 0;
+        for (int i = 0; i < WARM + RUNS && rc == 0; i++) {
+          if (i == WARM) {
+            rc = dev->sync(err, sizeof err);
+            t0 = now_us();
+          }
+          if (path == 0)
+            dev->attention_prefill(out, q, kc, vc, pages, 0, N, nh, nkv, D, qs, PAGE, scale);
+          else
+            dev->attention_paged(out, NULL, q, kc, vc, pages, seq, pos, N, nh, nkv, D, qs, NP,
+                                 PAGE, 1, scale);
+        }
+        if (rc == 0)
+          rc = dev->sync(err, sizeof err);
+        double t = rc != 0 ? -1 : (now_us() - t0) / RUNS;
+        if (path == 0)
+          tp = t;
+        else
+          ta = t;
+      }
+    }
+    printf("{\"model\": \"%s\", \"op\": \"attention_prefill\", \"rows\": %d, \"nh\": %d, "
+           "\"nkv\": %d, \"D\": %d, ",
+           ps[si].model, N, nh, nkv, D);
+    if (tp < 0 || ta < 0) {
+      printf("\"error\": \"%s\"}\n", hq == NULL ? "out of host memory" : err);
+    } else {
+      double fma = (double)N * (N + 1) / 2 * nh * 2.0 * D;
+      printf("\"prefill_us\": %.1f, \"paged_us\": %.1f, \"speedup\": %.2f, "
+             "\"prefill_tfma_s\": %.2f, \"timing\": \"eager\"}\n",
+             tp, ta, ta / tp, fma / (tp * 1e6));
+    }
+    fflush(stdout);
+    dev->free(q), dev->free(out), dev->free(kc), dev->free(vc), dev->free(pages);
+    dev->free(seq), dev->free(pos);
+    free(hq);
+  }
+}
+
 int main(void) {
   const ask_ops_t *ops = ask_cuda_ops();
   static double us[NSHAPES][NT][2];
@@ -321,5 +408,6 @@ int main(void) {
   printf("}, \"shapes\": %d, \"recommended_gemv_rows\": %d}\n", NSHAPES, rec);
   ask_cuda_set_gemv_rows(16);
   bench_fusions();
+  bench_prefill();
   return 0;
 }

@@ -573,6 +573,84 @@ TEST(test_cuda_attention_paged) {
   ASSERT_EQ(paged_case_at(8, 1, 256, 16, 16, 2), 0);
 }
 
+/* attention_prefill against the twin: one chunk of n rows at positions p0
+ * .. p0 + n - 1 of a sequence whose p0 + n keys sit in shuffled pages,
+ * query rows inside fused qkv rows plus qextra floats, the device caches
+ * `off` bf16 into their buffers (not a multiple of 8: bf16-pair loads).
+ * The twin (one row at a time over all its keys) is slow on long chunks,
+ * so for n > 96 it runs on three slices of rows (each row depends only on
+ * its position and the cache): the first 32, 32 in the middle, the last
+ * 32; every output (a convex combination of values in [-1, 1)) must lie in
+ * [-1, 1], which the 7.0 the output starts as does not. Tolerance: max
+ * |got - want| <= 1e-4 * max |want| over the rows compared. Returns 0 when
+ * within it. */
+static int prefill_case(int nh, int nkv, int D, int n, int p0, int page, int qextra, int off) {
+  int len = p0 + n, qs = (nh + 2 * nkv) * D + qextra, qd = nh * D, bad = 0;
+  pcache_t c;
+  pcache_make(&c, &len, 1, nkv * D, page);
+  size_t nkc = (size_t)c.rows * c.kvd, no = (size_t)n * qd;
+  float *q = rnd((size_t)n * qs, 4), *want = malloc(no * 4), *init = malloc(no * 4);
+  for (size_t i = 0; i < no; i++)
+    init[i] = 7.0f;
+  float scale = 1.0f / sqrtf((float)D);
+  float *dq = up(q, (size_t)n * qs * 4), *dout = up(init, no * 4);
+  uint16_t *dkc0 = up(NULL, (nkc + (size_t)off) * 2), *dvc0 = up(NULL, (nkc + (size_t)off) * 2);
+  uint16_t *dkc = dkc0 + off, *dvc = dvc0 + off;
+  put(dkc, c.kc, nkc * 2), put(dvc, c.vc, nkc * 2);
+  int32_t *dpages = up(c.table, (size_t)c.tw * 4);
+  dev->attention_prefill(dout, dq, dkc, dvc, dpages, p0, n, nh, nkv, D, qs, page, scale);
+  float *got = down(dout, no * 4);
+  for (size_t i = 0; i < no && !bad; i++)
+    if (!(fabsf(got[i]) <= 1.0f)) {
+      fprintf(stderr, "  attention_prefill nh=%d nkv=%d D=%d n=%d p0=%d: out[%zu] = %g\n", nh,
+              nkv, D, n, p0, i, got[i]);
+      bad = 1;
+    }
+  int r0s[3] = {0, n / 2 - 16, n - 32}, nsl = n > 96 ? 3 : 1;
+  for (int k = 0; k < nsl && !bad; k++) {
+    int r0 = nsl == 1 ? 0 : r0s[k], rn = nsl == 1 ? n : 32;
+    twin->attention_prefill(want, q + (size_t)r0 * qs, c.kc, c.vc, c.table, p0 + r0, rn, nh, nkv,
+                            D, qs, page, scale);
+    double rel = max_rel(got + (size_t)r0 * qd, want, (size_t)rn * qd);
+    if (!(rel <= 1e-4)) {
+      fprintf(stderr,
+              "  attention_prefill nh=%d nkv=%d D=%d n=%d p0=%d page=%d qextra=%d off=%d: rows "
+              "%d..%d: max rel diff %g\n",
+              nh, nkv, D, n, p0, page, qextra, off, r0, r0 + rn - 1, rel);
+      bad = 1;
+    }
+  }
+  dev->free(dq), dev->free(dout), dev->free(dkc0), dev->free(dvc0), dev->free(dpages);
+  free(q), free(want), free(init), free(got);
+  pcache_free(&c);
+  return bad;
+}
+
+TEST(test_cuda_attention_prefill) {
+  NEED_DEVICE();
+  /* The model shapes: gemma-2b (8/1/256, 8 rows a block), Llama-3.2-1B
+   * (32/8/64, 16 rows a block), with the TTFT chunk (2048 rows) and
+   * chunks around the row and key tiles, starting or continuing a
+   * sequence. */
+  static const int ns[] = {16, 17, 100, 300, 2048};
+  for (int i = 0; i < 5; i++) {
+    ASSERT_EQ(prefill_case(8, 1, 256, ns[i], 0, 16, 4, 0), 0);
+    ASSERT_EQ(prefill_case(32, 8, 64, ns[i], 0, 16, 4, 0), 0);
+    ASSERT_EQ(prefill_case(8, 1, 256, ns[i], 37, 16, 4, 0), 0);
+    ASSERT_EQ(prefill_case(32, 8, 64, ns[i], 1000, 16, 4, 0), 0);
+  }
+  ASSERT_EQ(prefill_case(14, 2, 64, 300, 37, 16, 4, 0), 0); /* Qwen2-0.5B: 9 rows of 7 heads */
+  ASSERT_EQ(prefill_case(8, 4, 256, 100, 37, 16, 4, 0), 0); /* gemma-2-2b: G 2 */
+  ASSERT_EQ(prefill_case(24, 2, 128, 100, 5, 16, 4, 0), 0); /* G 12, D 128 */
+  ASSERT_EQ(prefill_case(6, 2, 42, 100, 37, 5, 1, 0), 0);   /* D % 8 != 0, page 5, odd stride */
+  ASSERT_EQ(prefill_case(4, 4, 32, 300, 37, 5, 4, 0), 0);   /* multi-head: 64 rows a block */
+  ASSERT_EQ(prefill_case(48, 2, 32, 13, 70, 16, 4, 0), 0);  /* G 24: two chunks of 12 heads */
+  ASSERT_EQ(prefill_case(8, 1, 256, 1, 0, 16, 4, 0), 0);    /* one row */
+  /* Caches not 16-byte aligned: bf16-pair loads. */
+  ASSERT_EQ(prefill_case(32, 8, 64, 300, 37, 16, 4, 4), 0);
+  ASSERT_EQ(prefill_case(8, 1, 256, 300, 37, 16, 4, 2), 0);
+}
+
 /* out (T,N) from the f32 path against ref->matmul, or from the bf16 path
  * against the twin, on the same (bf16-rounded when bf16) weights; returns -1
  * when within tolerance. */
@@ -1163,12 +1241,17 @@ TEST(test_cuda_errors) {
   ASSERT_EQ(dev->sync(err, sizeof err), AS_EINVAL);
   ASSERT_TRUE(strstr(err, "attention_paged") != NULL);
   ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->attention_prefill(d, d, (uint16_t *)d, (uint16_t *)d, (int32_t *)d, 0, 1, 4, 4, 512, 2048,
+                         16, 1.0f);
+  ASSERT_EQ(dev->sync(err, sizeof err), AS_EINVAL);
+  ASSERT_TRUE(strstr(err, "attention_prefill") != NULL);
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
   dev->free(d);
 }
 
 TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
-          test_cuda_attention_paged, test_cuda_matmul_f32, test_cuda_matmul_bf16,
+          test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
           test_cuda_fused_matmul, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_errors)
