@@ -28,6 +28,7 @@
 
 #include "kernels.h"
 #include "llm.h"
+#include "fixture_json.h"
 #include "test.h"
 
 #ifndef AS_SOURCE_DIR
@@ -79,18 +80,7 @@ static as_model_t *open_on(const char *dir, const char *device) {
 static cJSON *load_ref(const char *model) {
   char path[800];
   snprintf(path, sizeof path, "%s%s/reference.json", FIX, model);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)n + 1);
-  size_t got = fread(buf, 1, (size_t)n, f);
-  fclose(f);
-  cJSON *j = cJSON_ParseWithLength(buf, got);
-  free(buf);
-  return j;
+  return fixture_json(path);
 }
 
 /* Logits of every position of each prompt on refdev against the CPU path

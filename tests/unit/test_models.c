@@ -18,6 +18,7 @@
 
 #include "kernels.h"
 #include "llm.h"
+#include "fixture_json.h"
 #include "test.h"
 
 #ifndef AS_SOURCE_DIR
@@ -28,20 +29,9 @@
 static char err[512];
 
 static cJSON *load_ref(const char *model) {
-  char path[512];
+  char path[800];
   snprintf(path, sizeof path, FIX "%s/reference.json", model);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)n + 1);
-  size_t got = fread(buf, 1, (size_t)n, f);
-  fclose(f);
-  cJSON *j = cJSON_ParseWithLength(buf, got);
-  free(buf);
-  return j;
+  return fixture_json(path);
 }
 
 static int *ints(const cJSON *arr, int *n) {
