@@ -83,17 +83,16 @@ static float *rnd(size_t n, float mul) {
   return p;
 }
 
-static uint16_t to_bf16(float f) { /* round to nearest even */
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
+/* One value through kernels/ref's converters (round to nearest even). */
+static uint16_t to_bf16(float f) {
+  uint16_t h;
+  ask_f32_to_bf16(&h, &f, 1);
+  return h;
 }
 
 static float from_bf16(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
   float f;
-  memcpy(&f, &u, 4);
+  ask_bf16_to_f32(&f, &h, 1);
   return f;
 }
 
