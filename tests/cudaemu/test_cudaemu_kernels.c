@@ -36,6 +36,7 @@
 
 #include "cuda_int.h"
 #include "kernels.h"
+#include "kernel_data.h"
 
 /* ---- the error recorder that backend.c would provide ---- */
 
@@ -169,14 +170,6 @@ static void gfree_all(void) {
 
 /* ---- data ---- */
 
-static uint64_t rs = 0x243f6a8885a308d3ull;
-
-static float frand(void) { /* uniform in [-1, 1) */
-  rs ^= rs >> 12;
-  rs ^= rs << 25;
-  rs ^= rs >> 27;
-  return (float)((double)((rs * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static int irand(int n) { return (int)((frand() + 1.0f) * 0.5f * (float)n) % n; }
 
@@ -187,18 +180,6 @@ static float *rnd(size_t n, float mul) {
   return p;
 }
 
-/* One value through kernels/ref's converters (round to nearest even). */
-static uint16_t to_bf16(float f) {
-  uint16_t h;
-  ask_f32_to_bf16(&h, &f, 1);
-  return h;
-}
-
-static float from_bf16(uint16_t h) {
-  float f;
-  ask_bf16_to_f32(&f, &h, 1);
-  return f;
-}
 
 /* Index of the first value outside atol + rtol * |want| (printing up to 3), or -1. */
 static long mismatch(const float *got, const float *want, size_t n, double atol, double rtol) {

@@ -48,6 +48,7 @@ int main(void) {
 
 #include "ask_cuda.h"
 #include "kernels.h"
+#include "kernel_data.h"
 #include "runtime.h"
 
 static const ask_ops_t *ref, *cu;
@@ -67,14 +68,6 @@ static const ask_dev_t *dev, *twin;
     dev = cu->dev;                                                             \
   } while (0)
 
-static uint64_t rs = 0x243f6a8885a308d3ull;
-
-static float frand(void) { /* uniform in [-1, 1) */
-  rs ^= rs >> 12;
-  rs ^= rs << 25;
-  rs ^= rs >> 27;
-  return (float)((double)((rs * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 static float *rnd(size_t n, float mul) {
   float *p = malloc(n * sizeof(float) + 4);
@@ -83,18 +76,6 @@ static float *rnd(size_t n, float mul) {
   return p;
 }
 
-/* One value through kernels/ref's converters (round to nearest even). */
-static uint16_t to_bf16(float f) {
-  uint16_t h;
-  ask_f32_to_bf16(&h, &f, 1);
-  return h;
-}
-
-static float from_bf16(uint16_t h) {
-  float f;
-  ask_bf16_to_f32(&f, &h, 1);
-  return f;
-}
 
 static uint16_t *rnd16(size_t n) { /* bf16 values in [-1, 1) */
   uint16_t *p = malloc(n * 2 + 4);
