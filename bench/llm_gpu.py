@@ -61,6 +61,10 @@ print(json.dumps(dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__
 """
 ANCHORS_COPY_GBPS = 3023.0  # ANCHORS.md, H100 80GB HBM3, if nothing is measured here
 GOAL_FRACTION = 0.75
+# The same decode without one part of the design each (batches --variant-batch, 64 new tokens):
+# the fused norm/activation GEMVs, captured graphs, programmatic dependent launch.
+VARIANTS = (("no_fuse", {"ASK_NO_FUSE": "1"}), ("no_graphs", {"ASK_NO_GRAPHS": "1"}),
+            ("no_pdl", {"ASK_NO_PDL": "1"}))
 GOAL_BATCH256 = ("llama-3.2-1b", 256, 50000.0)
 
 
@@ -147,8 +151,9 @@ def main():
         help="path of anchors/hf_generate.py (default: next to this file, else ../shared/anchors)")
     ap.add_argument("--no-anchor", action="store_true", help="skip the transformers run")
     ap.add_argument("--variant-batch", default="1,64",
-                    help="batches of the runs without fusions (ASK_NO_FUSE=1) and without "
-                         "graphs (ASK_NO_GRAPHS=1), 64 new tokens; '' skips them")
+                    help="batches of the runs without fusions (ASK_NO_FUSE=1), without "
+                         "graphs (ASK_NO_GRAPHS=1) and without programmatic dependent launch "
+                         "(ASK_NO_PDL=1), 64 new tokens; '' skips them")
     ap.add_argument("--profile-batch", default="1,64",
                     help="batches of the op-by-op profile run (ASK_PROFILE=1); '' skips it")
     ap.add_argument("--timeout-ours", type=int, default=180, help="seconds per shape")
@@ -213,7 +218,7 @@ def main():
         print("%s: ours %s in %.0f s%s" % (shape, "failed" if r["error"] else "done", dt,
                                           ": " + r["error"] if r["error"] else ""), flush=True)
         # what the fusions and the captured steps are worth: the same decode without them
-        for vname, venv in (("no_fuse", {"ASK_NO_FUSE": "1"}), ("no_graphs", {"ASK_NO_GRAPHS": "1"})):
+        for vname, venv in VARIANTS:
             if r["error"] or not a.variant_batch:
                 break
             t = left(60)
@@ -222,6 +227,8 @@ def main():
             rc, so, se, dt = run_logged(vcmd, t, os.path.join(a.out, "llm_gpu-%s-%s.log" % (vname, shape)),
                                         dict(benv or os.environ, **venv))
             r[vname] = [ln for ln in json_lines(so) if ln.get("bench") == "decode"]
+            r[vname + "_info"] = next((ln.get("device_info") for ln in json_lines(so)
+                                       if ln.get("bench") == "info"), None)
             if rc != 0:
                 r[vname + "_error"] = failure(rc, se, t)
         # where a step's time goes: a short run op by op (ASK_PROFILE=1, no graphs)
@@ -355,6 +362,13 @@ def main():
             parts.append("batch 1 = %.1f%% of the limit %s tok/s" % (100 * r["batch1_fraction"],
                                                                     fmt(r["limit_tok_s"], 0)))
         parts += ["ttft %s: %s ms" % (tl.get("prompt"), fmt(tl.get("ms"), 1)) for tl in r["ttft"]]
+        for vname, _ in VARIANTS:  # what each part of the design is worth, batch by batch
+            for vl in r.get(vname) or []:
+                base = dec.get(vl.get("batch"))
+                if base and base.get("tok_s") and vl.get("tok_s"):
+                    parts.append("%s batch %s %s tok/s (ours/%s %.2f)"
+                                 % (vname, vl["batch"], fmt(vl["tok_s"], 0), vname,
+                                    base["tok_s"] / vl["tok_s"]))
         summary.append("%s: %s" % (shape, "; ".join(parts) or "no figures"))
     summary += ["goal %s: %s (%s)" % (g["goal"], {True: "MET", False: "NOT MET", None: "UNKNOWN"}[g["met"]],
                                       "-" if g["value"] is None else

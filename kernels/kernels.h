@@ -32,7 +32,7 @@ enum {
 /* Version of the ops table's layout: a CUDA module built from another
  * kernels.h is refused (kernels/load.c). Bump it with every change of
  * ask_ops_t or ask_dev_t. */
-#define ASK_ABI 4
+#define ASK_ABI 5
 
 typedef struct ask_ops_s {
   const char *name; /* "ref", "cuda" */
@@ -238,6 +238,11 @@ typedef struct ask_dev_s {
                        size_t errlen);
   int (*graph_launch)(void *graph, char *err, size_t errlen);
   void (*graph_free)(void *graph); /* NULL is fine */
+
+  /* One line on the device and how the backend drives it (name, kernel
+   * choices, programmatic dependent launch), for logs and benchmark
+   * records. Optional (NULL). */
+  const char *(*describe)(void);
 } ask_dev_t;
 
 /* The plain-C reference backend (kernels/ref). Never NULL. */

@@ -2,8 +2,9 @@
  * throughput and latency on one device, as JSON lines on stdout (read by
  * bench/llm_gpu.py and `make bench-llm-gpu`).
  *
- *   {"bench": "info", ...}      device, model size, bytes of weights one
- *                               decode step reads, KV capacity
+ *   {"bench": "info", ...}      device (and device_info: the backend's
+ *                               one-line description), model size, bytes of
+ *                               weights one decode step reads, KV capacity
  *   {"bench": "decode", ...}    per --batch B: B requests of --prompt-tokens
  *                               pseudo-random ids, greedy, --new-tokens each
  *                               (end-of-sequence ignored), all in one
@@ -36,7 +37,21 @@ static double as__bnow(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* s inside a JSON string: quotes, backslashes and control bytes escaped. */
+static void as__json_str(FILE *f, const char *s) {
+  for (; *s != '\0'; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      fprintf(f, "\\%c", ch);
+    else if (ch < 0x20)
+      fprintf(f, "\\u%04x", ch);
+    else
+      fputc(ch, f);
+  }
+}
+
 /* "1,8,32" into v (at most AS_BENCH_MAX_LIST positive ints); count or -1. */
+
 static int as__blist(const char *s, int *v) {
   int n = 0;
   while (s != NULL && *s != '\0') {
@@ -186,9 +201,12 @@ int as__cli_bench_llm(int argc, char **argv) {
   size_t params = (size_t)c->num_layers * (C * (qd + 2 * kvd) + qd * C + 3 * C * F + 2 * C) +
                   (size_t)c->vocab_size * C * (c->tie_word_embeddings ? 1 : 2) + C;
   const char *dname = device;
-  printf("{\"bench\": \"info\", \"device\": \"%s\", \"model\": \"%s\", \"model_type\": \"%s\", "
+  printf("{\"bench\": \"info\", \"device\": \"%s\", \"device_info\": \"",
+         dname);
+  as__json_str(stdout, as_model_device_info(m));
+  printf("\", \"model\": \"%s\", \"model_type\": \"%s\", "
          "\"params\": %zu, \"weight_bytes\": %zu, \"kv_tokens\": %zu}\n",
-         dname, dir, c->model_type, params, as_model_weight_bytes(m), as_gen_kv_capacity(g));
+         dir, c->model_type, params, as_model_weight_bytes(m), as_gen_kv_capacity(g));
   fflush(stdout);
 
   uint64_t rng = ask_rng_seed(20261125);

@@ -210,6 +210,9 @@ typedef struct as_model_opts_s {
 int as_model_open(as_model_t **out, const char *dir, const as_model_opts_t *o, char *err,
                   size_t errlen);
 const char *as_model_device(const as_model_t *m); /* "cpu", "cuda", "refdev" */
+/* One line on the device and how its backend drives it ("NVIDIA H100 ...
+ * (sm_90), ..., programmatic dependent launch on"), or the device's name. */
+const char *as_model_device_info(const as_model_t *m);
 /* Bytes of weights one decode step reads (all matrices and the output head;
  * bf16 on a device, f32 on the CPU): the bandwidth bound of batch 1. */
 size_t as_model_weight_bytes(const as_model_t *m);

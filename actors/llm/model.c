@@ -321,6 +321,11 @@ int as_model_load(as_model_t **out, const char *dir, char *err, size_t errlen) {
 
 const char *as_model_device(const as_model_t *m) { return m->device; }
 
+const char *as_model_device_info(const as_model_t *m) {
+  const ask_dev_t *d = m->ops != NULL ? m->ops->dev : NULL;
+  return d != NULL && d->describe != NULL ? d->describe() : m->device;
+}
+
 size_t as_model_weight_bytes(const as_model_t *m) {
   const as_llm_config_t *c = &m->cfg;
   size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size,

@@ -35,6 +35,14 @@ int ask_cuda_set_fuse_rows(int rows);
  * far, one per (dtype, T, K, N, bias, alignment). */
 int ask_cuda_plan_count(void);
 
+/* Programmatic dependent launch (kernels/cuda/common.cuh): on = 1 turns it
+ * on where the start-up probe passed (a 9.0+ device, ASK_NO_PDL unset),
+ * 0 off; kernels launched afterwards (and graphs captured afterwards)
+ * follow. Returns the previous state. ask_cuda_pdl_state: "on", or why
+ * it is off. */
+int ask_cuda_set_pdl(int on);
+const char *ask_cuda_pdl_state(void);
+
 /* Device name and compute capability, e.g. "NVIDIA H100 80GB HBM3 (sm_90)". */
 const char *ask_cuda_device_name(void);
 

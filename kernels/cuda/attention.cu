@@ -20,6 +20,7 @@ static __global__ void ask__k_attention(float *out, float *part, int nsplit, con
                                         const float *k, const float *v,
                                         const int32_t *key_mask, int T, int L, int nh, int nkv,
                                         int D, int kv_stride, float scale, int causal) {
+  ask__pdl_enter();
   __shared__ float sm[ASK__ATT_WARPS], sl[ASK__ATT_WARPS];
   __shared__ float sacc[ASK__ATT_WARPS][32 * ASK__ATT_NR];
   int h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
@@ -104,6 +105,7 @@ static __global__ void ask__k_attention(float *out, float *part, int nsplit, con
 /* Merges the nsplit partial (m, l, acc) rows of each (head, query row). */
 static __global__ void ask__k_attention_merge(float *out, const float *part, int nsplit,
                                               int nh, int D) {
+  ask__pdl_enter();
   int h = blockIdx.x, t = blockIdx.y;
   const float *pp = part + ((size_t)t * nh + h) * nsplit * (size_t)(D + 2);
   float M = -INFINITY, Ls = 0.0f;
@@ -139,8 +141,8 @@ extern "C" void ask__cu_attention(cudaStream_t s, float *out, float *part, int n
   if (nsplit < 1 || part == NULL)
     nsplit = 1;
   dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
-  ask__k_attention<<<grid, 32 * ASK__ATT_WARPS, 0, s>>>(out, part, nsplit, q, k, v, key_mask, T,
-                                                         L, nh, nkv, D, kv_stride, scale, causal);
+  ASK__LAUNCH(grid, 32 * ASK__ATT_WARPS, 0, s, ask__k_attention)(
+      out, part, nsplit, q, k, v, key_mask, T, L, nh, nkv, D, kv_stride, scale, causal);
   if (ASK__LAUNCHED("attention") || nsplit == 1)
     return;
   ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
@@ -150,7 +152,7 @@ extern "C" void ask__cu_attention_merge(cudaStream_t s, float *out, const float 
                                         int nsplit, int T, int nh, int D) {
   if (T <= 0 || nh <= 0 || ask__cu_failed())
     return;
-  ask__k_attention_merge<<<dim3((unsigned)nh, (unsigned)T), 128, 0, s>>>(out, part, nsplit, nh,
-                                                                         D);
+  ASK__LAUNCH(dim3((unsigned)nh, (unsigned)T), 128, 0, s, ask__k_attention_merge)(out, part,
+                                                                                 nsplit, nh, D);
   ASK__LAUNCHED("attention_merge");
 }

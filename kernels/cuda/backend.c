@@ -31,6 +31,9 @@ static struct {
   void *small;           /* 256 bytes: argmax/sample parameters and results */
   int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T */
   int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
+  int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
+  char pdl_why[200];     /* why PDL is off, "" when on */
+  char desc[512];        /* ask_dev_t's describe */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
 } ask__g;
@@ -54,6 +57,84 @@ int ask__cu_check(cudaError_t e, const char *what) {
 }
 
 int ask__cu_failed(void) { return ask__g.err != 0; }
+
+/* Programmatic dependent launch (common.cuh) where the device has it
+ * (compute capability 9.0+) and runs kernels built with the waits (the
+ * sm_90a code, not the portable compute_80 PTX), ASK_NO_PDL is unset or 0,
+ * and two dependent
+ * launches give the right result run directly and captured in a graph
+ * behind a memset (as a decode step's graph starts). Sets ask__cu_pdl and
+ * pdl_ok, or pdl_why; leaves no failure recorded. */
+static void ask__pdl_fn(void *ud) {
+  int **ab = ud;
+  ask__cu_check(cudaMemsetAsync(ab[0], 0, 65536 * sizeof(int), ask__g.stream), "cudaMemsetAsync");
+  ask__cu_pdl_pair(ask__g.stream, ab[0], ab[1], 65536, 11);
+}
+
+static int ask__pdl_check(const int *b, int *host, int n, int seed) {
+  if (ask__cu_check(cudaMemcpy(host, b, (size_t)n * sizeof(int), cudaMemcpyDeviceToHost),
+                    "cudaMemcpy (PDL probe)"))
+    return 1;
+  for (int i = 0; i < n; i++)
+    if (host[i] != 3 * (i + seed) + 1) {
+      snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why,
+               "probe: dependent launch read %d at %d, not %d", host[i], i, 3 * (i + seed) + 1);
+      return 1;
+    }
+  return 0;
+}
+
+static void ask__pdl_init(const struct cudaDeviceProp *prop) {
+  const char *env = getenv("ASK_NO_PDL");
+  enum { N = 65536 };
+  int *ab[2] = {NULL, NULL}, *host = NULL;
+  void *graph = NULL;
+  ask__cu_pdl = 0;
+  if (prop->major < 9) {
+    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "needs compute capability 9.0");
+    return;
+  }
+  if (env != NULL && env[0] != '\0' && strcmp(env, "0") != 0) {
+    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "ASK_NO_PDL is set");
+    return;
+  }
+  if (!ask__cu_pdl_built()) {
+    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why,
+             "this device runs the compute_80 PTX, built without the waits");
+    return;
+  }
+  host = malloc(N * sizeof(int));
+  ask__cu_pdl = 1;
+  if (host == NULL || ask__cu_check(cudaMalloc((void **)&ab[0], N * sizeof(int)), "cudaMalloc") ||
+      ask__cu_check(cudaMalloc((void **)&ab[1], N * sizeof(int)), "cudaMalloc"))
+    goto out;
+  ask__cu_check(cudaMemsetAsync(ab[0], 0, N * sizeof(int), ask__g.stream), "cudaMemsetAsync");
+  ask__cu_pdl_pair(ask__g.stream, ab[0], ab[1], N, 7);
+  if (ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
+      ask__pdl_check(ab[1], host, N, 7))
+    goto out;
+  if (ask__graph_capture(ask__g.stream, &graph, ask__pdl_fn, ab) ||
+      ask__graph_launch(ask__g.stream, graph) ||
+      ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
+      ask__pdl_check(ab[1], host, N, 11))
+    goto out;
+  ask__g.pdl_ok = 1;
+out:
+  if (graph != NULL)
+    ask__graph_free(ask__g.stream, graph);
+  cudaFree(ab[0]);
+  cudaFree(ab[1]);
+  if (!ask__g.pdl_ok) {
+    if (ask__g.pdl_why[0] == '\0')
+      snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "probe: %.180s",
+               host == NULL ? "out of memory" : ask__g.msg);
+    ask__cu_pdl = 0;
+  }
+  free(host);
+  (void)cudaGetLastError();
+  ask__g.err = 0; /* the probe's failures are not the caller's */
+  ask__g.msg[0] = '\0';
+}
 
 static void ask__init(void) {
   int n = 0;
@@ -88,6 +169,7 @@ static void ask__init(void) {
   ask__g.fuse_rows = fenv != NULL ? atoi(fenv) : 16;
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
     ask__g.fuse_rows = 16;
+  ask__pdl_init(&prop);
   ask__g.ok = 1;
 }
 
@@ -252,6 +334,15 @@ static int ask__d_graph_launch(void *graph, char *err, size_t errlen) {
 
 static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, graph); }
 
+static const char *ask__d_describe(void) {
+  snprintf(ask__g.desc, sizeof ask__g.desc,
+           "%s, matrix-vector kernel up to %d rows, fused up to %d, programmatic dependent "
+           "launch %s%s",
+           ask__g.name, ask__g.gemv_rows, ask__g.fuse_rows, ask__cu_pdl ? "on" : "off: ",
+           ask__cu_pdl ? "" : ask__g.pdl_why);
+  return ask__g.desc;
+}
+
 static const ask_dev_t ask__cuda_dev = {
     .alloc = ask__d_alloc,
     .free = ask__d_free,
@@ -272,6 +363,7 @@ static const ask_dev_t ask__cuda_dev = {
     .graph_capture = ask__d_graph_capture,
     .graph_launch = ask__d_graph_launch,
     .graph_free = ask__d_graph_free,
+    .describe = ask__d_describe,
 };
 
 /* ---- ask_ops_t ------------------------------------------------------------ */
@@ -418,6 +510,21 @@ int ask_cuda_set_fuse_rows(int rows) {
 }
 
 int ask_cuda_plan_count(void) { return ask__gemm_plans(); }
+
+int ask_cuda_set_pdl(int on) {
+  int old = ask__cu_pdl;
+  ask__cu_pdl = on && ask__g.pdl_ok;
+  if (!ask__cu_pdl && ask__g.pdl_why[0] == '\0')
+    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "turned off (ask_cuda_set_pdl)");
+  else if (ask__cu_pdl)
+    ask__g.pdl_why[0] = '\0';
+  return old;
+}
+
+const char *ask_cuda_pdl_state(void) {
+  pthread_once(&ask__once, ask__init);
+  return ask__cu_pdl ? "on" : ask__g.pdl_why;
+}
 
 const char *ask_cuda_device_name(void) {
   pthread_once(&ask__once, ask__init);

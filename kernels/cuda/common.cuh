@@ -9,12 +9,91 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cuda_int.h"
 
 /* Records a failed launch of `name` (the kernel's own launch errors: bad
  * configuration, no kernel image for this device). */
 #define ASK__LAUNCHED(name) ask__cu_check(cudaGetLastError(), "launch of " name)
+
+/* ---- programmatic dependent launch (PDL, sm_90+) ---------------------------
+ * Every kernel of kernels/cuda is launched with ASK__LAUNCH:
+ *   ASK__LAUNCH(grid, block, smem, stream, kernel)(args...);
+ * which, while ask__cu_pdl is set (backend.c: a device of compute
+ * capability 9.0 or newer, ASK_NO_PDL unset, and a probe at start-up that
+ * captured and ran two dependent launches), asks CUDA to let the kernel
+ * start before the one before it in the stream has finished (the
+ * cudaLaunchAttributeProgrammaticStreamSerialization attribute; kept in
+ * captured graphs as programmatic edges). A decode step is a chain of ~130
+ * short kernels at batch 1; without this every kernel pays the launch and
+ * the drain of its predecessor's last blocks with HBM idle.
+ *
+ * The rule every kernel keeps, which makes this safe: each thread first
+ * calls ask__pdl_start() (its successor may be scheduled as soon as every
+ * block of this one has started), may then read memory that no kernel ever
+ * writes (weights: the GEMVs send their first pieces to L2), and calls
+ * ask__pdl_wait() (griddepcontrol.wait: returns when every kernel this one
+ * depends on has completed and its writes are visible) before it reads
+ * anything else or writes anything, and before it returns. Because each
+ * kernel waits for its predecessor, a kernel's completion implies all
+ * earlier kernels' completion, so waiting for the direct predecessor is
+ * enough. tests/cudaemu checks that every thread of every launch passes
+ * the wait. Without the attribute (ASK_NO_PDL=1, older devices) the wait
+ * returns at once and launches serialise as usual. */
+static __device__ __forceinline__ void ask__pdl_start(void) {
+#if defined(ASK_CUDAEMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void ask__pdl_wait(void) {
+#if defined(ASK_CUDAEMU) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900)
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Both, for kernels with nothing to do before the wait. */
+static __device__ __forceinline__ void ask__pdl_enter(void) {
+  ask__pdl_start();
+  ask__pdl_wait();
+}
+
+#ifdef ASK_CUDAEMU
+#define ASK__LAUNCH(g, b, smem, s, ...)                                                          \
+  ::ask_emu::make_launch_pdl(&__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, g, b, smem, s)
+#else
+template <class... P> struct ask__launcher {
+  void (*k)(P...);
+  const char *name;
+  dim3 g, b;
+  size_t smem;
+  cudaStream_t s;
+  template <class... A> void operator()(A &&...a) const {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = g;
+    cfg.blockDim = b;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = ask__cu_pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(a)...);
+    if (e != cudaSuccess) {
+      char what[160];
+      snprintf(what, sizeof what, "launch of %.140s", name);
+      ask__cu_check(e, what);
+    }
+  }
+};
+template <class... P>
+static ask__launcher<P...> ask__launch(void (*k)(P...), const char *name, dim3 g, dim3 b,
+                                       size_t smem, cudaStream_t s) {
+  return ask__launcher<P...>{k, name, g, b, smem, s};
+}
+#define ASK__LAUNCH(g, b, smem, s, ...) ask__launch(__VA_ARGS__, #__VA_ARGS__, g, b, smem, s)
+#endif
 
 static __device__ __forceinline__ float ask__bf16f(uint16_t h) {
   return __uint_as_float((uint32_t)h << 16);

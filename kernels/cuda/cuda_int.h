@@ -34,6 +34,15 @@ int ask__lt_check(int status, const char *what);
 int ask__cu_check(cudaError_t err, const char *what);
 /* 1 when an earlier failure is pending: ops are then skipped until sync. */
 int ask__cu_failed(void);
+/* 1: launches use programmatic dependent launch (common.cuh's ASK__LAUNCH);
+ * set by backend.c's initialisation (elementwise.cu defines it, 0). */
+extern int ask__cu_pdl;
+/* elementwise.cu: two dependent launches for backend.c's PDL probe: a[i] =
+ * i + seed (after a delay), then b[i] = 3 a[i] + 1 (n ints each). */
+void ask__cu_pdl_pair(cudaStream_t s, int *a, int *b, int n, int seed);
+/* 1 when the kernels this device runs were compiled with the PDL waits
+ * (compute capability 9.0+ code, not the compute_80 PTX). */
+int ask__cu_pdl_built(void);
 
 /* elementwise.cu */
 void ask__cu_embedding(cudaStream_t s, float *out, const float *table, const uint16_t *table16,

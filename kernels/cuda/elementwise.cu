@@ -12,9 +12,14 @@
  */
 #include "common.cuh"
 
+extern "C" {
+int ask__cu_pdl = 0; /* cuda_int.h */
+}
+
 /* out (T,C) = table[ids[t]] * scale; table f32 or (table16) bf16. */
 static __global__ void ask__k_embedding(float *out, const float *table, const uint16_t *table16,
                                         const int32_t *ids, int C, float scale) {
+  ask__pdl_enter();
   int t = blockIdx.x;
   size_t row = (size_t)ids[t] * C;
   float *o = out + (size_t)t * C;
@@ -29,7 +34,7 @@ extern "C" void ask__cu_embedding(cudaStream_t s, float *out, const float *table
                                   float scale) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_embedding<<<T, 256, 0, s>>>(out, table, table16, ids, C, scale);
+  ASK__LAUNCH(T, 256, 0, s, ask__k_embedding)(out, table, table16, ids, C, scale);
   ASK__LAUNCHED("embedding");
 }
 
@@ -38,6 +43,7 @@ extern "C" void ask__cu_embedding(cudaStream_t s, float *out, const float *table
  * r is NULL. */
 static __global__ void ask__k_rmsnorm(float *out, float *x, const float *r, const float *w, int C,
                                       float eps, float off) {
+  ask__pdl_enter();
   __shared__ double sh[32];
   size_t base = (size_t)blockIdx.x * C;
   double ss = 0.0;
@@ -59,13 +65,14 @@ extern "C" void ask__cu_rmsnorm(cudaStream_t s, float *out, float *x, const floa
                                 const float *w, int T, int C, float eps, float w_offset) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_rmsnorm<<<T, ask__row_threads(C), 0, s>>>(out, x, r, w, C, eps, w_offset);
+  ASK__LAUNCH(T, ask__row_threads(C), 0, s, ask__k_rmsnorm)(out, x, r, w, C, eps, w_offset);
   ASK__LAUNCHED("rmsnorm");
 }
 
 /* out (T,C) = (x - mean) / sqrt(var + eps) * w + b, biased variance. */
 static __global__ void ask__k_layernorm(float *out, const float *x, const float *w,
                                         const float *b, int C, float eps) {
+  ask__pdl_enter();
   __shared__ double sh[32];
   size_t base = (size_t)blockIdx.x * C;
   double sum = 0.0, var = 0.0;
@@ -86,7 +93,7 @@ extern "C" void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, co
                                   const float *b, int T, int C, float eps) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_layernorm<<<T, ask__row_threads(C), 0, s>>>(out, x, w, b, C, eps);
+  ASK__LAUNCH(T, ask__row_threads(C), 0, s, ask__k_layernorm)(out, x, w, b, C, eps);
   ASK__LAUNCHED("layernorm");
 }
 
@@ -102,6 +109,7 @@ static __global__ void ask__k_rope_kv(float *qkv, uint16_t *kc, uint16_t *vc,
                                       const int32_t *pos, const int32_t *slot,
                                       const float *inv_freq, int nh, int nkv, int D,
                                       int stride) {
+  ask__pdl_enter();
   extern __shared__ float ask__cs[]; /* cos at [0, D/2), sin at [D/2, D) */
   int t = blockIdx.x, half = D / 2, kvd = nkv * D;
   long long s = kc != NULL ? (long long)slot[t] : -1;
@@ -154,7 +162,7 @@ extern "C" void ask__cu_rope_kv(cudaStream_t s, float *qkv, uint16_t *kc, uint16
   int work = (nh + nkv) * (D / 2);
   if (work < nkv * D)
     work = nkv * D;
-  ask__k_rope_kv<<<T, ask__row_threads(work), (size_t)D * sizeof(float), s>>>(
+  ASK__LAUNCH(T, ask__row_threads(work), (size_t)D * sizeof(float), s, ask__k_rope_kv)(
       qkv, kc, vc, pos, slot, inv_freq, nh, nkv, D, stride);
   ASK__LAUNCHED("rope_kv");
 }
@@ -162,6 +170,7 @@ extern "C" void ask__cu_rope_kv(cudaStream_t s, float *qkv, uint16_t *kc, uint16
 /* out (n) = act(gate) * up, or act(gate) when up is NULL. */
 static __global__ void ask__k_glu(float *out, const float *gate, const float *up, size_t n,
                                   int act) {
+  ask__pdl_enter();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
     float a = ask__act(gate[i], act);
@@ -173,13 +182,14 @@ extern "C" void ask__cu_glu(cudaStream_t s, float *out, const float *gate, const
                             size_t n, int act) {
   if (n == 0 || ask__cu_failed())
     return;
-  ask__k_glu<<<ask__grid(n), 256, 0, s>>>(out, gate, up, n, act);
+  ASK__LAUNCH(ask__grid(n), 256, 0, s, ask__k_glu)(out, gate, up, n, act);
   ASK__LAUNCHED("glu");
 }
 
 /* out (T,F) = act(gu[t, 0:F]) * gu[t, F:2F]: the gate and up halves of one
  * fused product. */
 static __global__ void ask__k_glu_rows(float *out, const float *gu, size_t n, int F, int act) {
+  ask__pdl_enter();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
     size_t t = i / (size_t)F, f = i - t * (size_t)F;
@@ -193,11 +203,12 @@ extern "C" void ask__cu_glu_rows(cudaStream_t s, float *out, const float *gu, in
   if (T <= 0 || F <= 0 || ask__cu_failed())
     return;
   size_t n = (size_t)T * (size_t)F;
-  ask__k_glu_rows<<<ask__grid(n), 256, 0, s>>>(out, gu, n, F, act);
+  ASK__LAUNCH(ask__grid(n), 256, 0, s, ask__k_glu_rows)(out, gu, n, F, act);
   ASK__LAUNCHED("glu_rows");
 }
 
 static __global__ void ask__k_add(float *out, const float *a, const float *b, size_t n) {
+  ask__pdl_enter();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
     out[i] = a[i] + b[i];
@@ -207,12 +218,13 @@ extern "C" void ask__cu_add(cudaStream_t s, float *out, const float *a, const fl
                             size_t n) {
   if (n == 0 || ask__cu_failed())
     return;
-  ask__k_add<<<ask__grid(n), 256, 0, s>>>(out, a, b, n);
+  ASK__LAUNCH(ask__grid(n), 256, 0, s, ask__k_add)(out, a, b, n);
   ASK__LAUNCHED("add");
 }
 
 /* Row softmax: max, exp in f32, sum in double, one f32 reciprocal. */
 static __global__ void ask__k_softmax(float *out, const float *x, int N) {
+  ask__pdl_enter();
   __shared__ float shf[32];
   __shared__ double shd[32];
   size_t base = (size_t)blockIdx.x * N;
@@ -235,12 +247,13 @@ static __global__ void ask__k_softmax(float *out, const float *x, int N) {
 extern "C" void ask__cu_softmax(cudaStream_t s, float *out, const float *x, int T, int N) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_softmax<<<T, ask__row_threads(N), 0, s>>>(out, x, N);
+  ASK__LAUNCH(T, ask__row_threads(N), 0, s, ask__k_softmax)(out, x, N);
   ASK__LAUNCHED("softmax");
 }
 
 /* out (n) bf16 = x (n) rounded to nearest even. */
 static __global__ void ask__k_f32_to_bf16(uint16_t *out, const float *x, size_t n) {
+  ask__pdl_enter();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
     out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
@@ -249,13 +262,14 @@ static __global__ void ask__k_f32_to_bf16(uint16_t *out, const float *x, size_t 
 extern "C" void ask__cu_f32_to_bf16(cudaStream_t s, uint16_t *out, const float *x, size_t n) {
   if (n == 0 || ask__cu_failed())
     return;
-  ask__k_f32_to_bf16<<<ask__grid(n), 256, 0, s>>>(out, x, n);
+  ASK__LAUNCH(ask__grid(n), 256, 0, s, ask__k_f32_to_bf16)(out, x, n);
   ASK__LAUNCHED("f32_to_bf16");
 }
 
 /* out (T,N) += bias (N) on every row: the bias of a GEMM whose cuBLASLt
  * plan has no bias epilogue. */
 static __global__ void ask__k_add_bias(float *out, const float *bias, size_t n, int N) {
+  ask__pdl_enter();
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x)
     out[i] += bias[i % (size_t)N];
@@ -265,6 +279,51 @@ extern "C" void ask__cu_add_bias(cudaStream_t s, float *out, const float *bias, 
   size_t n = (size_t)T * (size_t)N;
   if (n == 0 || ask__cu_failed())
     return;
-  ask__k_add_bias<<<ask__grid(n), 256, 0, s>>>(out, bias, n, N);
+  ASK__LAUNCH(ask__grid(n), 256, 0, s, ask__k_add_bias)(out, bias, n, N);
   ASK__LAUNCHED("add_bias");
+}
+
+/* ---- the PDL probe's pair (backend.c) ------------------------------------ */
+
+/* a[i] = i + seed, late: each block first sleeps ~20 us, so that a
+ * dependent kernel that did not wait would read the zeros before. */
+static __global__ void ask__k_pdl_first(int *a, int n, int seed) {
+  ask__pdl_enter();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+  for (int k = 0; k < 20; k++)
+    __nanosleep(1000);
+#endif
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    a[i] = i + seed;
+}
+
+static __global__ void ask__k_pdl_second(int *b, const int *a, int n) {
+  ask__pdl_enter();
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    b[i] = 3 * a[i] + 1;
+}
+
+/* 1 when the kernel image this device runs was compiled for compute
+ * capability 9.0+ (the sm_90a code, so the kernels contain
+ * griddepcontrol.wait); 0 when it is the compute_80 PTX (JIT-compiled for
+ * a newer GPU: no wait compiled in, so PDL would race). */
+extern "C" int ask__cu_pdl_built(void) {
+  cudaFuncAttributes fa;
+  if (cudaFuncGetAttributes(&fa, ask__k_pdl_second) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return fa.ptxVersion >= 90;
+}
+
+extern "C" void ask__cu_pdl_pair(cudaStream_t s, int *a, int *b, int n, int seed) {
+  if (n <= 0 || ask__cu_failed())
+    return;
+  unsigned grid = (unsigned)((n + 255) / 256);
+  ASK__LAUNCH(grid, 256, 0, s, ask__k_pdl_first)(a, n, seed);
+  ASK__LAUNCHED("pdl_first");
+  ASK__LAUNCH(grid, 256, 0, s, ask__k_pdl_second)(b, a, n);
+  ASK__LAUNCHED("pdl_second");
 }

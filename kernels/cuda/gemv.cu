@@ -206,10 +206,9 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
     ask__k_gemv_vec(float *__restrict__ out, const float *__restrict__ x,
                     const uint16_t *__restrict__ w, const float *__restrict__ bias, int T,
                     int K, int N) {
+  ask__pdl_start();
   int lane = threadIdx.x & 31;
   int n0 = (blockIdx.x * ASK__GEMV_WARPS + (threadIdx.x >> 5)) * R;
-  if (n0 >= N)
-    return;
   int K8 = K >> 3;
   int xrow = K >> 2; /* float4s per x row (16 * K fits an int) */
   /* x rows t >= T repeat row T-1 (their sums are not stored): no branch in
@@ -222,6 +221,18 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
 #pragma unroll
   for (int r = 0; r < R; r++) /* rows past N read row N-1 and store nothing */
     wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
+  /* While the kernel before finishes (PDL): the first step's weights, which
+   * no kernel writes, on their way to L2. */
+  if (n0 < N)
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int r = 0; r < R; r++)
+        if (lane + 32 * u < K8)
+          ask__pf_l2(wr[r] + lane + 32 * u);
+  ask__pdl_wait();
+  if (n0 >= N)
+    return;
   float acc[R][MT];
 #pragma unroll
   for (int r = 0; r < R; r++)
@@ -239,6 +250,7 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS)
     ask__k_gemv_scalar(float *__restrict__ out, const float *__restrict__ x,
                        const uint16_t *__restrict__ w, const float *__restrict__ bias, int T,
                        int K, int N) {
+  ask__pdl_enter();
   int lane = threadIdx.x & 31;
   int n = blockIdx.x * ASK__GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N)
@@ -381,6 +393,7 @@ static __global__ void __launch_bounds__(32 * W, MB)
     ask__k_gemv_vec_st(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
                        const float *__restrict__ bias, int T, int K, int N, int kc) {
   extern __shared__ float4 ask__gemv_sh[];
+  ask__pdl_start();
   double *part = reinterpret_cast<double *>(ask__gemv_sh);
   float4 *sh = ask__gemv_sh + W * 8; /* W * 16 doubles */
   int lane = threadIdx.x & 31;
@@ -407,7 +420,9 @@ static __global__ void __launch_bounds__(32 * W, MB)
         for (int r = 0; r < R; r++)
           if (c0 + lane + 32 * u < c1)
             ask__pf_l2(wr[r] + c0 + lane + 32 * u);
-    if (k0 > 0)
+    if (k0 == 0)
+      ask__pdl_wait(); /* PDL: x's inputs are the kernel before's output */
+    else
       __syncthreads(); /* the previous chunk is read */
     ask__stage<true>(xp, reinterpret_cast<float *>(sh), part, T, K, k0, n, kc);
     __syncthreads();
@@ -432,6 +447,7 @@ static __global__ void __launch_bounds__(32 * W)
     ask__k_gemv_scalar_st(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
                           const float *__restrict__ bias, int T, int K, int N, int kc) {
   extern __shared__ float4 ask__gemv_sh[];
+  ask__pdl_enter();
   double *part = reinterpret_cast<double *>(ask__gemv_sh);
   float *sh = reinterpret_cast<float *>(ask__gemv_sh + W * 8);
   int lane = threadIdx.x & 31;
@@ -465,14 +481,15 @@ static void ask__gemv_vec(cudaStream_t s, float *out, const float *x, const uint
                           const float *bias, int T, int K, int N) {
   size_t warps = ((size_t)N + R - 1) / R;
   unsigned grid = (unsigned)((warps + ASK__GEMV_WARPS - 1) / ASK__GEMV_WARPS);
-  ask__k_gemv_vec<MT, R, U, MB><<<grid, 32 * ASK__GEMV_WARPS, 0, s>>>(out, x, w, bias, T, K, N);
+  ASK__LAUNCH(grid, 32 * ASK__GEMV_WARPS, 0, s, ask__k_gemv_vec<MT, R, U, MB>)(out, x, w, bias, T,
+                                                                               K, N);
 }
 
 template <int MT>
 static void ask__gemv_scalar(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                              const float *bias, int T, int K, int N) {
   unsigned grid = (unsigned)(((size_t)N + ASK__GEMV_WARPS - 1) / ASK__GEMV_WARPS);
-  ask__k_gemv_scalar<MT><<<grid, 32 * ASK__GEMV_WARPS, 0, s>>>(out, x, w, bias, T, K, N);
+  ASK__LAUNCH(grid, 32 * ASK__GEMV_WARPS, 0, s, ask__k_gemv_scalar<MT>)(out, x, w, bias, T, K, N);
 }
 
 extern "C" void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
@@ -515,8 +532,8 @@ static void ask__gemv_vec_st(cudaStream_t s, float *out, const XP &xp, const uin
                              const float *bias, int T, int K, int N, int kc) {
   size_t warps = ((size_t)N + R - 1) / R, smem = ask__gemv_smem(W, T, kc);
   unsigned grid = (unsigned)((warps + W - 1) / W);
-  ask__k_gemv_vec_st<MT, R, U, W, MB, XP><<<grid, 32 * W, smem, s>>>(out, xp, w, bias, T, K, N,
-                                                                     kc);
+  ASK__LAUNCH(grid, 32 * W, smem, s, ask__k_gemv_vec_st<MT, R, U, W, MB, XP>)(out, xp, w, bias, T,
+                                                                              K, N, kc);
 }
 
 template <int MT, int W, class XP>
@@ -524,7 +541,8 @@ static void ask__gemv_scalar_st(cudaStream_t s, float *out, const XP &xp, const 
                                 const float *bias, int T, int K, int N, int kc) {
   size_t smem = ask__gemv_smem(W, T, kc);
   unsigned grid = (unsigned)(((size_t)N + W - 1) / W);
-  ask__k_gemv_scalar_st<MT, W, XP><<<grid, 32 * W, smem, s>>>(out, xp, w, bias, T, K, N, kc);
+  ASK__LAUNCH(grid, 32 * W, smem, s, ask__k_gemv_scalar_st<MT, W, XP>)(out, xp, w, bias, T, K, N,
+                                                                       kc);
 }
 
 /* A fused product (x made by xp): the kernel for T and the shape, as

@@ -154,6 +154,7 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
                                               const int32_t *pos, int nh, int nkv, int D,
                                               int q_stride, int tw, int page, int nsplit,
                                               float scale) {
+  ask__pdl_enter();
   __shared__ float sm[ASK__PG_WARPS], sl[ASK__PG_WARPS];
   __shared__ float sacc[ASK__PG_WARPS][64 * ASK__PG_NP];
   int h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
@@ -260,6 +261,7 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
                                    const int32_t *pos, int nh, int nkv, int D, int q_stride,
                                    int tw, int page, int nsplit, float scale, int Gc,
                                    int nchunk, int DP, int vec16) {
+  ask__pdl_enter();
   constexpr int HS = GB >= 4 ? 4 : 2, NHG = GB / HS;
   /* The queries first; then the K tile and the V tile (TK rows of KL
    * chunks each); after the last tile, the key groups' partial
@@ -529,7 +531,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
   int Gc = heads <= 0 ? ask__pg_heads(G, nkv, T, nsplit) : min(min(heads, 8), G);
   if (Gc <= 1) {
     dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
-    ask__k_attention_paged<<<grid, 32 * ASK__PG_WARPS, 0, s>>>(
+    ASK__LAUNCH(grid, 32 * ASK__PG_WARPS, 0, s, ask__k_attention_paged)(
         out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit,
         scale);
   } else {
@@ -539,7 +541,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
     int vec16 = D % 8 == 0 && ((uintptr_t)kc | (uintptr_t)vc) % 16 == 0;
     dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
 #define ASK__PG_LAUNCH(N)                                                                    \
-  ask__k_attention_paged_grouped<N><<<grid, ASK__PG_GT, 0, s>>>(                             \
+  ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N>)(                   \
       out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
       scale, Gc, nchunk, DP, vec16)
     if (GB == 2)

@@ -159,6 +159,7 @@ static __global__ void __launch_bounds__(ASK__PF_T, DP == 64 ? 3 : 2)
                              const int32_t *pages, int p0, int n, int nh, int nkv, int D,
                              int q_stride, int page, float scale, int Gc, int nchunk, int BR,
                              int vec16, int vecq) {
+  ask__pdl_enter();
   constexpr int TN = BC / 16;             /* keys a lane in the score phase */
   constexpr int NT4 = DP / 64;            /* 16-byte dim chunks a lane in the value phase */
   constexpr int NPER = BC * DP / 2048;    /* staged 16-byte chunks a thread */
@@ -422,7 +423,7 @@ extern "C" void ask__cu_attention_prefill(cudaStream_t s, float *out, const floa
         return;                                                                              \
       attr_set[I] = 1;                                                                       \
     }                                                                                        \
-    ask__k_attention_prefill<DPV, BCV><<<(unsigned)blocks, ASK__PF_T, smem, s>>>(            \
+    ASK__LAUNCH((unsigned)blocks, ASK__PF_T, smem, s, ask__k_attention_prefill<DPV, BCV>)(   \
         out, q, kc, vc, pages, p0, n, nh, nkv, D, q_stride, page, scale, Gc, nchunk, BR,     \
         vec16, vecq);                                                                        \
   } while (0)

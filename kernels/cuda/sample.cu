@@ -82,6 +82,7 @@ static __device__ int ask__block_argmax(const float *xr, int n) {
 }
 
 static __global__ void ask__k_argmax_rows(int32_t *ids, const float *x, int n) {
+  ask__pdl_enter();
   int r = ask__block_argmax(x + (size_t)blockIdx.x * n, n);
   if (threadIdx.x == 0)
     ids[blockIdx.x] = r;
@@ -90,7 +91,7 @@ static __global__ void ask__k_argmax_rows(int32_t *ids, const float *x, int n) {
 extern "C" void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x, int T, int n) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_argmax_rows<<<T, ask__row_threads(n), 0, s>>>(ids, x, n);
+  ASK__LAUNCH(T, ask__row_threads(n), 0, s, ask__k_argmax_rows)(ids, x, n);
   ASK__LAUNCHED("argmax_rows");
 }
 
@@ -102,6 +103,7 @@ static __device__ __forceinline__ float ask__tv(const float *xr, int i, float te
 static __global__ void ask__k_sample_rows(int32_t *ids, float *probs, const float *x,
                                           const float *temperature, const int32_t *top_k,
                                           const float *top_p, uint64_t *rng, int n) {
+  ask__pdl_enter();
   __shared__ double shd[32];
   __shared__ float shf[32];
   __shared__ double ps[ASK__SAMPLE_THREADS];
@@ -285,7 +287,7 @@ extern "C" void ask__cu_sample_rows(cudaStream_t s, int32_t *ids, float *probs, 
                                     const float *top_p, uint64_t *rng, int T, int n) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ask__k_sample_rows<<<T, ASK__SAMPLE_THREADS, 0, s>>>(ids, probs, x, temperature, top_k, top_p,
-                                                       rng, n);
+  ASK__LAUNCH(T, ASK__SAMPLE_THREADS, 0, s, ask__k_sample_rows)(ids, probs, x, temperature, top_k,
+                                                                top_p, rng, n);
   ASK__LAUNCHED("sample_rows");
 }

@@ -561,6 +561,10 @@ static void ask__sample_rows(int32_t *ids, float *probs, const float *x, const f
   smr_go(&(struct smr_a){ids, probs, x, temp, top_k, top_p, rng, T, n});
 }
 
+static const char *ask__describe(void) {
+  return "refdev: host memory and the plain-C twins of the device kernels";
+}
+
 static const ask_dev_t ask__refdev_dev = {
     .alloc = ask__alloc,
     .free = ask__free,
@@ -581,6 +585,7 @@ static const ask_dev_t ask__refdev_dev = {
     .graph_capture = ask__graph_capture,
     .graph_launch = ask__graph_launch,
     .graph_free = ask__graph_free,
+    .describe = ask__describe,
 };
 
 static const ask_ops_t ask__refdev_ops = {

@@ -19,7 +19,10 @@ names the original file, so diagnostics and __FILE__/__LINE__ point at it):
     becomes C++ doing the same for the instructions kernels use for memory
     access: ld.* and st.* (any state space, cache and eviction qualifiers,
     .v2/.v4, address [%n] or [%n+imm], alignment checked), and nothing for
-    prefetch.*, discard.*, fence.*, membar.*; any other instruction becomes a
+    prefetch.*, discard.*, fence.*, membar.*; griddepcontrol.wait becomes
+    ::ask_emu::pdl_wait() (checked by the executor in launches made with
+    make_launch_pdl), griddepcontrol.launch_dependents nothing (launches run
+    one after another); any other instruction becomes a
     runtime failure of the launch that reaches it ("inline PTX not emulated"),
     so the build never breaks on it and the test names it.
 
@@ -221,6 +224,11 @@ def ptx_to_cpp(template, outs, ins):
         parts = opc.split(".")
         if parts[0] in ("prefetch", "prefetchu", "discard", "fence", "membar", "applypriority",
                         "createpolicy"):
+            continue
+        if opc == "griddepcontrol.wait":  # programmatic dependent launch
+            code.append(" ::ask_emu::pdl_wait();")
+            continue
+        if opc == "griddepcontrol.launch_dependents":
             continue
         if parts[0] in ("ld", "st"):
             vec = 1

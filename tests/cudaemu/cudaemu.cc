@@ -27,7 +27,12 @@
  *   a warp collective whose lanes disagree (call site, op, mask), whose mask
  *     does not name the calling lane, or that reads a lane that does not take
  *     part (absent, returned, or outside the mask: an undefined value);
- *   a misaligned vector load through __ldg/__ldcs/..., __trap().
+ *   a misaligned vector load through __ldg/__ldcs/..., __trap();
+ *   in a launch made with make_launch_pdl (a programmatic dependent launch
+ *     on the GPU), a thread that returns without having passed
+ *     griddepcontrol.wait (pdl_wait): on the GPU such a kernel could run
+ *     before the kernels it depends on finish, or let later ones start
+ *     before they do.
  * Bad launch configurations give cudaErrorInvalidConfiguration, as CUDA.
  * A SIGSEGV/SIGBUS in a kernel prints the kernel, block and thread.
  */
@@ -151,6 +156,7 @@ struct fiber {
   int arg, width, line;
   uint64_t val, result;
   const char *file, *what;
+  int waited; /* passed pdl_wait (griddepcontrol.wait) in this block */
 };
 
 struct warp {
@@ -171,6 +177,7 @@ warp g_warps[MAX_THREADS / 32];
 int g_queue[MAX_THREADS], g_qhead, g_qlen;
 int g_order = -1; /* the schedule (ask_emu_set_order); -1: not read from the environment yet */
 
+int g_pdl;            /* the running launch is a programmatic dependent one */
 int g_abort;          /* the running launch failed */
 char g_msg[8192];     /* why */
 char g_last_msg[8192]; /* ask_emu_last_error */
@@ -215,6 +222,9 @@ void fiber_yield(int state) {
 #endif
   for (;;) {
     g_body->run();
+    if (g_pdl && !g_cur->waited)
+      fail("returned without griddepcontrol.wait in a programmatic dependent launch: every "
+           "thread must wait for the kernels before it (ask__pdl_wait) before it ends");
     fiber_yield(S_DONE);
   }
 }
@@ -689,6 +699,7 @@ int run_block() {
     f->lin = i;
     f->tid = uint3{(unsigned)(i % bx), (unsigned)((i / bx) % by), (unsigned)(i / (bx * by))};
     f->state = S_DONE;
+    f->waited = 0;
   }
   for (int w = 0; w < (n + 31) / 32; w++) {
     int lanes = n - w * 32 < 32 ? n - w * 32 : 32;
@@ -761,6 +772,12 @@ uint64_t warp_op(int op, unsigned mask, uint64_t val, int arg, int width, const 
   return f->result;
 }
 
+void pdl_wait() {
+  if (g_cur == NULL)
+    fail("griddepcontrol.wait called outside a kernel");
+  g_cur->waited = 1;
+}
+
 unsigned active_mask() {
   if (g_cur == NULL)
     fail("__activemask called outside a kernel");
@@ -789,11 +806,49 @@ void check_align(const void *p, size_t align, const char *what) {
     fail("%s of %zu-byte aligned data at %p: misaligned address", what, align, p);
 }
 
+namespace {
+/* cudaFuncSetAttribute's MaxDynamicSharedMemorySize per kernel */
+struct smem_opt {
+  const void *fn;
+  size_t bytes;
+};
+smem_opt g_smem_opt[256];
+int g_nsmem_opt;
+const size_t SMEM_DEFAULT = 48 << 10; /* without the attribute */
+
+size_t max_dyn_smem(const void *fn) {
+  for (int i = 0; i < g_nsmem_opt; i++)
+    if (g_smem_opt[i].fn == fn)
+      return g_smem_opt[i].bytes;
+  return SMEM_DEFAULT;
+}
+} /* namespace */
+
+void set_max_dyn_smem(const void *fn, size_t bytes) {
+  for (int i = 0; i < g_nsmem_opt; i++)
+    if (g_smem_opt[i].fn == fn) {
+      g_smem_opt[i].bytes = bytes;
+      return;
+    }
+  if (g_nsmem_opt < 256)
+    g_smem_opt[g_nsmem_opt++] = smem_opt{fn, bytes};
+}
+
 void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStream_t,
-                const char *name, const char *file, int line) {
+                const char *name, const char *file, int line, int pdl, const void *fn) {
   char msg[512];
   init_once();
   g_launches++;
+  g_pdl = pdl;
+  if (fn != nullptr && smem > SMEM_DEFAULT && smem > max_dyn_smem(fn)) {
+    snprintf(msg, sizeof msg,
+             "cudaemu: kernel %s (launched at %s:%d): %zu bytes of dynamic shared memory, more "
+             "than the 48 KiB a kernel gets without cudaFuncSetAttribute("
+             "cudaFuncAttributeMaxDynamicSharedMemorySize) (allowed: %zu)",
+             name, file, line, smem, max_dyn_smem(fn));
+    set_error(cudaErrorInvalidValue, msg);
+    return;
+  }
   g_kname = name;
   g_kfile = file;
   g_kline = line;

@@ -1,7 +1,8 @@
 /* selftest.cu — kernels that check the emulator itself (tests/cudaemu): the
  * warp collectives against their definitions, barriers, dynamic shared
  * memory, the launch forms cu2cpp.py rewrites (templates, qualified names,
- * 2- to 4-argument configurations), inline PTX, and that divergent
+ * 2- to 4-argument configurations), inline PTX, programmatic dependent
+ * launch, and that divergent
  * barriers, deadlocks, undefined shuffles, misaligned vector loads and bad
  * configurations fail the launch instead of passing or hanging. Written as
  * CUDA (nvcc would compile it too); test_cudaemu_kernels.c calls the
@@ -124,6 +125,44 @@ extern "C" int emu_ptx(uint32_t *out, const uint32_t *in, int nt, int unknown) {
     emu_k_ptx_unknown<<<1, 32>>>((float *)out);
   else
     emu_k_ptx<<<1, nt>>>(out, in);
+  return (int)cudaGetLastError();
+}
+
+/* Programmatic dependent launch: in a launch made with make_launch_pdl
+ * (what kernels/cuda/common.cuh's ASK__LAUNCH does here) every thread must
+ * pass griddepcontrol.wait before it returns; skip: thread 5 does not. */
+static __global__ void emu_k_pdl(int *out, int skip) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (skip && threadIdx.x == 5)
+    return;
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  out[threadIdx.x] = (int)threadIdx.x + 1;
+}
+
+extern "C" int emu_pdl(int *out, int skip, int pdl) {
+  if (pdl)
+    ::ask_emu::make_launch_pdl(&emu_k_pdl, "emu_k_pdl", __FILE__, __LINE__, 2, 64, 0, 0)(out,
+                                                                                        skip);
+  else
+    emu_k_pdl<<<2, 64>>>(out, skip);
+  return (int)cudaGetLastError();
+}
+
+/* More than 48 KiB of dynamic shared memory: refused (cudaErrorInvalidValue)
+ * unless cudaFuncSetAttribute allowed it, as on the GPU. */
+static __global__ void emu_k_big_smem(int *out) {
+  extern __shared__ int emu_big[];
+  emu_big[threadIdx.x * 512] = (int)threadIdx.x;
+  __syncthreads();
+  out[threadIdx.x] = emu_big[threadIdx.x * 512];
+}
+
+extern "C" int emu_big_smem(int *out, int allow) {
+  size_t bytes = 64 << 10;
+  if (allow && cudaFuncSetAttribute(emu_k_big_smem, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)bytes) != cudaSuccess)
+    return -1;
+  emu_k_big_smem<<<1, 32, bytes>>>(out);
   return (int)cudaGetLastError();
 }
 

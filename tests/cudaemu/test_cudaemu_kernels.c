@@ -239,6 +239,8 @@ int emu_sum(long long *out, const int *in, int n, int nt, int nblocks);
 int emu_race(int *out, int nt, int sync);
 int emu_ptx(uint32_t *out, const uint32_t *in, int nt, int unknown);
 int emu_bad(int what, float *p, int nt);
+int emu_pdl(int *out, int skip, int pdl);
+int emu_big_smem(int *out, int allow);
 
 TEST(test_emu_collectives) {
   FOR_ORDERS {
@@ -308,6 +310,38 @@ TEST(test_emu_races_and_ptx) {
     ASSERT_EQ(emu_ptx(o, in, nt, 1), cudaErrorLaunchFailure);
     ASSERT_TRUE(strstr(ask_emu_last_error(), "inline PTX not emulated") != NULL);
   }
+}
+
+TEST(test_emu_pdl) {
+  int *out = galloc(64 * sizeof(int));
+  ASSERT_EQ(emu_pdl(out, 0, 1), cudaSuccess);
+  for (int t = 0; t < 64; t++)
+    ASSERT_EQ(out[t], t + 1);
+  ASSERT_EQ(emu_pdl(out, 1, 0), cudaSuccess); /* a plain launch: nothing to wait for */
+  ASSERT_EQ(emu_pdl(out, 1, 1), cudaErrorLaunchFailure);
+  ASSERT_TRUE(strstr(ask_emu_last_error(), "without griddepcontrol.wait") != NULL);
+  ask_emu_clear_error();
+  /* backend.c's probe pair, through ASK__LAUNCH like every kernel */
+  int n = 1000, *a = galloc((size_t)n * sizeof(int)), *b = galloc((size_t)n * sizeof(int));
+  memset(a, 0, (size_t)n * sizeof(int));
+  ask__cu_pdl_pair(0, a, b, n, 7);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  for (int i = 0; i < n; i++)
+    ASSERT_EQ(b[i], 3 * (i + 7) + 1);
+  gfree(a);
+  gfree(b);
+  gfree(out);
+}
+
+TEST(test_emu_big_smem) {
+  int *out = galloc(32 * sizeof(int));
+  ASSERT_EQ(emu_big_smem(out, 0), cudaErrorInvalidValue);
+  ASSERT_TRUE(strstr(ask_emu_last_error(), "cudaFuncAttributeMaxDynamicSharedMemorySize") != NULL);
+  ask_emu_clear_error();
+  ASSERT_EQ(emu_big_smem(out, 1), cudaSuccess);
+  for (int t = 0; t < 32; t++)
+    ASSERT_EQ(out[t], t);
+  gfree(out);
 }
 
 TEST(test_emu_failures) {
@@ -1174,7 +1208,9 @@ TEST(test_launcher_errors) {
   }
 }
 
-TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_failures,
+TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, test_emu_pdl,
+          test_emu_big_smem,
+          test_emu_failures,
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced, test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16,

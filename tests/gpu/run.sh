@@ -6,6 +6,8 @@
 # default, the device tool's result folder; ./gpu-results otherwise):
 #
 #   1. tests    every test_cuda_* binary of the bundle      test_cuda_*.log
+#               (a failed test again under compute-sanitizer memcheck, when
+#               the machine has it)                  test_cuda_*.TEST.memcheck.log
 #               test_devpath with AS_TEST_DEVICE=cuda (the engine's device
 #               path against the CPU and transformers; needs the repository
 #               around the bundle or AS_SOURCE_DIR)      test_devpath.log
@@ -50,6 +52,9 @@ if [ ! -d "$HERE/lib" ] && [ -f "$HERE/libs.tar.gz" ]; then
 fi
 export LD_LIBRARY_PATH="$HERE/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SUMMARY="$RES/summary.txt"
+SANITIZER=$(command -v compute-sanitizer 2>/dev/null || true)
+[ -z "$SANITIZER" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] &&
+  SANITIZER=/usr/local/cuda/bin/compute-sanitizer
 status=0
 
 left() { echo $((START + BUDGET - $(date +%s))); }
@@ -105,6 +110,18 @@ if wants tests; then
     last=$(tail -n 1 "$RES/$name.log")
     if [ $rc -eq 0 ] && ! grep -q "^skip " "$RES/$name.log"; then r=PASS; else r=FAIL; fi
     part "$name" $r $(($(date +%s) - s)) "rc=$rc: $last"
+    # A failed test again under compute-sanitizer's memcheck (the first 3,
+    # 60 s each, in-process): an out-of-bounds access or a misaligned load is
+    # then named with its kernel, source line (-lineinfo) and thread.
+    if [ $r = FAIL ] && [ -n "$SANITIZER" ]; then
+      for tn in $(sed -n 's/^FAIL \(test_[a-z0-9_]*\)$/\1/p' "$RES/$name.log" | head -n 3); do
+        t=$(limit 60 300)
+        [ "$t" -lt 20 ] && break
+        TEST_NOFORK=1 timeout "$t" "$SANITIZER" --tool memcheck --print-limit 10 \
+          --error-exitcode 9 "$bin" "$tn" > "$RES/$name.$tn.memcheck.log" 2>&1
+        echo "memcheck $name $tn: rc=$? ($name.$tn.memcheck.log)" >> "$SUMMARY"
+      done
+    fi
   done
   [ $found = 1 ] || part tests FAIL 0 "no test_cuda_* binary in the bundle"
   # The engine's whole device path on the GPU against the CPU path and the

@@ -1197,6 +1197,103 @@ TEST(test_cuda_graph_failure) {
   free(gu), free(want);
 }
 
+/* Programmatic dependent launch (kernels/cuda/common.cuh): a chain of
+ * kernels that each read what the one before wrote and overwrite what it
+ * read (matrix-vector products or cuBLASLt, the fused norm and activation
+ * products or their separate ops, residual adds and norms) gives the same bits with PDL on as with it
+ * off, run directly and as a captured graph (programmatic edges), several
+ * times: a kernel that read before its wait, or wrote before it, would
+ * change them. The values stay bounded (every product reads a normed
+ * row). */
+typedef struct {
+  float *x, *y, *b, *gu, *g, *h, *xo, *nw;
+  uint16_t *w, *wgu, *wd, *xs;
+  int T, K, F, rounds;
+} pdl_chain_t;
+
+static void pdl_chain_run(void *ud) {
+  const pdl_chain_t *c = ud;
+  for (int i = 0; i < c->rounds; i++) {
+    dev->matmul_bf16(c->b, c->xs, c->y, c->w, NULL, c->T, c->K, c->K);
+    dev->add_rmsnorm(c->y, c->x, c->b, c->nw, c->T, c->K, 1e-6f, 0.0f);
+    dev->norm_matmul_bf16(c->gu, c->xo, c->h, c->xs, c->x, c->b, c->nw, 1e-6f, 1.0f, c->wgu,
+                          NULL, c->T, c->K, 2 * c->F);
+    dev->glu_matmul_bf16(c->b, c->g, c->xs, c->gu, ASK_ACT_SILU, c->wd, NULL, c->T, c->F, c->K);
+    dev->add_rmsnorm(c->y, c->xo, c->b, c->nw, c->T, c->K, 1e-6f, 0.0f);
+    dev->add_rmsnorm(c->y, c->x, c->b, c->nw, c->T, c->K, 1e-6f, 0.0f);
+  }
+}
+
+/* Runs the chain from x0 (direct, or n launches of graph g) and returns y. */
+static float *pdl_chain_go(pdl_chain_t *c, const float *x0, void *g) {
+  char err[256] = "";
+  size_t n = (size_t)c->T * c->K;
+  put(c->x, x0, n * 4);
+  put(c->y, x0, n * 4);
+  if (g == NULL)
+    pdl_chain_run(c);
+  else if (dev->graph_launch(g, err, sizeof err) != 0)
+    fprintf(stderr, "  graph_launch: %s\n", err);
+  if (dev->sync(err, sizeof err) != 0)
+    fprintf(stderr, "  sync: %s\n", err);
+  return down(c->y, n * 4);
+}
+
+TEST(test_cuda_pdl) {
+  NEED_DEVICE();
+  const char *state = ask_cuda_pdl_state();
+  printf("  programmatic dependent launch: %s\n", state);
+  if (strcmp(state, "on") != 0) {
+    char why[320];
+    snprintf(why, sizeof why, "programmatic dependent launch is off (%s)", state);
+    SKIP(why);
+  }
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+  static const int Ts[] = {1, 4, 16, 40}; /* 40: cuBLASLt and the separate ops in the chain */
+  for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+    int T = Ts[ti], K = 1024, F = 2816;
+    size_t n = (size_t)T * K;
+    float *x0 = rnd(n, 1), *nw = rnd((size_t)K, 0.1f);
+    uint16_t *w = rnd16((size_t)K * K), *wgu = rnd16((size_t)2 * F * K), *wd = rnd16((size_t)K * F);
+    pdl_chain_t c = {up(NULL, n * 4), up(NULL, n * 4), up(NULL, n * 4),
+                     up(NULL, (size_t)T * 2 * F * 4), up(NULL, (size_t)T * F * 4),
+                     up(NULL, n * 4), up(NULL, n * 4), up(nw, (size_t)K * 4),
+                     up(w, (size_t)K * K * 2), up(wgu, (size_t)2 * F * K * 2),
+                     up(wd, (size_t)K * F * 2), up(NULL, (size_t)T * F * 2), T, K, F, 40};
+    ASSERT_EQ(ask_cuda_set_pdl(0), 1);
+    float *want = pdl_chain_go(&c, x0, NULL);
+    ASSERT_EQ(ask_cuda_set_pdl(1), 0);
+    for (int k = 0; k < 3; k++) {
+      float *got = pdl_chain_go(&c, x0, NULL);
+      ASSERT_MEM_EQ(got, want, n * 4);
+      free(got);
+    }
+    void *g = NULL;
+    char err[256] = "";
+    int rc = dev->graph_capture(&g, pdl_chain_run, &c, err, sizeof err);
+    if (rc != 0)
+      fprintf(stderr, "  graph_capture: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    for (int k = 0; k < 5; k++) {
+      float *got = pdl_chain_go(&c, x0, g);
+      ASSERT_MEM_EQ(got, want, n * 4);
+      free(got);
+    }
+    dev->graph_free(g);
+    double mx = 0;
+    for (size_t i = 0; i < n; i++)
+      mx = fmax(mx, fabs(want[i]));
+    ASSERT_TRUE(isfinite(mx) && mx > 0);
+    printf("  T=%d: a chain of %d ops, equal bits with and without PDL (max |y| %.3g)\n", T,
+           6 * c.rounds, mx);
+    dev->free(c.x), dev->free(c.y), dev->free(c.b), dev->free(c.gu), dev->free(c.g);
+    dev->free(c.h), dev->free(c.xo), dev->free(c.nw), dev->free(c.w), dev->free(c.wgu);
+    dev->free(c.wd), dev->free(c.xs);
+    free(x0), free(nw), free(w), free(wgu), free(wd), free(want);
+  }
+}
+
 TEST(test_cuda_errors) {
   NEED_DEVICE();
   char err[256] = "";
@@ -1234,6 +1331,6 @@ TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope
           test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
           test_cuda_fused_matmul, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
-          test_cuda_errors)
+          test_cuda_pdl, test_cuda_errors)
 
 #endif /* AS_HAVE_CUDA */

@@ -131,6 +131,11 @@ uint64_t warp_op(int op, unsigned mask, uint64_t val, int arg, int width, const 
  * execute the call together): the emulator runs one lane at a time, and does
  * not know which lanes a divergent branch leaves out. */
 unsigned active_mask();
+/* griddepcontrol.wait (programmatic dependent launch): launches run one
+ * after another here, so nothing to wait for; records that the thread
+ * passed it (a launch made with make_launch_pdl fails when a thread
+ * returns without). */
+void pdl_wait();
 /* Fails the running launch with a message (the test sees a launch error). */
 [[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Checks the alignment of a vector load or store of `bytes` at p. */
@@ -154,7 +159,12 @@ protected:
 
 /* Runs body->run() for every thread of every block of the grid. */
 void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                const char *name, const char *file, int line);
+                const char *name, const char *file, int line, int pdl = 0,
+                const void *fn = nullptr);
+/* cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, v):
+ * as on the GPU, a launch of k with more than 48 KiB of dynamic shared
+ * memory fails unless this allowed it. */
+void set_max_dyn_smem(const void *fn, size_t bytes);
 
 template <class... P> struct launch_body final : kernel_body {
   void (*fn)(P...);
@@ -170,16 +180,25 @@ template <class... P> struct launcher {
   dim3 grid, block;
   size_t smem;
   cudaStream_t stream;
+  int pdl;
   void operator()(P... a) const {
     launch_body<P...> body(fn, a...);
-    run_launch(&body, grid, block, smem, stream, name, file, line);
+    run_launch(&body, grid, block, smem, stream, name, file, line, pdl, (const void *)fn);
   }
 };
 
 template <class... P>
 launcher<P...> make_launch(void (*fn)(P...), const char *name, const char *file, int line,
                            dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s = 0) {
-  return launcher<P...>{fn, name, file, line, grid, block, smem, s};
+  return launcher<P...>{fn, name, file, line, grid, block, smem, s, 0};
+}
+/* The same for a programmatic dependent launch (cudaLaunchKernelEx with
+ * cudaLaunchAttributeProgrammaticStreamSerialization): every thread of the
+ * kernel must pass griddepcontrol.wait (pdl_wait) before it returns. */
+template <class... P>
+launcher<P...> make_launch_pdl(void (*fn)(P...), const char *name, const char *file, int line,
+                               dim3 grid, dim3 block, size_t smem, cudaStream_t s) {
+  return launcher<P...>{fn, name, file, line, grid, block, smem, s, 1};
 }
 
 template <class T> static inline uint64_t bits_of(T v) {
@@ -665,9 +684,17 @@ template <class T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
   return cudaMalloc((void **)p, bytes);
 }
 template <class K>
-static inline cudaError_t cudaFuncSetAttribute(K *, enum cudaFuncAttribute attr, int value) {
-  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize && value > 232448)
-    return cudaErrorInvalidValue;
+static inline cudaError_t cudaFuncSetAttribute(K *k, enum cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > 232448)
+      return cudaErrorInvalidValue;
+    ::ask_emu::set_max_dyn_smem((const void *)k, (size_t)value);
+  }
+  return cudaSuccess;
+}
+template <class K> static inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, K *) {
+  a->ptxVersion = 90;
+  a->binaryVersion = 90;
   return cudaSuccess;
 }
 template <class T>

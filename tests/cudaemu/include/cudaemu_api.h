@@ -62,6 +62,12 @@ enum cudaFuncAttribute {
   cudaFuncAttributePreferredSharedMemoryCarveout = 9
 };
 
+/* What cudaFuncGetAttributes reports (the fields kernels/cuda reads): the
+ * emulator stands for the sm_90a build. */
+struct cudaFuncAttributes {
+  int ptxVersion, binaryVersion;
+};
+
 #define cudaStreamNonBlocking 0x01
 #define cudaStreamDefault 0x00
 
