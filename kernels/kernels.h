@@ -123,14 +123,21 @@ typedef struct ask_ops_s {
  * aborts: the first failure is recorded, later ops are skipped, and sync()
  * reports it (and clears it). The backend is used from one thread at a time
  * (a replica's engine thread). */
-enum { ASK_COPY_H2D = 1, ASK_COPY_D2H = 2, ASK_COPY_D2D = 3 };
+/* ASK_COPY_H2D_ASYNC: host to device, queued behind the ops without
+ * waiting (the step's staged inputs: the ops queued after it see them, and
+ * the host does not sit idle for a round trip before the step's launch).
+ * src must be pageable memory (malloc): CUDA takes its bytes into a staging
+ * buffer before the call returns, so src may change at once; a failure may
+ * only show at the next copy that waits or sync. */
+enum { ASK_COPY_H2D = 1, ASK_COPY_D2H = 2, ASK_COPY_D2D = 3, ASK_COPY_H2D_ASYNC = 4 };
 
 typedef struct ask_dev_s {
   /* *p = bytes of device memory (cudaMalloc, never managed memory), 256-byte
    * aligned. Returns 0, AS_ENOMEM, or AS_EIO with err naming the call. */
   int (*alloc)(void **p, size_t bytes, char *err, size_t errlen);
   void (*free)(void *p); /* p may be NULL; waits for queued work */
-  /* Copies bytes in direction dir (ASK_COPY_*) after the queued ops; waits. */
+  /* Copies bytes in direction dir (ASK_COPY_*) after the queued ops; waits
+   * (except ASK_COPY_H2D_ASYNC). */
   int (*copy)(void *dst, const void *src, size_t bytes, int dir, char *err, size_t errlen);
   /* Waits for every queued op. Returns 0 or the first failure since the last
    * sync (AS_ENOMEM, AS_EINVAL, AS_EIO) with err naming the call and why. */

@@ -385,10 +385,12 @@ static void as__run_captured(void *ud) {
   as__run(s->m, s->kv, s->run_T, s->run_S, s->run_mode);
 }
 
-/* Copies the staged inputs [off_rng, end) to the device. */
+/* Queues the copy of the staged inputs [off_rng, end) to the device, ahead
+ * of the step's ops (s->host is calloc'd, pageable: see
+ * ASK_COPY_H2D_ASYNC); the step's first wait is its copy out. */
 static int as__stage(as__dstep_t *s, const ask_dev_t *dev, size_t end, char *err, size_t errlen) {
-  return dev->copy(s->io + s->off_rng, s->host + s->off_rng, end - s->off_rng, ASK_COPY_H2D, err,
-                   errlen);
+  return dev->copy(s->io + s->off_rng, s->host + s->off_rng, end - s->off_rng,
+                   ASK_COPY_H2D_ASYNC, err, errlen);
 }
 
 int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,

@@ -200,11 +200,15 @@ static void ask__d_free(void *p) {
 
 static int ask__d_copy(void *dst, const void *src, size_t bytes, int dir, char *err,
                        size_t errlen) {
-  enum cudaMemcpyKind k = dir == ASK_COPY_H2D   ? cudaMemcpyHostToDevice
+  enum cudaMemcpyKind k = dir == ASK_COPY_H2D || dir == ASK_COPY_H2D_ASYNC
+                              ? cudaMemcpyHostToDevice
                           : dir == ASK_COPY_D2H ? cudaMemcpyDeviceToHost
                                                 : cudaMemcpyDeviceToDevice;
+  /* From pageable memory, cudaMemcpyAsync returns once src is in CUDA's
+   * staging buffer: ASK_COPY_H2D_ASYNC needs no wait. */
   if (!ask__cu_failed() &&
-      !ask__cu_check(cudaMemcpyAsync(dst, src, bytes, k, ask__g.stream), "cudaMemcpyAsync"))
+      !ask__cu_check(cudaMemcpyAsync(dst, src, bytes, k, ask__g.stream), "cudaMemcpyAsync") &&
+      dir != ASK_COPY_H2D_ASYNC)
     ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize (copy)");
   return ask__take(err, errlen);
 }

@@ -224,6 +224,31 @@ TEST(test_cuda_device) {
   ASSERT_TRUE(tot > 0 && fr <= tot);
 }
 
+/* ASK_COPY_H2D_ASYNC from pageable memory: the bytes are taken before the
+ * call returns (the host may overwrite them at once), and ops queued after
+ * it see them. */
+TEST(test_cuda_copy_async) {
+  NEED_DEVICE();
+  char err[256] = "";
+  size_t n = 3000;
+  float *h = malloc(n * 4), *want = malloc(n * 4), *d = up(NULL, n * 4), *o = up(NULL, n * 4);
+  for (int k = 0; k < 4; k++) {
+    for (size_t i = 0; i < n; i++)
+      h[i] = want[i] = (float)(i * 7 + (size_t)k);
+    ASSERT_EQ(dev->copy(d, h, n * 4, ASK_COPY_H2D_ASYNC, err, sizeof err), 0);
+    memset(h, 0xff, n * 4); /* NaN: must not reach the device */
+    cu->add(o, d, d, n);
+    float *got = down(o, n * 4);
+    for (size_t i = 0; i < n; i++)
+      want[i] *= 2.0f;
+    ASSERT_MEM_EQ(got, want, n * 4);
+    free(got);
+  }
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  dev->free(d), dev->free(o);
+  free(h), free(want);
+}
+
 TEST(test_cuda_embedding) {
   NEED_DEVICE();
   int V = 300, C = 130, T = 9;
@@ -1326,7 +1351,7 @@ TEST(test_cuda_errors) {
   dev->free(d);
 }
 
-TEST_MAIN(test_cuda_device, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
+TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
           test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
           test_cuda_fused_matmul, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
