@@ -185,6 +185,29 @@ cudaError_t g_last_err = cudaSuccess;
 const char *g_kname = "", *g_kfile = "";
 int g_kline;
 unsigned char *g_smem_end;
+
+/* ---- global memory made inaccessible before griddepcontrol.wait ---- */
+struct gregion {
+  char *p;
+  size_t n;
+};
+gregion g_regions[1024]; /* ask_emu_global */
+int g_nregions;
+int g_guarded;     /* the regions are PROT_NONE now */
+int g_guard_block; /* the running block is (0,0,0) of a PDL launch */
+
+void set_guard(int on) {
+  if (on == g_guarded)
+    return;
+  for (int i = 0; i < g_nregions; i++)
+    mprotect(g_regions[i].p, g_regions[i].n, on ? PROT_NONE : PROT_READ | PROT_WRITE);
+  g_guarded = on;
+}
+
+/* Whether fiber f must run with global memory guarded: a thread of the
+ * first warp of the first block of a PDL launch before its wait. */
+struct fiber;
+int wants_guard(const fiber *f);
 unsigned long long g_launches, g_blocks, g_switches;
 
 /* ---- fibers ---- */
@@ -210,11 +233,15 @@ void fiber_yield(int state) {
     g_cur = n;
     threadIdx = n->tid;
     g_switches++;
+    set_guard(wants_guard(n));
     ctx_switch(&f->ctx, &n->ctx);
   } else {
+    set_guard(0);
     ctx_switch(&f->ctx, &g_sched);
   }
 }
+
+int wants_guard(const fiber *f) { return g_guard_block && f->lin < 32 && !f->waited; }
 
 [[noreturn]] void fiber_main() {
 #ifdef ASK_EMU_ASAN
@@ -281,10 +308,24 @@ void make_fiber(int i) {
   f->state = S_DONE;
 }
 
+int in_region(const void *a) {
+  for (int i = 0; i < g_nregions; i++)
+    if ((const char *)a >= g_regions[i].p && (const char *)a < g_regions[i].p + g_regions[i].n)
+      return 1;
+  return 0;
+}
+
 void segv_handler(int sig, siginfo_t *si, void *) {
   char buf[512];
   int n;
-  if (g_cur != NULL)
+  if (g_cur != NULL && g_guarded && in_region(si->si_addr))
+    n = snprintf(buf, sizeof buf,
+                 "cudaemu: kernel %s (launched at %s:%d), block (%u,%u,%u), thread (%u,%u,%u): "
+                 "global memory at %p touched before griddepcontrol.wait in a programmatic "
+                 "dependent launch (on the GPU: a race with the kernel before it)\n",
+                 g_kname, g_kfile, g_kline, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x,
+                 threadIdx.y, threadIdx.z, si->si_addr);
+  else if (g_cur != NULL)
     n = snprintf(buf, sizeof buf,
                  "cudaemu: %s at address %p in kernel %s (launched at %s:%d), block (%u,%u,%u), "
                  "thread (%u,%u,%u)%s\n",
@@ -716,11 +757,15 @@ int run_block() {
   g_sync_count = 0;
   g_blocks++;
   /* the threads run, handing over to each other, until none can */
+  g_guard_block = g_pdl && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
   fiber *f = &g_fib[pop()];
   g_cur = f;
   threadIdx = f->tid;
   g_switches++;
+  set_guard(wants_guard(f));
   ctx_switch(&g_sched, &f->ctx);
+  set_guard(0);
+  g_guard_block = 0;
   g_cur = NULL;
   if (g_abort)
     return -1;
@@ -776,6 +821,7 @@ void pdl_wait() {
   if (g_cur == NULL)
     fail("griddepcontrol.wait called outside a kernel");
   g_cur->waited = 1;
+  set_guard(0);
 }
 
 unsigned active_mask() {
@@ -797,6 +843,7 @@ void fail(const char *fmt, ...) {
   va_end(ap);
   fiber *f = g_cur;
   f->state = S_DEAD;
+  set_guard(0);
   ctx_switch(&f->ctx, &g_sched, true); /* this fiber is never resumed */
   abort();
 }
@@ -1015,5 +1062,20 @@ unsigned long long ask_emu_stat_launches(void) { return ask_emu::g_launches; }
 unsigned long long ask_emu_stat_blocks(void) { return ask_emu::g_blocks; }
 unsigned long long ask_emu_stat_switches(void) { return ask_emu::g_switches; }
 const char *ask_emu_last_kernel(void) { return ask_emu::g_kname; }
+
+void ask_emu_global(void *p, size_t bytes, int add) {
+  using namespace ask_emu;
+  set_guard(0);
+  if (add) {
+    if (g_nregions < (int)(sizeof g_regions / sizeof g_regions[0]))
+      g_regions[g_nregions++] = gregion{(char *)p, bytes};
+    return;
+  }
+  for (int i = 0; i < g_nregions; i++)
+    if (g_regions[i].p == (char *)p) {
+      g_regions[i] = g_regions[--g_nregions];
+      return;
+    }
+}
 
 } /* extern "C" */

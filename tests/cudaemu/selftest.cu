@@ -130,10 +130,13 @@ extern "C" int emu_ptx(uint32_t *out, const uint32_t *in, int nt, int unknown) {
 
 /* Programmatic dependent launch: in a launch made with make_launch_pdl
  * (what kernels/cuda/common.cuh's ASK__LAUNCH does here) every thread must
- * pass griddepcontrol.wait before it returns; skip: thread 5 does not. */
+ * pass griddepcontrol.wait before it returns; skip 1: thread 5 does not;
+ * skip 2: every thread reads out before its wait. */
 static __global__ void emu_k_pdl(int *out, int skip) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  if (skip && threadIdx.x == 5)
+  if (skip == 1 && threadIdx.x == 5)
+    return;
+  if (skip == 2 && out[threadIdx.x] == 12345)
     return;
   asm volatile("griddepcontrol.wait;" ::: "memory");
   out[threadIdx.x] = (int)threadIdx.x + 1;

@@ -31,6 +31,7 @@
 #define TEST_TIMEOUT 120
 #include "test.h"
 
+#include <fcntl.h>
 #include <math.h>
 #include <sys/mman.h>
 
@@ -114,12 +115,14 @@ static void *galloc(size_t bytes) {
   memset(m, CANARY, len - 4096);
   memset(p, 0xff, bytes);
   gblk[ngblk++] = (gblk_t){m, p, len, bytes};
+  ask_emu_global(m, len - 4096, 1); /* PDL launches: no access before the wait */
   return p;
 }
 
 static void gfree(void *p) {
   for (int i = 0; i < ngblk; i++)
     if (gblk[i].p == p) {
+      ask_emu_global(gblk[i].map, gblk[i].len - 4096, 0);
       munmap(gblk[i].map, gblk[i].len);
       gblk[i] = gblk[--ngblk];
       return;
@@ -321,6 +324,22 @@ TEST(test_emu_pdl) {
   ASSERT_EQ(emu_pdl(out, 1, 1), cudaErrorLaunchFailure);
   ASSERT_TRUE(strstr(ask_emu_last_error(), "without griddepcontrol.wait") != NULL);
   ask_emu_clear_error();
+#if !defined(__SANITIZE_ADDRESS__) /* galloc'd memory is global memory (ask_emu_global) */
+  /* Reading global memory before the wait faults, in a child process. */
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0)
+      dup2(fd, 2); /* the report is expected */
+    emu_pdl(out, 2, 1);
+    _exit(0);
+  }
+  int st = 0;
+  ASSERT_TRUE(pid > 0 && waitpid(pid, &st, 0) == pid);
+  ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
+  ASSERT_EQ(emu_pdl(out, 2, 0), cudaSuccess); /* a plain launch may read at once */
+#endif
   /* backend.c's probe pair, through ASK__LAUNCH like every kernel */
   int n = 1000, *a = galloc((size_t)n * sizeof(int)), *b = galloc((size_t)n * sizeof(int));
   memset(a, 0, (size_t)n * sizeof(int));

@@ -114,6 +114,13 @@ unsigned long long ask_emu_stat_blocks(void);
 unsigned long long ask_emu_stat_switches(void);
 /* Name of the last kernel launched ("" before the first). */
 const char *ask_emu_last_kernel(void);
+/* Declares [p, p + bytes) (page-aligned, readable and writable) global
+ * memory (add = 1) or no longer (add = 0). In a programmatic dependent
+ * launch the first warp of block (0,0,0) runs with all of it inaccessible
+ * until it passes griddepcontrol.wait: a kernel that reads or writes global
+ * memory before its wait (a race with the kernel before it on the GPU)
+ * faults there, and the fault is reported as such. At most 1024 ranges. */
+void ask_emu_global(void *p, size_t bytes, int add);
 
 #ifdef __cplusplus
 }
