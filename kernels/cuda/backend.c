@@ -163,6 +163,11 @@ static void ask__init(void) {
   }
   if (ask__gemm_init(ask__g.why, sizeof ask__g.why) != 0)
     return;
+  if (ask__cu_paged_init() != 0) {
+    snprintf(ask__g.why, sizeof ask__g.why, "%s", ask__g.msg);
+    ask__g.err = 0;
+    return;
+  }
   ask__g.gemv_rows = env != NULL ? atoi(env) : 16;
   if (ask__g.gemv_rows < 0 || ask__g.gemv_rows > 16)
     ask__g.gemv_rows = 16;

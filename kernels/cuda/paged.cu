@@ -5,9 +5,15 @@
  *
  * Both kernels below cut the keys 0..pos[t] of a row into nsplit equal
  * parts (nsplit fixed by the caller) and, with nsplit > 1, write one partial
- * (m, l, acc[D]) per (row, query head, part) that attention.cu's merge
- * kernel combines. A part (or a whole row: pos[t] < 0) with no key has
- * max -inf and weighs 0; a row with no key gets zeros. The launcher picks
+ * (m, l, acc[D]) per (row, query head, part); the block that finishes last
+ * among the nsplit parts of its (heads, row) merges them into out
+ * (ask__pg_merge_last: a ticket from a per-(block, row) counter that the
+ * merging block sets back to 0), so a split step is one launch, not two
+ * (at batch 1 that is one launch less per layer). Without the counters
+ * (ask__cu_paged_init not called, or more than ASK__PG_NCNT (block, row)
+ * pairs) attention.cu's merge kernel combines them after. A part (or a
+ * whole row: pos[t] < 0) with no key has max -inf and weighs 0; a row with
+ * no key gets zeros. The launcher picks
  * the kernel and its shape from the scalar arguments only, so a captured
  * step stays valid for whatever lengths and positions the device buffers
  * hold later. D even and <= 256; scores and softmax in f32.
@@ -103,6 +109,65 @@
 
 #define ASK__PG_WARPS 4
 #define ASK__PG_NP 4 /* bf16 pairs a lane: D <= 2 * 32 * ASK__PG_NP */
+#define ASK__PG_NCNT 65536 /* merge counters: (block, row) pairs of a launch at most */
+
+/* The merge counters (device memory, all 0 between launches), or NULL. */
+static unsigned *ask__pg_cnt;
+
+extern "C" int ask__cu_paged_init(void) {
+  void *p = NULL;
+  if (ask__pg_cnt != NULL)
+    return 0;
+  if (ask__cu_check(cudaMalloc(&p, ASK__PG_NCNT * sizeof(unsigned)),
+                    "cudaMalloc (attention_paged merge counters)"))
+    return 1;
+  if (ask__cu_check(cudaMemset(p, 0, ASK__PG_NCNT * sizeof(unsigned)),
+                    "cudaMemset (attention_paged merge counters)")) {
+    cudaFree(p);
+    return 1;
+  }
+  ask__pg_cnt = static_cast<unsigned *>(p);
+  return 0;
+}
+
+/* Called by every thread of a block at its end, after it wrote its part
+ * rows (row t, query heads h0 .. h0 + Gn - 1, its split): the block that
+ * comes last among the nsplit splits of (blockIdx.x, t) merges the nsplit
+ * partials of those heads into out, as attention.cu's merge kernel, and
+ * sets the counter back to 0 for the next launch. The partials are written
+ * and fenced before the ticket is taken, and the merging block reads them
+ * through L2 (__ldcg), never through a possibly stale L1 line. */
+static __device__ void ask__pg_merge_last(float *out, const float *part, unsigned *cnt, int t,
+                                          int nh, int h0, int Gn, int D, int nsplit) {
+  __shared__ unsigned ticket;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0)
+    ticket = atomicAdd(cnt, 1u);
+  __syncthreads();
+  if (ticket != (unsigned)nsplit - 1)
+    return;
+  __threadfence();
+  if (threadIdx.x == 0)
+    *cnt = 0u;
+  const size_t rs = (size_t)(D + 2);
+  for (int x = threadIdx.x; x < Gn * D; x += blockDim.x) {
+    const int h = x / D, d = x - h * D;
+    const float *pp = part + ((size_t)t * nh + h0 + h) * nsplit * rs;
+    float M = -INFINITY, Ls = 0.0f, a = 0.0f;
+    for (int s = 0; s < nsplit; s++)
+      M = fmaxf(M, __ldcg(pp + s * rs));
+    for (int s = 0; s < nsplit; s++) {
+      float ms = __ldcg(pp + s * rs);
+      if (ms != -INFINITY) {
+        float w = expf(ms - M);
+        Ls += __ldcg(pp + s * rs + 1) * w;
+        a += __ldcg(pp + s * rs + 2 + d) * w;
+      }
+    }
+    out[(size_t)t * nh * D + (size_t)(h0 + h) * D + d] = Ls > 0.0f ? a / Ls : 0.0f;
+  }
+}
 
 /* The two floats of a bf16 pair (the lower address in the low half). */
 static __device__ __forceinline__ float ask__lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -153,7 +218,7 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
                                               const int32_t *table, const int32_t *seq,
                                               const int32_t *pos, int nh, int nkv, int D,
                                               int q_stride, int tw, int page, int nsplit,
-                                              float scale) {
+                                              float scale, unsigned *cnt) {
   ask__pdl_enter();
   __shared__ float sm[ASK__PG_WARPS], sl[ASK__PG_WARPS];
   __shared__ float sacc[ASK__PG_WARPS][64 * ASK__PG_NP];
@@ -217,6 +282,9 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
       a += sacc[w][d] * wt[w];
     dst[d] = nsplit > 1 ? a : Ls > 0.0f ? a / Ls : 0.0f;
   }
+  if (nsplit > 1 && cnt != NULL)
+    ask__pg_merge_last(out, part, cnt + (size_t)t * gridDim.x + blockIdx.x, t, nh, h, 1, D,
+                       nsplit);
 }
 
 /* ---- the grouped kernel ---------------------------------------------------- */
@@ -260,7 +328,7 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
                                    const uint16_t *vc, const int32_t *table, const int32_t *seq,
                                    const int32_t *pos, int nh, int nkv, int D, int q_stride,
                                    int tw, int page, int nsplit, float scale, int Gc,
-                                   int nchunk, int DP, int vec16) {
+                                   int nchunk, int DP, int vec16, unsigned *cnt) {
   ask__pdl_enter();
   constexpr int HS = GB >= 4 ? 4 : 2, NHG = GB / HS;
   /* The queries first; then the K tile and the V tile (TK rows of KL
@@ -489,6 +557,9 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
     pp[0] = sm[tid];
     pp[1] = sl[tid];
   }
+  if (nsplit > 1 && cnt != NULL)
+    ask__pg_merge_last(out, part, cnt + (size_t)t * gridDim.x + blockIdx.x, t, nh, h0, Gn, D,
+                       nsplit);
 }
 
 /* Query heads a grouped block serves (1: the per-head kernel) for G query
@@ -529,11 +600,14 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
   }
   int G = nh / nkv;
   int Gc = heads <= 0 ? ask__pg_heads(G, nkv, T, nsplit) : min(min(heads, 8), G);
+  /* the merge inside the kernel when the counters cover the grid's (x, row) pairs */
+  size_t xs = Gc <= 1 ? (size_t)nh : (size_t)nkv * (size_t)((G + Gc - 1) / Gc);
+  unsigned *cnt = nsplit > 1 && xs * (size_t)T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
   if (Gc <= 1) {
     dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
     ASK__LAUNCH(grid, 32 * ASK__PG_WARPS, 0, s, ask__k_attention_paged)(
         out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit,
-        scale);
+        scale, cnt);
   } else {
     int GB = Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc, DP = 8;
     while (DP < D || DP < 8 * GB)
@@ -543,7 +617,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
 #define ASK__PG_LAUNCH(N)                                                                    \
   ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N>)(                   \
       out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
-      scale, Gc, nchunk, DP, vec16)
+      scale, Gc, nchunk, DP, vec16, cnt)
     if (GB == 2)
       ASK__PG_LAUNCH(2);
     else if (GB == 4)
@@ -552,7 +626,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
       ASK__PG_LAUNCH(8);
 #undef ASK__PG_LAUNCH
   }
-  if (ASK__LAUNCHED("attention_paged") || nsplit == 1)
+  if (ASK__LAUNCHED("attention_paged") || nsplit == 1 || cnt != NULL)
     return;
   ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
 }

@@ -380,7 +380,7 @@ void init_once() {
 #endif
   if (g_order < 0) {
     const char *e = getenv("CUDAEMU_ORDER");
-    g_order = e != NULL ? atoi(e) & 3 : 0;
+    g_order = e != NULL ? atoi(e) & 7 : 0;
   }
 }
 
@@ -920,10 +920,11 @@ void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStrea
   blockDim = block;
   g_body = body;
   g_abort = 0;
+  const bool rev = (g_order & 4) != 0; /* blocks in descending order */
   for (unsigned z = 0; z < grid.z && !g_abort; z++)
     for (unsigned y = 0; y < grid.y && !g_abort; y++)
       for (unsigned x = 0; x < grid.x && !g_abort; x++) {
-        blockIdx = uint3{x, y, z};
+        blockIdx = rev ? uint3{grid.x - 1 - x, grid.y - 1 - y, grid.z - 1 - z} : uint3{x, y, z};
         run_block();
       }
   g_cur = NULL;
@@ -1050,7 +1051,7 @@ cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 int ask_emu_set_order(int order) {
   ask_emu::init_once();
   int old = ask_emu::g_order;
-  ask_emu::g_order = order & 3;
+  ask_emu::g_order = order & 7;
   return old;
 }
 const char *ask_emu_last_error(void) { return ask_emu::g_last_msg; }

@@ -99,7 +99,10 @@ cudaError_t cudaSetDevice(int d);
  *          descending (1) thread index;
  *   bit 1: the lanes released by a warp collective wait behind the other
  *          runnable threads (0: every warp advances evenly), or go first
- *          (1: a warp runs ahead of the others up to its next __syncthreads).
+ *          (1: a warp runs ahead of the others up to its next __syncthreads);
+ *   bit 2: the blocks of a grid run in ascending (0) or descending (1)
+ *          order (a kernel whose blocks hand work to each other, such as
+ *          "the last block merges", must not depend on which comes last).
  * 0 is the default, or CUDAEMU_ORDER from the environment. Returns the
  * previous schedule. */
 int ask_emu_set_order(int order);
