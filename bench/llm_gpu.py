@@ -353,6 +353,10 @@ def main():
                                                    fmt(bw), bw_src),
                "hf anchor: %s %s" % (anchor_status, an.get("skipped") or an.get("error") or
                                      "%d lines in %s s" % (len(an.get("lines", [])), an.get("seconds")))]
+    di = next((r["info"].get("device_info") for r in res["shapes"].values()
+               if r.get("info") and r["info"].get("device_info")), None)
+    if di:
+        summary.append("device: %s" % di)
     for shape, r in res["shapes"].items():
         dec = {dl.get("batch"): dl for dl in r["decode"]}
         parts = ["batch %s %s tok/s%s" % (b, fmt(dl.get("tok_s"), 0),
