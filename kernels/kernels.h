@@ -126,9 +126,12 @@ typedef struct ask_ops_s {
 /* ASK_COPY_H2D_ASYNC: host to device, queued behind the ops without
  * waiting (the step's staged inputs: the ops queued after it see them, and
  * the host does not sit idle for a round trip before the step's launch).
- * src must be pageable memory (malloc): CUDA takes its bytes into a staging
- * buffer before the call returns, so src may change at once; a failure may
- * only show at the next copy that waits or sync. */
+ * src must be pageable memory (malloc), which CUDA's drivers copy into a
+ * staging buffer before the call returns; the caller must still not write
+ * src again before a copy that waits or a sync (the device path never
+ * does: each step ends with one, failed steps included), since the CUDA
+ * documentation promises that staging only loosely. A failure may only
+ * show at that next wait. */
 enum { ASK_COPY_H2D = 1, ASK_COPY_D2H = 2, ASK_COPY_D2D = 3, ASK_COPY_H2D_ASYNC = 4 };
 
 typedef struct ask_dev_s {

@@ -518,8 +518,11 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
   } else {
     as__run(m, kv, (int)T, S, mode);
   }
-  if (rc != 0)
+  if (rc != 0) { /* the staged copy may still be queued: wait before s->host changes */
+    char why[64];
+    dev->sync(why, sizeof why);
     return rc;
+  }
 
   if (samp != NULL) {
     if ((rc = dev->copy(h, s->io, s->off_rng + (size_t)nseq * sizeof(uint64_t), ASK_COPY_D2H,

@@ -89,6 +89,7 @@ static void ask__pdl_init(const struct cudaDeviceProp *prop) {
   enum { N = 65536 };
   int *ab[2] = {NULL, NULL}, *host = NULL;
   void *graph = NULL;
+  const char *step = "setting up";
   ask__cu_pdl = 0;
   if (prop->major < 9) {
     snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "needs compute capability 9.0");
@@ -111,8 +112,11 @@ static void ask__pdl_init(const struct cudaDeviceProp *prop) {
   ask__cu_check(cudaMemsetAsync(ab[0], 0, N * sizeof(int), ask__g.stream), "cudaMemsetAsync");
   ask__cu_pdl_pair(ask__g.stream, ab[0], ab[1], N, 7);
   if (ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
-      ask__pdl_check(ab[1], host, N, 7))
+      ask__pdl_check(ab[1], host, N, 7)) {
+    step = "run directly";
     goto out;
+  }
+  step = "captured in a graph behind a memset";
   if (ask__graph_capture(ask__g.stream, &graph, ask__pdl_fn, ab) ||
       ask__graph_launch(ask__g.stream, graph) ||
       ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
@@ -125,9 +129,12 @@ out:
   cudaFree(ab[0]);
   cudaFree(ab[1]);
   if (!ask__g.pdl_ok) {
-    if (ask__g.pdl_why[0] == '\0')
-      snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "probe: %.180s",
-               host == NULL ? "out of memory" : ask__g.msg);
+    char what[200];
+    snprintf(what, sizeof what, "%.190s",
+             ask__g.pdl_why[0] != '\0' ? ask__g.pdl_why
+             : host == NULL            ? "out of memory"
+                                       : ask__g.msg);
+    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "probe (%.40s): %.140s", step, what);
     ask__cu_pdl = 0;
   }
   free(host);
@@ -163,7 +170,7 @@ static void ask__init(void) {
   }
   if (ask__gemm_init(ask__g.why, sizeof ask__g.why) != 0)
     return;
-  if (ask__cu_paged_init() != 0) {
+  if (ask__cu_paged_init(ask__g.stream) != 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "%s", ask__g.msg);
     ask__g.err = 0;
     return;
@@ -521,6 +528,7 @@ int ask_cuda_set_fuse_rows(int rows) {
 int ask_cuda_plan_count(void) { return ask__gemm_plans(); }
 
 int ask_cuda_set_pdl(int on) {
+  pthread_once(&ask__once, ask__init); /* or the probe would override this later */
   int old = ask__cu_pdl;
   ask__cu_pdl = on && ask__g.pdl_ok;
   if (!ask__cu_pdl && ask__g.pdl_why[0] == '\0')

@@ -69,7 +69,7 @@ template <class... P> struct ask__launcher {
   size_t smem;
   cudaStream_t s;
   template <class... A> void operator()(A &&...a) const {
-    cudaLaunchAttribute at[1];
+    cudaLaunchAttribute at[1] = {};
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};

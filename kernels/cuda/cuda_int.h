@@ -75,9 +75,10 @@ void ask__cu_attention_merge(cudaStream_t s, float *out, const float *part, int 
                              int nh, int D);
 
 /* paged.cu: the merge counters of attention_paged (256 KB of device memory,
- * zeroed; backend initialisation): without them a split launch is followed
- * by attention.cu's merge kernel. Returns 0, or 1 with the failure recorded. */
-int ask__cu_paged_init(void);
+ * zeroed on stream s; backend initialisation): without them a split launch
+ * is followed by attention.cu's merge kernel. Returns 0, or 1 with the
+ * failure recorded. */
+int ask__cu_paged_init(cudaStream_t s);
 /* paged.cu: the attention_paged op. */
 void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const float *q,
                              const uint16_t *kc, const uint16_t *vc, const int32_t *table,

@@ -114,15 +114,17 @@
 /* The merge counters (device memory, all 0 between launches), or NULL. */
 static unsigned *ask__pg_cnt;
 
-extern "C" int ask__cu_paged_init(void) {
+extern "C" int ask__cu_paged_init(cudaStream_t s) {
   void *p = NULL;
   if (ask__pg_cnt != NULL)
     return 0;
   if (ask__cu_check(cudaMalloc(&p, ASK__PG_NCNT * sizeof(unsigned)),
                     "cudaMalloc (attention_paged merge counters)"))
     return 1;
-  if (ask__cu_check(cudaMemset(p, 0, ASK__PG_NCNT * sizeof(unsigned)),
-                    "cudaMemset (attention_paged merge counters)")) {
+  /* zeroed on the ops' own (non-blocking) stream, and waited for */
+  if (ask__cu_check(cudaMemsetAsync(p, 0, ASK__PG_NCNT * sizeof(unsigned), s),
+                    "cudaMemsetAsync (attention_paged merge counters)") ||
+      ask__cu_check(cudaStreamSynchronize(s), "cudaStreamSynchronize (merge counters)")) {
     cudaFree(p);
     return 1;
   }

@@ -61,7 +61,7 @@ static void cu_reset(void) {
   cu_failed = 0;
   cu_err[0] = '\0';
   ask_emu_clear_error();
-  if (ask__cu_paged_init() != 0) { /* once: attention_paged's merge counters */
+  if (ask__cu_paged_init(NULL) != 0) { /* once: attention_paged's merge counters */
     fprintf(stderr, "ask__cu_paged_init: %s\n", cu_err);
     exit(1);
   }
