@@ -105,6 +105,19 @@ struct ask__xs_staged {
 
 /* ---- the shared loops and stores ---------------------------------------- */
 
+/* The pieces of one step of the vector loop starting at piece c (this
+ * lane's: c, c + 32, ... below c1) of the R rows, on their way to L2. */
+template <int R, int U>
+static __device__ __forceinline__ void ask__gemv_pf_step(const uint4 *const (&wr)[R], int c,
+                                                         int c1) {
+#pragma unroll
+  for (int u = 0; u < U; u++)
+#pragma unroll
+    for (int r = 0; r < R; r++)
+      if (c + 32 * u < c1)
+        ask__pf_l2(wr[r] + c + 32 * u);
+}
+
 /* acc[r][t] += w row r's pieces [c, c1) (this lane's: c, c + 32, ...) times
  * x row t's, for the vector kernels (see the header). */
 template <int MT, int R, int U, class XS>
@@ -224,12 +237,7 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
   /* While the kernel before finishes (PDL): the first step's weights, which
    * no kernel writes, on their way to L2. */
   if (n0 < N)
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-      for (int r = 0; r < R; r++)
-        if (lane + 32 * u < K8)
-          ask__pf_l2(wr[r] + lane + 32 * u);
+    ask__gemv_pf_step<R, U>(wr, lane, K8);
   ask__pdl_wait();
   if (n0 >= N)
     return;
@@ -414,12 +422,7 @@ static __global__ void __launch_bounds__(32 * W, MB)
   for (int k0 = 0; k0 < K; k0 += kc) {
     int n = min(kc, K - k0), c0 = k0 >> 3, c1 = c0 + (n >> 3);
     if (live) /* the first step's weights on their way while x is staged */
-#pragma unroll
-      for (int u = 0; u < U; u++)
-#pragma unroll
-        for (int r = 0; r < R; r++)
-          if (c0 + lane + 32 * u < c1)
-            ask__pf_l2(wr[r] + c0 + lane + 32 * u);
+      ask__gemv_pf_step<R, U>(wr, c0 + lane, c1);
     if (k0 == 0)
       ask__pdl_wait(); /* PDL: x's inputs are the kernel before's output */
     else
