@@ -105,6 +105,16 @@ struct ask__xs_staged {
 
 /* ---- the shared loops and stores ---------------------------------------- */
 
+/* The R rows of w a warp owns from row n0 on (rows past N read row N-1
+ * and store nothing), as 16-byte pieces. */
+template <int R>
+static __device__ __forceinline__ void ask__gemv_rows(const uint4 *(&wr)[R], const uint16_t *w,
+                                                      int n0, int N, int K) {
+#pragma unroll
+  for (int r = 0; r < R; r++)
+    wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
+}
+
 /* The pieces of one step of the vector loop starting at piece c (this
  * lane's: c, c + 32, ... below c1) of the R rows, on their way to L2. */
 template <int R, int U>
@@ -231,9 +241,7 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
   for (int t = 0; t < MT; t++)
     xo[t] = min(t, T - 1) * xrow;
   const uint4 *wr[R];
-#pragma unroll
-  for (int r = 0; r < R; r++) /* rows past N read row N-1 and store nothing */
-    wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
+  ask__gemv_rows<R>(wr, w, n0, N, K);
   /* While the kernel before finishes (PDL): the first step's weights, which
    * no kernel writes, on their way to L2. */
   if (n0 < N)
@@ -241,12 +249,7 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS, MB)
   ask__pdl_wait();
   if (n0 >= N)
     return;
-  float acc[R][MT];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < MT; t++)
-      acc[r][t] = 0.0f;
+  float acc[R][MT] = {};
   ask__gemv_vec_loop<MT, R, U>(acc, wr, ask__xv_global{reinterpret_cast<const float4 *>(x)}, xo,
                                lane, K8);
   ask__gemv_vec_store<MT, R, false>(acc, out, bias, 1.0f, lane, n0, T, N);
@@ -263,10 +266,7 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS)
   int n = blockIdx.x * ASK__GEMV_WARPS + (threadIdx.x >> 5);
   if (n >= N)
     return;
-  float acc[MT];
-#pragma unroll
-  for (int t = 0; t < MT; t++)
-    acc[t] = 0.0f;
+  float acc[MT] = {};
   ask__gemv_scalar_loop<MT>(acc, w + (size_t)n * K, ask__xs_global{x, (size_t)K}, T, lane, K);
   ask__gemv_scalar_store<MT, false>(acc, out, bias, 1.0f, lane, n, T, N);
 }
@@ -409,15 +409,8 @@ static __global__ void __launch_bounds__(32 * W, MB)
   bool live = n0 < N; /* a warp past N still stages and meets the barriers */
   int xrow = kc >> 2; /* float4s per staged row */
   const uint4 *wr[R];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-    wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
-  float acc[R][MT];
-#pragma unroll
-  for (int r = 0; r < R; r++)
-#pragma unroll
-    for (int t = 0; t < MT; t++)
-      acc[r][t] = 0.0f;
+  ask__gemv_rows<R>(wr, w, n0, N, K);
+  float acc[R][MT] = {};
 
   for (int k0 = 0; k0 < K; k0 += kc) {
     int n = min(kc, K - k0), c0 = k0 >> 3, c1 = c0 + (n >> 3);
@@ -457,10 +450,7 @@ static __global__ void __launch_bounds__(32 * W)
   int n = blockIdx.x * W + (threadIdx.x >> 5);
   bool live = n < N;
   const uint16_t *wr = w + (size_t)min(n, N - 1) * K;
-  float acc[MT];
-#pragma unroll
-  for (int t = 0; t < MT; t++)
-    acc[t] = 0.0f;
+  float acc[MT] = {};
   for (int k0 = 0; k0 < K; k0 += kc) {
     int cn = min(kc, K - k0);
     if (k0 > 0)
