@@ -335,6 +335,11 @@ void segv_handler(int sig, siginfo_t *si, void *) {
                          (char *)si->si_addr < g_stacks + MAX_THREADS * (STACK_BYTES + 4096)
                      ? " (fiber stack overflow)"
                      : " (out-of-bounds access?)");
+  else if (host_fault(si->si_addr))
+    n = snprintf(buf, sizeof buf,
+                 "cudaemu: host code touched device memory at %p (a device pointer "
+                 "dereferenced outside a kernel or copy: on the GPU a crash or garbage)\n",
+                 si->si_addr);
   else
     n = snprintf(buf, sizeof buf, "cudaemu: %s at address %p outside any kernel\n",
                  sig == SIGBUS ? "SIGBUS" : "SIGSEGV", si->si_addr);
@@ -785,6 +790,9 @@ void set_error(cudaError_t e, const char *msg) {
 
 } /* namespace */
 
+void record_error(cudaError_t e, const char *msg) { set_error(e, msg); }
+void init() { init_once(); }
+
 /* ---- the device-side entry points ---- */
 
 int block_sync(int pred, const char *what, const char *file, int line) {
@@ -881,7 +889,7 @@ void set_max_dyn_smem(const void *fn, size_t bytes) {
     g_smem_opt[g_nsmem_opt++] = smem_opt{fn, bytes};
 }
 
-void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStream_t,
+void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                 const char *name, const char *file, int line, int pdl, const void *fn) {
   char msg[512];
   init_once();
@@ -910,9 +918,12 @@ void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStrea
     set_error(cudaErrorInvalidConfiguration, msg);
     return;
   }
+  if (capture_launch(stream, body, grid, block, smem, name, file, line, pdl, fn))
+    return; /* recorded in the stream's graph (or refused: the error is set) */
   int n = (int)nt;
   while (g_ninit < n)
     make_fiber(g_ninit++);
+  device_access(1);
   size_t sm = (smem + 15) & ~(size_t)15;
   dyn_smem = g_smem_end - sm;
   memset(dyn_smem, 0xff, sm); /* uninitialised shared memory reads as NaN */
@@ -928,6 +939,7 @@ void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStrea
         run_block();
       }
   g_cur = NULL;
+  device_access(0);
   if (g_abort) {
     set_error(cudaErrorLaunchFailure, g_msg);
     g_ninit = 0; /* the fibers were left mid-kernel: make them again */
@@ -937,7 +949,8 @@ void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStrea
 
 } /* namespace ask_emu */
 
-/* ---- the runtime API on host memory ---- */
+/* ---- the runtime API: errors and the emulator's controls (memory, streams
+ * and graphs: emu_runtime.cc) ---- */
 
 extern "C" {
 
@@ -974,7 +987,10 @@ const char *cudaGetErrorName(cudaError_t e) {
     C(cudaErrorMisalignedAddress)
     C(cudaErrorLaunchFailure)
     C(cudaErrorNotSupported)
+    C(cudaErrorIllegalState)
     C(cudaErrorStreamCaptureUnsupported)
+    C(cudaErrorStreamCaptureInvalidated)
+    C(cudaErrorStreamCaptureWrongThread)
     C(cudaErrorUnknown)
 #undef C
   }
@@ -1001,52 +1017,6 @@ const char *cudaGetErrorString(cudaError_t e) {
     return cudaGetErrorName(e);
   }
 }
-
-cudaError_t cudaMalloc(void **p, size_t bytes) {
-  *p = aligned_alloc(256, (bytes + 255) & ~(size_t)255);
-  return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaFree(void *p) {
-  free(p);
-  return cudaSuccess;
-}
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind) {
-  memmove(dst, src, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind,
-                            cudaStream_t) {
-  memmove(dst, src, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemset(void *p, int v, size_t bytes) {
-  memset(p, v, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemsetAsync(void *p, int v, size_t bytes, cudaStream_t) {
-  memset(p, v, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreate(cudaStream_t *s) {
-  *s = NULL;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
-  *s = NULL;
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-cudaError_t cudaGetDeviceCount(int *n) {
-  *n = 1;
-  return cudaSuccess;
-}
-cudaError_t cudaGetDevice(int *d) {
-  *d = 0;
-  return cudaSuccess;
-}
-cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 
 int ask_emu_set_order(int order) {
   ask_emu::init_once();

@@ -6,7 +6,9 @@
  * fails that test only. ASSERT_* macros print both values, the file, the line
  * and the test name, then end the test. SKIP("why") skips visibly.
  * TEST_NOFORK=1 in the environment runs tests in-process (for debuggers);
- * a test name as argv[1] runs that test only. The program prints
+ * TEST_TIMEOUT=S overrides the file's timeout (the CUDA tests on the CPU
+ * emulator, ctest cudaemu_*); test names as arguments run those tests only
+ * (a name that matches no test fails the run). The program prints
  * "N passed, N failed" and exits non-zero when a test failed.
  */
 #ifndef AS_TEST_H
@@ -130,7 +132,8 @@ static inline int t__run_one(const char *name, void (*fn)(void)) {
     return 1;
   }
   if (pid == 0) {
-    alarm(TEST_TIMEOUT);
+    const char *t = getenv("TEST_TIMEOUT");
+    alarm(t != NULL && atoi(t) > 0 ? (unsigned)atoi(t) : TEST_TIMEOUT);
     fn();
     exit(0); /* not _exit: let LeakSanitizer check the test */
   }
@@ -149,8 +152,8 @@ static inline int t__run_one(const char *name, void (*fn)(void)) {
 /* Runs fns[0..n), whose names are the comma-separated list `names`. */
 static inline int t__run(void (*const *fns)(void), size_t n, const char *names,
                          int argc, char **argv) {
-  int passed = 0, failed = 0, skipped = 0, r;
-  const char *only = argc > 1 ? argv[1] : NULL, *env = getenv("TEST_NOFORK");
+  int passed = 0, failed = 0, skipped = 0, r, a, found = 0;
+  const char *env = getenv("TEST_NOFORK");
   char *list = strdup(names), *save = NULL, *name;
   size_t i;
 
@@ -159,14 +162,22 @@ static inline int t__run(void (*const *fns)(void), size_t n, const char *names,
   t__nofork = env != NULL && strcmp(env, "0") != 0;
   name = strtok_r(list, ", \t\n", &save);
   for (i = 0; i < n && name != NULL; i++, name = strtok_r(NULL, ", \t\n", &save)) {
-    if (only != NULL && strcmp(only, name) != 0)
+    for (a = 1; a < argc && strcmp(argv[a], name) != 0; a++)
+      ;
+    if (argc > 1 && a == argc)
       continue;
+    found++;
     r = t__run_one(name, fns[i]);
     printf("%s %s\n", r == 0 ? "ok  " : r == 2 ? "skip" : "FAIL", name);
     fflush(stdout);
     passed += r == 0;
     failed += r == 1;
     skipped += r == 2;
+  }
+  if (argc > 1 && found < argc - 1) {
+    printf("%s: %d of the %d tests named are not in this program\n", argv[0],
+           argc - 1 - found, argc - 1);
+    failed++;
   }
   printf("%s: %d passed, %d failed", argv[0], passed, failed);
   if (skipped)

@@ -152,15 +152,31 @@ template <class T> struct dyn_array {
 
 struct kernel_body {
   virtual void run() = 0;
-
-protected:
-  ~kernel_body() = default;
+  /* A heap copy (arguments included) for a graph that records the launch. */
+  virtual kernel_body *clone() const = 0;
+  virtual ~kernel_body() = default;
 };
 
-/* Runs body->run() for every thread of every block of the grid. */
+/* Runs body->run() for every thread of every block of the grid (or, on a
+ * stream being captured, records a clone of body in its graph). */
 void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                 const char *name, const char *file, int line, int pdl = 0,
                 const void *fn = nullptr);
+/* Between the block executor (cudaemu.cc) and the runtime API
+ * (emu_runtime.cc); not for kernels or tests. */
+/* On a stream being captured: records a clone of the launch in its graph
+ * (or sets the error why not) and returns true; false otherwise. */
+bool capture_launch(cudaStream_t s, const kernel_body *body, dim3 grid, dim3 block, size_t smem,
+                    const char *name, const char *file, int line, int pdl, const void *fn);
+/* Device memory accessible (1: a kernel, copy or library call runs) or not
+ * (0: host code runs); a no-op in AddressSanitizer builds. */
+void device_access(int on);
+/* Whether a fault at addr is host code touching inaccessible device memory. */
+int host_fault(const void *addr);
+/* Sets the error the next cudaGetLastError returns, and prints msg. */
+void record_error(cudaError_t e, const char *msg);
+/* The executor's one-time set-up (fault handler, fibers). */
+void init();
 /* cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, v):
  * as on the GPU, a launch of k with more than 48 KiB of dynamic shared
  * memory fails unless this allowed it. */
@@ -171,6 +187,7 @@ template <class... P> struct launch_body final : kernel_body {
   std::tuple<std::decay_t<P>...> args;
   launch_body(void (*f)(P...), std::decay_t<P>... a) : fn(f), args(a...) {}
   void run() override { std::apply(fn, args); } /* each thread copies the arguments */
+  kernel_body *clone() const override { return new launch_body(*this); }
 };
 
 template <class... P> struct launcher {

@@ -3,9 +3,17 @@
  * on host memory) and the emulator's own controls. Included by C and C++
  * alike, through cuda_runtime_api.h and cuda_runtime.h.
  *
- * In the emulation "device memory" is host memory: cudaMalloc is malloc,
- * every copy is memcpy, streams and synchronisation are no-ops (a launch
- * runs to completion before it returns).
+ * In the emulation "device memory" is an arena of host memory
+ * (CUDAEMU_DEVICE_MEM bytes, 1 GiB by default) that cudaMalloc carves up and
+ * cudaMemGetInfo reports on; outside kernels, copies and the cuBLASLt
+ * stand-in it is inaccessible to host code (not in AddressSanitizer builds),
+ * so a device pointer dereferenced on the host faults, reported as such.
+ * Every operation runs to completion before the call returns, so
+ * synchronisation has nothing to wait for; but a stream being captured
+ * (cudaStreamBeginCapture) records what is queued on it instead, into a
+ * graph that cudaGraphLaunch replays, and refuses what CUDA refuses during a
+ * capture (synchronising, cudaMalloc, cudaFree, synchronous copies from the
+ * capturing thread unless it switched to relaxed mode).
  */
 #ifndef ASK_CUDAEMU_API_H
 #define ASK_CUDAEMU_API_H
@@ -40,7 +48,10 @@ typedef enum cudaError {
   cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
   cudaErrorNotSupported = 801,
+  cudaErrorIllegalState = 401,
   cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
   cudaErrorUnknown = 999
 } cudaError_t;
 
@@ -71,6 +82,25 @@ struct cudaFuncAttributes {
 #define cudaStreamNonBlocking 0x01
 #define cudaStreamDefault 0x00
 
+/* The fields of the device's properties that kernels/cuda reads (an H100
+ * as the emulator stands for it; totalGlobalMem: the arena). */
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem, sharedMemPerBlock, sharedMemPerBlockOptin;
+  int major, minor, multiProcessorCount, warpSize, maxThreadsPerBlock;
+};
+
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2
+};
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2
+};
+
 cudaError_t cudaGetLastError(void);
 cudaError_t cudaPeekAtLastError(void);
 const char *cudaGetErrorString(cudaError_t err);
@@ -90,6 +120,17 @@ cudaError_t cudaDeviceSynchronize(void);
 cudaError_t cudaGetDeviceCount(int *n);
 cudaError_t cudaGetDevice(int *d);
 cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device);
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes);
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, enum cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t *graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, enum cudaStreamCaptureStatus *status);
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode *mode);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph,
+                                 unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 
 /* ---- the emulator's own controls (tests) ---- */
 
@@ -124,6 +165,16 @@ const char *ask_emu_last_kernel(void);
  * memory before its wait (a race with the kernel before it on the GPU)
  * faults there, and the fault is reported as such. At most 1024 ranges. */
 void ask_emu_global(void *p, size_t bytes, int add);
+/* Work of a library on the device (the cuBLASLt stand-in's matmul): runs
+ * fn(arg) now with device memory accessible, or, while s is being
+ * captured, records it (a copy of the `bytes` at arg) for the graph to run.
+ * Returns cudaSuccess or why not. */
+cudaError_t ask_emu_enqueue(cudaStream_t s, void (*fn)(void *arg), const void *arg,
+                            size_t bytes);
+/* Whether [p, p + bytes) lies inside one live cudaMalloc allocation. */
+int ask_emu_is_device(const void *p, size_t bytes);
+/* Bytes of device memory allocated now (the tests check for leaks). */
+size_t ask_emu_device_used(void);
 
 #ifdef __cplusplus
 }
