@@ -502,9 +502,28 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cudaSuccess;
 }
 
+/* CUDAEMU_DEVICES devices (default 1), of which CUDA_VISIBLE_DEVICES, when
+ * set, leaves the ones it names, up to the first that does not exist (as
+ * CUDA: "" or "-1" hides them all). All visible devices share the arena. */
 cudaError_t cudaGetDeviceCount(int *n) {
-  *n = 1;
-  return cudaSuccess;
+  const char *e = getenv("CUDAEMU_DEVICES"), *v = getenv("CUDA_VISIBLE_DEVICES");
+  int have = e != NULL && atoi(e) >= 0 ? atoi(e) : 1, seen = 0;
+  if (v != NULL) {
+    const char *p = v;
+    while (*p != '\0') {
+      char *end;
+      long id = strtol(p, &end, 10);
+      if (end == p || id < 0 || id >= have)
+        break;
+      seen++;
+      p = *end == ',' ? end + 1 : end;
+      if (*end != ',' && *end != '\0')
+        break;
+    }
+    have = seen;
+  }
+  *n = have;
+  return have > 0 ? cudaSuccess : cudaErrorNoDevice;
 }
 
 cudaError_t cudaGetDevice(int *d) {
@@ -512,10 +531,16 @@ cudaError_t cudaGetDevice(int *d) {
   return cudaSuccess;
 }
 
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : cudaErrorInvalidDevice; }
+cudaError_t cudaSetDevice(int d) {
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  return d >= 0 && d < n ? cudaSuccess : cudaErrorInvalidDevice;
+}
 
 cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
-  if (device != 0)
+  int n = 0;
+  cudaGetDeviceCount(&n);
+  if (device < 0 || device >= n)
     return cudaErrorInvalidDevice;
   std::lock_guard<std::recursive_mutex> lk(g_mu);
   memset(prop, 0, sizeof *prop);

@@ -345,3 +345,50 @@ def test_gpu_config_without_a_usable_gpu_says_why(serve):
         return
     assert "constructor failed" in err and "llm.load" in err
     assert srv.get("/-/healthz").status_code in (200, 503)  # the head is still up
+
+
+# ---- the GPU path on the emulated CUDA backend (tests/cudaemu) ----------------------
+
+def _emulated_cuda_module():
+    emu = os.environ.get("ACTORSERVE_CUDA_EMU")
+    if not emu or not os.path.exists(emu):
+        pytest.skip("no emulated CUDA module (ACTORSERVE_CUDA_EMU: built by tests/cudaemu)")
+    return emu
+
+
+def test_gpu_config_serves_on_the_emulated_gpu(serve):
+    """config/chat-gpu.yaml on a node with one GPU, the GPU being libactorserve_cuda_emu.so
+    (kernels/cuda's own code on the CPU): the replica is granted device 0 through
+    CUDA_VISIBLE_DEVICES, loads the model on "cuda", and answers with the greedy text of
+    the device path on refdev; requests at once are batched and the replica stays healthy."""
+    import subprocess
+    from conftest import free_port
+    emu = _emulated_cuda_module()
+    cfg = os.path.join(ROOT, "config", "chat-gpu.yaml")
+    srv = serve(cfg, "--num-gpus", "1", "--dashboard-port", str(free_port()),
+                env={"ACTORSERVE_CUDA_MODULE": emu, "CUDAEMU_DEVICE_MEM": "512M"})
+    p = subprocess.run([BIN, "generate", MODEL, "In the beginning", "--max-new-tokens", "8",
+                        "--temperature", "0", "--device", "refdev", "--kv-tokens", "256"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    want = p.stdout[:-1] if p.stdout.endswith("\n") else p.stdout  # generate ends the text with a newline
+    body = {"model": "tiny-kjv", "prompt": "In the beginning", "max_tokens": 8, "temperature": 0}
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        got = list(ex.map(lambda _: srv.post("/v1/completions", json=body, timeout=120), range(3)))
+    for r in got:
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == want, (r.json(), want)
+    err = srv.stderr()
+    assert 'device "cuda" cannot be used' not in err, err[-2000:]
+
+
+def test_replica_without_a_gpu_cannot_use_the_emulated_one(serve):
+    """A replica granted no GPU gets CUDA_VISIBLE_DEVICES="": the CUDA backend (here the
+    emulated one, which honours the variable as CUDA does) finds no device, and loading on
+    "cuda" fails with the reason while the CPU path serves."""
+    emu = _emulated_cuda_module()
+    srv = serve(app("llm_device.lua:app"), "--num-cpus", "4",
+                env={"AS_TEST_MODEL": MODEL, "ACTORSERVE_CUDA_MODULE": emu})
+    j = srv.get("/").json()
+    assert j["cuda_ok"] is False and "cudaGetDeviceCount" in j["cuda_err"], j["cuda_err"]
+    assert j["equal"] is True
