@@ -348,6 +348,11 @@ void segv_handler(int sig, siginfo_t *si, void *) {
   signal(sig, SIG_DFL); /* the fault repeats and ends the process */
 }
 
+void print_stats() {
+  fprintf(stderr, "cudaemu: %llu launches, %llu blocks, %llu thread switches\n", g_launches,
+          g_blocks, g_switches);
+}
+
 void init_once() {
   if (g_fib != NULL)
     return;
@@ -383,6 +388,8 @@ void init_once() {
   sigaction(SIGSEGV, &sa, NULL);
   sigaction(SIGBUS, &sa, NULL);
 #endif
+  if (getenv("CUDAEMU_STATS") != NULL)
+    atexit(print_stats);
   if (g_order < 0) {
     const char *e = getenv("CUDAEMU_ORDER");
     g_order = e != NULL ? atoi(e) & 7 : 0;
