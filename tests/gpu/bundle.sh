@@ -40,6 +40,7 @@ copy_with_libs() {
 found=0
 for bin in "$BUILD"/test_cuda_*; do
   [ -x "$bin" ] || continue
+  case "$bin" in *_emu) continue ;; esac # the CPU emulator's build (tests/cudaemu): not for the GPU
   found=1
   copy_with_libs "$bin"
 done

@@ -33,7 +33,9 @@
 #                       12.5 GB; never OUT, which is copied back)
 #   AS_GPU_COMPARE_ARGS, AS_GPU_BENCH_ARGS   more options for hf_compare.py and
 #                       llm_gpu.py (e.g. "--shapes llama-3.2-1b"; a CPU rehearsal:
-#                       "--torch-device cpu --device-ours refdev --shapes tiny-llama")
+#                       "--torch-device cpu --device-ours refdev --shapes tiny-llama",
+#                       or on device cuda with ACTORSERVE_CUDA_MODULE naming
+#                       tests/cudaemu's libactorserve_cuda_emu.so: docs/engine.md)
 # Exit status: 0 when every part run passed (a skipped test counts as a
 # failure: on a GPU machine nothing may skip; goals not met do not fail it).
 set -u
@@ -100,6 +102,7 @@ if wants tests; then
   found=0
   for bin in "$HERE"/test_cuda_*; do
     [ -x "$bin" ] || continue
+    case "$bin" in *_emu) continue ;; esac # the CPU emulator's build, if one was copied here
     found=1
     name=$(basename "$bin")
     t=$(limit 120 420)
