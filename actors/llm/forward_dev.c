@@ -361,11 +361,18 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
     }
   }
-  AS__OP(P_HEAD_NORM, ops->add(x, x, s->r, (size_t)T * (size_t)C));
   s->xlast = x; /* where the final hidden states are (all_positions reads them) */
-  /* the rows whose logits are wanted */
-  AS__OP(P_HEAD_NORM, ops->embedding(s->hs, x, last, S, C, 1.0f));
-  AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off));
+  if (S == T) {
+    /* Every row is wanted, so `last` is 0..T-1 (decode steps, padded or not;
+     * all_positions' first chunk): the last residual add and the final norm
+     * in one kernel, the same arithmetic as the three ops below. */
+    AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, x, s->r, dm->final_norm, S, C, eps, off));
+  } else {
+    AS__OP(P_HEAD_NORM, ops->add(x, x, s->r, (size_t)T * (size_t)C));
+    /* the rows whose logits are wanted */
+    AS__OP(P_HEAD_NORM, ops->embedding(s->hs, x, last, S, C, 1.0f));
+    AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off));
+  }
   AS__OP(P_LM_HEAD, dev->matmul_bf16(s->logits, s->xs, s->hn, dm->lm_head, NULL, S, C, V));
   if (mode == AS__MODE_GREEDY)
     AS__OP(P_SAMPLE, dev->argmax_rows(AS__IO(s, s->io, off_ids_out, int32_t), s->logits, S, V));

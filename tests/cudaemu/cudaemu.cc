@@ -178,6 +178,7 @@ int g_queue[MAX_THREADS], g_qhead, g_qlen;
 int g_order = -1; /* the schedule (ask_emu_set_order); -1: not read from the environment yet */
 
 int g_pdl;            /* the running launch is a programmatic dependent one */
+int g_trace;          /* CUDAEMU_TRACE: print every launch that runs */
 int g_abort;          /* the running launch failed */
 char g_msg[8192];     /* why */
 char g_last_msg[8192]; /* ask_emu_last_error */
@@ -390,6 +391,7 @@ void init_once() {
 #endif
   if (getenv("CUDAEMU_STATS") != NULL)
     atexit(print_stats);
+  g_trace = getenv("CUDAEMU_TRACE") != NULL;
   if (g_order < 0) {
     const char *e = getenv("CUDAEMU_ORDER");
     g_order = e != NULL ? atoi(e) & 7 : 0;
@@ -927,6 +929,9 @@ void run_launch(kernel_body *body, dim3 grid, dim3 block, size_t smem, cudaStrea
   }
   if (capture_launch(stream, body, grid, block, smem, name, file, line, pdl, fn))
     return; /* recorded in the stream's graph (or refused: the error is set) */
+  if (g_trace)
+    fprintf(stderr, "cudaemu: launch %s grid (%u,%u,%u) block (%u,%u,%u) smem %zu%s\n", name,
+            grid.x, grid.y, grid.z, block.x, block.y, block.z, smem, pdl ? " pdl" : "");
   int n = (int)nt;
   while (g_ninit < n)
     make_fiber(g_ninit++);
