@@ -257,60 +257,63 @@ cudaError_t check_set(void *p, size_t bytes) {
   return cudaErrorInvalidValue;
 }
 
-void run_copy(void *dst, const void *src, size_t bytes) {
-  device_access(1);
-  memmove(dst, src, bytes);
-  device_access(0);
+cudaError_t check_node(const node &n) {
+  return n.kind == node::COPY  ? check_copy(n.dst, n.src, n.bytes, n.dir)
+         : n.kind == node::SET ? check_set(n.dst, n.bytes)
+                               : cudaSuccess;
 }
 
-void run_set(void *p, int v, size_t bytes) {
+/* Runs a copy, set or library node now (re-checking a copy or set: what
+ * a graph recorded may have been freed since); returns its error. */
+cudaError_t run_node(const node &n) {
+  std::lock_guard<std::recursive_mutex> lk(g_mu);
+  cudaError_t e = check_node(n);
+  if (e != cudaSuccess)
+    return e;
   device_access(1);
-  memset(p, v, bytes);
+  if (n.kind == node::COPY)
+    memmove(n.dst, n.src, n.bytes);
+  else if (n.kind == node::SET)
+    memset(n.dst, n.value, n.bytes);
+  else
+    n.host((void *)n.arg.data());
   device_access(0);
+  return cudaSuccess;
+}
+
+/* A copy, set or library node queued on s: run now, or recorded while s is
+ * being captured (where a refused one invalidates the capture). */
+cudaError_t submit(cudaStream_t s, node &&n) {
+  std::lock_guard<std::recursive_mutex> lk(g_mu);
+  if (!capturing(s))
+    return run_node(n);
+  cudaError_t e = check_node(n);
+  if (e != cudaSuccess) {
+    s->invalid = 1;
+    return e;
+  }
+  s->graph->v.push_back(std::move(n));
+  return cudaSuccess;
 }
 
 cudaError_t copy_on(void *dst, const void *src, size_t bytes, enum cudaMemcpyKind kind,
                     cudaStream_t s) {
-  std::lock_guard<std::recursive_mutex> lk(g_mu);
-  cudaError_t e = check_copy(dst, src, bytes, kind);
-  if (e != cudaSuccess) {
-    if (capturing(s))
-      s->invalid = 1;
-    return e;
-  }
-  if (capturing(s)) {
-    node n{};
-    n.kind = node::COPY;
-    n.dst = dst;
-    n.src = src;
-    n.bytes = bytes;
-    n.dir = kind;
-    s->graph->v.push_back(std::move(n));
-    return cudaSuccess;
-  }
-  run_copy(dst, src, bytes);
-  return cudaSuccess;
+  node n{};
+  n.kind = node::COPY;
+  n.dst = dst;
+  n.src = src;
+  n.bytes = bytes;
+  n.dir = kind;
+  return submit(s, std::move(n));
 }
 
 cudaError_t set_on(void *p, int v, size_t bytes, cudaStream_t s) {
-  std::lock_guard<std::recursive_mutex> lk(g_mu);
-  cudaError_t e = check_set(p, bytes);
-  if (e != cudaSuccess) {
-    if (capturing(s))
-      s->invalid = 1;
-    return e;
-  }
-  if (capturing(s)) {
-    node n{};
-    n.kind = node::SET;
-    n.dst = p;
-    n.bytes = bytes;
-    n.value = v;
-    s->graph->v.push_back(std::move(n));
-    return cudaSuccess;
-  }
-  run_set(p, v, bytes);
-  return cudaSuccess;
+  node n{};
+  n.kind = node::SET;
+  n.dst = p;
+  n.bytes = bytes;
+  n.value = v;
+  return submit(s, std::move(n));
 }
 
 } /* namespace */
@@ -628,24 +631,10 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     return cudaErrorStreamCaptureUnsupported;
   }
   for (const node &n : exec->v) {
-    switch (n.kind) {
-    case node::KERNEL:
+    if (n.kind == node::KERNEL)
       run_launch(n.body, n.grid, n.block, n.smem, s, n.name, n.file, n.line, n.pdl, n.fn);
-      break;
-    case node::COPY:
-      if (check_copy(n.dst, n.src, n.bytes, n.dir) == cudaSuccess) /* freed since? */
-        run_copy(n.dst, n.src, n.bytes);
-      break;
-    case node::SET:
-      if (check_set(n.dst, n.bytes) == cudaSuccess)
-        run_set(n.dst, n.value, n.bytes);
-      break;
-    case node::HOST:
-      device_access(1);
-      n.host((void *)n.arg.data());
-      device_access(0);
-      break;
-    }
+    else
+      (void)run_node(n); /* a refused copy or set is recorded: cudaGetLastError below */
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
       return e; /* on the GPU: the graph's later nodes do not run, sync reports it */
@@ -665,19 +654,11 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
 
 cudaError_t ask_emu_enqueue(cudaStream_t s, void (*fn)(void *arg), const void *arg,
                             size_t bytes) {
-  std::lock_guard<std::recursive_mutex> lk(g_mu);
   node n{};
   n.kind = node::HOST;
   n.host = fn;
   n.arg.assign((const unsigned char *)arg, (const unsigned char *)arg + bytes);
-  if (capturing(s)) {
-    s->graph->v.push_back(std::move(n));
-    return cudaSuccess;
-  }
-  device_access(1);
-  fn(n.arg.data());
-  device_access(0);
-  return cudaSuccess;
+  return submit(s, std::move(n));
 }
 
 int ask_emu_is_device(const void *p, size_t bytes) {
