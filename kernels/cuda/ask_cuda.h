@@ -17,19 +17,25 @@ extern "C" {
 const char *ask_cuda_unavailable(void);
 
 /* matmul_bf16 uses the matrix-vector kernel for T <= rows (0: cuBLASLt
- * always; at most 16). Default 16, or ASK_CUDA_GEMV_ROWS from the
- * environment; build/bench_gemv (tests/gpu/bench_gemv.c) measures both
- * paths on the device and prints the value to use. Returns the previous
- * value. */
+ * always; at most 16) and N below max_n (wider matrices, lm_head, go to
+ * cuBLASLt, which reads them faster). Defaults 1 and 65536, or
+ * ASK_CUDA_GEMV_ROWS and ASK_CUDA_GEMV_MAX_N from the environment, as
+ * build/bench_gemv (tests/gpu/bench_gemv.c) measured on an H200. Odd
+ * shapes that cuBLASLt cannot take use the kernel up to 16 rows whatever
+ * these say. Each returns the previous value. */
 int ask_cuda_set_gemv_rows(int rows);
+int ask_cuda_set_gemv_max_n(int n);
 
-/* The decode fusions (norm_matmul_bf16, glu_matmul_bf16) run their fused
- * kernels for T <= rows where matmul_bf16 would use the matrix-vector
- * kernel, the separate ops otherwise (0: never fused; at most 16).
- * Default 16 (as far as gemv_rows goes), or ASK_CUDA_FUSE_ROWS from the
- * environment; build/bench_gemv times both and prints the value to use.
- * Returns the previous value. */
+/* The decode fusions run their fused kernels for T <= rows where
+ * matmul_bf16 would use the matrix-vector kernel, the separate ops
+ * otherwise (0: never fused; at most 16): norm_matmul_bf16 always so,
+ * glu_matmul_bf16 only when fuse_glu is on (its kernel recomputes the
+ * activation in every block: 2x slower than glu_rows + the matrix-vector
+ * kernel on an H200). Defaults 1 row and glu off, or ASK_CUDA_FUSE_ROWS
+ * and ASK_CUDA_FUSE_GLU=1 from the environment. Each returns the previous
+ * value. */
 int ask_cuda_set_fuse_rows(int rows);
+int ask_cuda_set_fuse_glu(int on);
 
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so
  * far, one per (dtype, T, K, N, bias, alignment). */

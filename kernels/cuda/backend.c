@@ -29,8 +29,10 @@ static struct {
   char name[160];        /* device name and sm_XY */
   cudaStream_t stream;   /* every op is queued here */
   void *small;           /* 256 bytes: argmax/sample parameters and results */
-  int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T */
+  int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T ... */
+  int gemv_max_n;        /* ... for N below this (wider: cuBLASLt reads faster) */
   int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
+  int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
   char desc[512];        /* ask_dev_t's describe */
@@ -147,7 +149,8 @@ static void ask__init(void) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   struct cudaDeviceProp prop;
-  const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS");
+  const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS"),
+             *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -175,12 +178,20 @@ static void ask__init(void) {
     ask__g.err = 0;
     return;
   }
-  ask__g.gemv_rows = env != NULL ? atoi(env) : 16;
+  /* Defaults from bench_gemv on an H200 (2026-11-26, docs/benchmarks.md):
+   * the own kernel beats cuBLASLt at one row (qkv 4.0 against 7.0 us,
+   * down 9.4 against 13.8) but not on lm_head (287 against 246 us for
+   * 256000 x 2048) nor, mostly, at 2 or more rows; the fused norm+matmul
+   * saves ~1 us at one row, the fused glu+matmul costs 10 us (20.7
+   * against 10.6 for Llama's down) and far more at more rows. */
+  ask__g.gemv_rows = env != NULL ? atoi(env) : 1;
   if (ask__g.gemv_rows < 0 || ask__g.gemv_rows > 16)
-    ask__g.gemv_rows = 16;
-  ask__g.fuse_rows = fenv != NULL ? atoi(fenv) : 16;
+    ask__g.gemv_rows = 1;
+  ask__g.gemv_max_n = nenv != NULL && atoi(nenv) > 0 ? atoi(nenv) : 65536;
+  ask__g.fuse_rows = fenv != NULL ? atoi(fenv) : 1;
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
-    ask__g.fuse_rows = 16;
+    ask__g.fuse_rows = 1;
+  ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
   ask__pdl_init(&prop);
   ask__g.ok = 1;
 }
@@ -234,7 +245,7 @@ static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const u
                                const float *bias, int T, int K, int N) {
   /* cuBLASLt wants 16-byte aligned rows; the own kernel takes anything. */
   int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0 || ((uintptr_t)x & 15) != 0;
-  if (T <= ask__g.gemv_rows || (odd && T <= 16)) {
+  if ((T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16)) {
     ask__cu_gemv_bf16(ask__g.stream, out, x, w, bias, T, K, N);
     return;
   }
@@ -247,15 +258,16 @@ static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const u
  * take), up to fuse_rows; beyond, the separate ops through the scratch.
  * The choice depends on the scalar arguments and the pointers only, as
  * captured steps need. */
-static int ask__d_fused_rows(int T, int K, const uint16_t *w) {
+static int ask__d_fused_rows(int T, int K, int N, const uint16_t *w) {
   int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0;
-  return T <= ask__g.fuse_rows && (T <= ask__g.gemv_rows || (odd && T <= 16));
+  return T <= ask__g.fuse_rows &&
+         ((T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16));
 }
 
 static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs, const float *x,
                                     const float *r, const float *nw, float eps, float w_offset,
                                     const uint16_t *w, const float *bias, int T, int K, int N) {
-  if (ask__d_fused_rows(T, K, w)) {
+  if (ask__d_fused_rows(T, K, N, w)) {
     ask__cu_gemv_norm_bf16(ask__g.stream, out, xo, x, r, nw, eps, w_offset, w, bias, T, K, N);
     return;
   }
@@ -270,7 +282,7 @@ static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *x
 
 static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const float *gu, int act,
                                    const uint16_t *w, const float *bias, int T, int F, int N) {
-  if (ask__d_fused_rows(T, F, w)) {
+  if (ask__g.fuse_glu && ask__d_fused_rows(T, F, N, w)) {
     ask__cu_gemv_glu_bf16(ask__g.stream, out, gu, act, w, bias, T, F, N);
     return;
   }
@@ -352,9 +364,10 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows, fused up to %d, programmatic dependent "
-           "launch %s%s",
-           ask__g.name, ask__g.gemv_rows, ask__g.fuse_rows, ask__cu_pdl ? "on" : "off: ",
+           "%s, matrix-vector kernel up to %d rows and N < %d, fused norm up to %d rows, "
+           "fused glu %s, programmatic dependent launch %s%s",
+           ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n, ask__g.fuse_rows,
+           ask__g.fuse_glu ? "on" : "off", ask__cu_pdl ? "on" : "off: ",
            ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
@@ -522,6 +535,18 @@ int ask_cuda_set_gemv_rows(int rows) {
 int ask_cuda_set_fuse_rows(int rows) {
   int old = ask__g.fuse_rows;
   ask__g.fuse_rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+  return old;
+}
+
+int ask_cuda_set_gemv_max_n(int n) {
+  int old = ask__g.gemv_max_n;
+  ask__g.gemv_max_n = n > 0 ? n : 1;
+  return old;
+}
+
+int ask_cuda_set_fuse_glu(int on) {
+  int old = ask__g.fuse_glu;
+  ask__g.fuse_glu = on != 0;
   return old;
 }
 

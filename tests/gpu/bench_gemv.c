@@ -202,6 +202,8 @@ static void bench_fusions(void) {
   } else {
     ask_cuda_set_gemv_rows(16);
     ask_cuda_set_fuse_rows(16);
+    ask_cuda_set_gemv_max_n(1 << 30); /* the kernel on every shape, lm_head too */
+    ask_cuda_set_fuse_glu(1);
     for (int fi = 0; fi < 3; fi++)
       for (int ti = 0; ti < NFT; ti++)
         saved[fi][ti] = 0; /* a failed shape counts as a loss */
@@ -347,6 +349,8 @@ int main(void) {
     return 0;
   }
   dev = ops->dev;
+  ask_cuda_set_gemv_max_n(1 << 30); /* "gemv" means the kernel on every shape, lm_head too */
+  ask_cuda_set_fuse_glu(1);
   printf("{\"device\": \"%s\", \"calls_per_graph\": %d, \"launches\": %d}\n",
          ask_cuda_device_name(), REPS, LAUNCHES);
   for (int si = 0; si < NSHAPES; si++) {

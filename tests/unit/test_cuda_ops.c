@@ -71,6 +71,9 @@ static const ask_dev_t *dev, *twin;
       SKIP(t__why);                                                            \
     }                                                                          \
     dev = cu->dev;                                                             \
+    /* every kernel reachable, whatever the measured defaults leave out */     \
+    ask_cuda_set_gemv_max_n(1 << 30);                                          \
+    ask_cuda_set_fuse_glu(1);                                                  \
   } while (0)
 
 
