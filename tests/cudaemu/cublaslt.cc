@@ -8,8 +8,9 @@
  *   layouts: f32 or bf16, ld >= rows (column-major);
  *   heuristic: op(A) (m x k), op(B) (k x n), C and D (m x n) must agree
  *     (CUBLAS_STATUS_INVALID_VALUE); A and B of one type, C and D f32 or that
- *     type, a BIAS epilogue needs an f32 bias type (NOT_SUPPORTED
- *     otherwise); the algorithm remembers the alignments the preference
+ *     type (NOT_SUPPORTED otherwise); a BIAS epilogue's bias is of D's type
+ *     unless BIAS_DATA_TYPE names another, which the library refuses
+ *     (INVALID_VALUE, as an H200 answered); the algorithm remembers the alignments the preference
  *     promised (256 bytes each, the library's default, unless set) and asks
  *     for min(4 MiB, the preference's maximum) of workspace;
  *   cublasLtMatmul: the same shapes as the algorithm was chosen for, every
@@ -87,9 +88,11 @@ cublasStatus_t shape(const ask_emu_lt_desc *op, const ask_emu_lt_layout *a,
       d->type != c->type)
     return bad(CUBLAS_STATUS_NOT_SUPPORTED, "types A %d, B %d, C %d, D %d: no algorithm",
                (int)a->type, (int)b->type, (int)c->type, (int)d->type);
-  if (op->epi == CUBLASLT_EPILOGUE_BIAS && op->bias_type != CUDA_R_32F)
-    return bad(CUBLAS_STATUS_NOT_SUPPORTED, "bias type %d with f32 output: no algorithm",
-               op->bias_type);
+  /* the bias is of D's type unless BIAS_DATA_TYPE says otherwise, and must
+   * be (as the library answers: INVALID_VALUE, no algorithm) */
+  if (op->epi == CUBLASLT_EPILOGUE_BIAS && op->bias_type != -1 && op->bias_type != (int)d->type)
+    return bad(CUBLAS_STATUS_INVALID_VALUE, "bias type %d with D of type %d", op->bias_type,
+               (int)d->type);
   *m = am;
   *n = bn;
   *k = ak;
@@ -100,7 +103,7 @@ cublasStatus_t shape(const ask_emu_lt_desc *op, const ask_emu_lt_layout *a,
 struct job {
   const void *A, *B, *C, *bias;
   void *D;
-  cudaDataType_t ta_, tc;
+  cudaDataType_t ta_, tc; /* A and B's type; C, D and the bias's */
   int trans_a, trans_b;
   uint64_t m, n, k;
   int64_t lda, ldb, ldc, ldd;
@@ -160,7 +163,7 @@ void run(void *arg) {
       if (j.beta != 0.0f)
         v += j.beta * load(j.C, j.tc, i + c * (uint64_t)j.ldc);
       if (j.bias != NULL)
-        v += ((const float *)j.bias)[i];
+        v += load(j.bias, j.tc, i);
       store(j.D, j.tc, i + c * (uint64_t)j.ldd, v);
     }
   free(a);
@@ -246,8 +249,8 @@ cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeTy
       scale != CUDA_R_32F)
     return bad(CUBLAS_STATUS_NOT_SUPPORTED, "compute type %d, scale type %d", (int)compute,
                (int)scale);
-  *d = new ask_emu_lt_desc{compute, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT,
-                           CUDA_R_32F, NULL};
+  *d = new ask_emu_lt_desc{compute, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, -1,
+                           NULL};
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -403,9 +406,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t op, const
        (st = operand("C", C, lc, (uint32_t)(x[4] >> 32 & 0xffff))) != CUBLAS_STATUS_SUCCESS) ||
       (st = operand("D", D, ld, (uint32_t)(x[4] >> 48 & 0xffff))) != CUBLAS_STATUS_SUCCESS)
     return st;
-  if (op->epi == CUBLASLT_EPILOGUE_BIAS && !ask_emu_is_device(op->bias, m * sizeof(float)))
+  if (op->epi == CUBLASLT_EPILOGUE_BIAS && !ask_emu_is_device(op->bias, m * esize(ld->type)))
     return bad(CUBLAS_STATUS_INVALID_VALUE,
-               "matmul: BIAS epilogue, but the bias pointer %p does not hold %llu floats of "
+               "matmul: BIAS epilogue, but the bias pointer %p does not hold %llu values of "
                "device memory",
                op->bias, (unsigned long long)m);
   j.A = A;

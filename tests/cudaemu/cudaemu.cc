@@ -800,6 +800,10 @@ void set_error(cudaError_t e, const char *msg) {
 } /* namespace */
 
 void record_error(cudaError_t e, const char *msg) { set_error(e, msg); }
+void set_last_error(cudaError_t e) {
+  if (g_last_err == cudaSuccess)
+    g_last_err = e;
+}
 void init() { init_once(); }
 
 /* ---- the device-side entry points ---- */

@@ -390,6 +390,8 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
       ask_emu_global(a.base, hw, 1); /* guarded before griddepcontrol.wait too */
 #endif
       a.hw = hw;
+      if (a.depth > 0)
+        protect(1); /* a kernel runs on another thread: the new span is accessible too */
     }
     char *q = a.base + off;
     device_access(1);
@@ -403,8 +405,7 @@ cudaError_t cudaMalloc(void **p, size_t bytes) {
     return cudaSuccess;
   }
   record_error(cudaErrorMemoryAllocation, "cudaemu: cudaMalloc: out of device memory");
-  (void)cudaGetLastError(); /* printed; the call's return says it */
-  return cudaErrorMemoryAllocation;
+  return cudaErrorMemoryAllocation; /* and pending for cudaGetLastError, as CUDA */
 }
 
 cudaError_t cudaFree(void *p) {
@@ -481,8 +482,17 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  if (s == NULL || s->capturing)
+  std::lock_guard<std::recursive_mutex> lk(g_mu);
+  if (s == NULL)
     return cudaErrorInvalidResourceHandle;
+  if (s->capturing) { /* CUDA ends the capture with the stream */
+    for (size_t i = 0; i < g_captures.size(); i++)
+      if (g_captures[i] == s) {
+        g_captures.erase(g_captures.begin() + (long)i);
+        break;
+      }
+    delete s->graph;
+  }
   delete s;
   return cudaSuccess;
 }
@@ -630,6 +640,9 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     invalidate(s, "cudaGraphLaunch into the capturing stream (not emulated)");
     return cudaErrorStreamCaptureUnsupported;
   }
+  /* An error pending from before is not this launch's: kept for the next
+   * cudaGetLastError, as CUDA keeps it. */
+  cudaError_t pending = cudaGetLastError();
   for (const node &n : exec->v) {
     if (n.kind == node::KERNEL)
       run_launch(n.body, n.grid, n.block, n.smem, s, n.name, n.file, n.line, n.pdl, n.fn);
@@ -639,6 +652,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
     if (e != cudaSuccess)
       return e; /* on the GPU: the graph's later nodes do not run, sync reports it */
   }
+  set_last_error(pending);
   return cudaSuccess;
 }
 

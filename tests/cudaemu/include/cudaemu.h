@@ -175,6 +175,8 @@ void device_access(int on);
 int host_fault(const void *addr);
 /* Sets the error the next cudaGetLastError returns, and prints msg. */
 void record_error(cudaError_t e, const char *msg);
+/* Sets it quietly (unless one is pending already). */
+void set_last_error(cudaError_t e);
 /* The executor's one-time set-up (fault handler, fibers). */
 void init();
 /* cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, v):
