@@ -42,13 +42,28 @@ static __device__ __forceinline__ bool ask__better(float av, int ai, float bv, i
   return av > bv || (av == bv && ai < bi);
 }
 
-/* First index of the largest of xr (n) over the block; 0 when all NaN. */
+/* First index of the largest of xr (n) over the block; 0 when all NaN.
+ * Each thread loads 8 values before it compares them: a compare-then-load
+ * loop keeps one load in flight, which made a 128k-entry row take 56 us
+ * in one block on an H200 (Nsight Compute, 2026-11-26). */
 static __device__ int ask__block_argmax(const float *xr, int n) {
   __shared__ float sv[32];
   __shared__ int si[32];
   float bv = NAN;
-  int bi = n;
-  for (int i = threadIdx.x; i < n; i += blockDim.x)
+  int bi = n, i = threadIdx.x, B = blockDim.x;
+  for (; i + 7 * B < n; i += 8 * B) {
+    float v[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++)
+      v[u] = xr[i + u * B];
+#pragma unroll
+    for (int u = 0; u < 8; u++)
+      if (ask__better(v[u], i + u * B, bv, bi)) {
+        bv = v[u];
+        bi = i + u * B;
+      }
+  }
+  for (; i < n; i += B)
     if (ask__better(xr[i], i, bv, bi)) {
       bv = xr[i];
       bi = i;
