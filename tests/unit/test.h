@@ -152,7 +152,7 @@ static inline int t__run_one(const char *name, void (*fn)(void)) {
 /* Runs fns[0..n), whose names are the comma-separated list `names`. */
 static inline int t__run(void (*const *fns)(void), size_t n, const char *names,
                          int argc, char **argv) {
-  int passed = 0, failed = 0, skipped = 0, r, a, found = 0;
+  int passed = 0, failed = 0, skipped = 0, r, a;
   const char *env = getenv("TEST_NOFORK");
   char *list = strdup(names), *save = NULL, *name;
   size_t i;
@@ -166,7 +166,6 @@ static inline int t__run(void (*const *fns)(void), size_t n, const char *names,
       ;
     if (argc > 1 && a == argc)
       continue;
-    found++;
     r = t__run_one(name, fns[i]);
     printf("%s %s\n", r == 0 ? "ok  " : r == 2 ? "skip" : "FAIL", name);
     fflush(stdout);
@@ -174,10 +173,17 @@ static inline int t__run(void (*const *fns)(void), size_t n, const char *names,
     failed += r == 1;
     skipped += r == 2;
   }
-  if (argc > 1 && found < argc - 1) {
-    printf("%s: %d of the %d tests named are not in this program\n", argv[0],
-           argc - 1 - found, argc - 1);
-    failed++;
+  for (a = 1; a < argc; a++) { /* every name given must be a test of this program */
+    size_t len = strlen(argv[a]);
+    const char *p = names;
+    while ((p = strstr(p, argv[a])) != NULL &&
+           !((p == names || strchr(", \t\n", p[-1]) != NULL) &&
+             (p[len] == '\0' || strchr(", \t\n", p[len]) != NULL)))
+      p += len;
+    if (p == NULL) {
+      printf("%s: no test named %s in this program\n", argv[0], argv[a]);
+      failed++;
+    }
   }
   printf("%s: %d passed, %d failed", argv[0], passed, failed);
   if (skipped)
