@@ -241,11 +241,18 @@ static int ask__d_sync(char *err, size_t errlen) {
   return ask__take(err, errlen);
 }
 
+/* Whether a bf16 product of T rows and N outputs takes gemv.cu's kernel:
+ * the measured defaults (gemv_rows, gemv_max_n), or up to 16 rows for
+ * shapes cuBLASLt cannot take (odd: rows not 16-byte aligned). */
+static int ask__d_gemv_path(int T, int N, int odd) {
+  return (T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16);
+}
+
 static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const uint16_t *w,
                                const float *bias, int T, int K, int N) {
   /* cuBLASLt wants 16-byte aligned rows; the own kernel takes anything. */
   int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0 || ((uintptr_t)x & 15) != 0;
-  if ((T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16)) {
+  if (ask__d_gemv_path(T, N, odd)) {
     ask__cu_gemv_bf16(ask__g.stream, out, x, w, bias, T, K, N);
     return;
   }
@@ -259,9 +266,7 @@ static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const u
  * The choice depends on the scalar arguments and the pointers only, as
  * captured steps need. */
 static int ask__d_fused_rows(int T, int K, int N, const uint16_t *w) {
-  int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0;
-  return T <= ask__g.fuse_rows &&
-         ((T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16));
+  return T <= ask__g.fuse_rows && ask__d_gemv_path(T, N, K % 8 != 0 || ((uintptr_t)w & 15) != 0);
 }
 
 static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs, const float *x,

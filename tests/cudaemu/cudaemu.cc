@@ -61,7 +61,7 @@ enum { S_READY, S_SYNC, S_WARP, S_DONE, S_DEAD };
 
 const int MAX_THREADS = 1024;
 const size_t STACK_BYTES = 256 << 10; /* per fiber, plus a guard page below */
-const size_t SMEM_MAX = 232448;       /* H100: 227 KiB of shared memory per block */
+const size_t SMEM_MAX = ASK_EMU_SMEM_OPTIN;
 
 /* ---- stack switching ---- */
 

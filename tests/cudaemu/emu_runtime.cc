@@ -560,7 +560,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
   snprintf(prop->name, sizeof prop->name, "cudaemu (H100 stand-in on the CPU)");
   prop->totalGlobalMem = arena().size;
   prop->sharedMemPerBlock = 48 << 10;
-  prop->sharedMemPerBlockOptin = 232448;
+  prop->sharedMemPerBlockOptin = ASK_EMU_SMEM_OPTIN;
   prop->major = 9;
   prop->minor = 0;
   prop->multiProcessorCount = 132;

@@ -705,7 +705,7 @@ template <class T> static inline cudaError_t cudaMalloc(T **p, size_t bytes) {
 template <class K>
 static inline cudaError_t cudaFuncSetAttribute(K *k, enum cudaFuncAttribute attr, int value) {
   if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
-    if (value < 0 || value > 232448)
+    if (value < 0 || value > ASK_EMU_SMEM_OPTIN)
       return cudaErrorInvalidValue;
     ::ask_emu::set_max_dyn_smem((const void *)k, (size_t)value);
   }

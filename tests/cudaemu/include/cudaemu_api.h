@@ -79,6 +79,10 @@ struct cudaFuncAttributes {
   int ptxVersion, binaryVersion;
 };
 
+/* Shared memory a block may have at most (H100: 227 KiB, with
+ * cudaFuncSetAttribute's MaxDynamicSharedMemorySize). */
+#define ASK_EMU_SMEM_OPTIN 232448
+
 #define cudaStreamNonBlocking 0x01
 #define cudaStreamDefault 0x00
 
