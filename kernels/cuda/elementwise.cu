@@ -97,52 +97,52 @@ extern "C" void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, co
   ASK__LAUNCHED("layernorm");
 }
 
-/* One block per row t of qkv (rows of `stride` floats). The block first puts
- * cos and sin of pos[t] * inv_freq[i] (the angle rounded to f32, cos and
- * sin in double, as kernels/ref) in shared memory, then rotates the pairs
- * (head, i): q heads in place; with kc and slot[t] >= 0, the nkv k heads
- * that follow q, rotated and rounded to bf16, into row slot[t] of kc, and
- * the nkv v heads after them, rounded, into row slot[t] of vc. Products and
- * sums are rounded one by one (no fused multiply-add) so that the results
- * are those of the reference bit for bit. */
+/* Row t of qkv (rows of `stride` floats) is blockIdx.y (and every gridDim.y
+ * rows after it); its work items are spread over gridDim.x blocks of
+ * ASK__ROPE_THREADS (a decode step has one row: one block would leave the
+ * kernel one long latency chain). Item j below npairs rotates the pair
+ * (head, i) with cos and sin of pos[t] * inv_freq[i] (the angle rounded to
+ * f32, cos and sin in double, as kernels/ref; each item computes its own,
+ * no shared memory, no barrier): q heads in place; with kc and slot[t] >= 0,
+ * the nkv k heads that follow q, rotated and rounded to bf16, into row
+ * slot[t] of kc. Item j below nkv * D (with a slot) also copies v column j,
+ * rounded, into row slot[t] of vc. Products and sums are rounded one by one
+ * (no fused multiply-add) so that the results are those of the reference
+ * bit for bit. */
+#define ASK__ROPE_THREADS 128
 static __global__ void ask__k_rope_kv(float *qkv, uint16_t *kc, uint16_t *vc,
                                       const int32_t *pos, const int32_t *slot,
-                                      const float *inv_freq, int nh, int nkv, int D,
+                                      const float *inv_freq, int T, int nh, int nkv, int D,
                                       int stride) {
   ask__pdl_enter();
-  extern __shared__ float ask__cs[]; /* cos at [0, D/2), sin at [D/2, D) */
-  int t = blockIdx.x, half = D / 2, kvd = nkv * D;
-  long long s = kc != NULL ? (long long)slot[t] : -1;
-  float p = (float)pos[t];
-  float *row = qkv + (size_t)t * stride;
-  for (int i = threadIdx.x; i < half; i += blockDim.x) {
-    float a = p * inv_freq[i];
-    ask__cs[i] = (float)cos((double)a);
-    ask__cs[half + i] = (float)sin((double)a);
-  }
-  __syncthreads();
-  int npairs = (nh + (s >= 0 ? nkv : 0)) * half;
-  for (int j = threadIdx.x; j < npairs; j += blockDim.x) {
-    int h = j / half, i = j - h * half;
-    float c = ask__cs[i], sn = ask__cs[half + i];
-    float *hx = row + (size_t)h * D;
-    float x0 = hx[i], x1 = hx[i + half];
-    float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-    float r1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn));
-    if (h < nh) {
-      hx[i] = r0;
-      hx[i + half] = r1;
-    } else {
-      uint16_t *dst = kc + (size_t)s * kvd + (size_t)(h - nh) * D;
-      dst[i] = ask__bf16_rn(r0);
-      dst[i + half] = ask__bf16_rn(r1);
+  int half = D / 2, kvd = nkv * D;
+  for (int t = blockIdx.y; t < T; t += gridDim.y) {
+    long long s = kc != NULL ? (long long)slot[t] : -1;
+    float p = (float)pos[t];
+    float *row = qkv + (size_t)t * stride;
+    int npairs = (nh + (s >= 0 ? nkv : 0)) * half;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < npairs || (s >= 0 && j < kvd);
+         j += gridDim.x * blockDim.x) {
+      if (j < npairs) {
+        int h = j / half, i = j - h * half;
+        float a = p * inv_freq[i];
+        float c = (float)cos((double)a), sn = (float)sin((double)a);
+        float *hx = row + (size_t)h * D;
+        float x0 = hx[i], x1 = hx[i + half];
+        float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+        float r1 = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, sn));
+        if (h < nh) {
+          hx[i] = r0;
+          hx[i + half] = r1;
+        } else {
+          uint16_t *dst = kc + (size_t)s * kvd + (size_t)(h - nh) * D;
+          dst[i] = ask__bf16_rn(r0);
+          dst[i + half] = ask__bf16_rn(r1);
+        }
+      }
+      if (s >= 0 && j < kvd)
+        vc[(size_t)s * kvd + j] = ask__bf16_rn(row[(size_t)(nh + nkv) * D + j]);
     }
-  }
-  if (s >= 0) {
-    const float *v = row + (size_t)(nh + nkv) * D;
-    uint16_t *dst = vc + (size_t)s * kvd;
-    for (int j = threadIdx.x; j < kvd; j += blockDim.x)
-      dst[j] = ask__bf16_rn(v[j]);
   }
 }
 
@@ -162,8 +162,10 @@ extern "C" void ask__cu_rope_kv(cudaStream_t s, float *qkv, uint16_t *kc, uint16
   int work = (nh + nkv) * (D / 2);
   if (work < nkv * D)
     work = nkv * D;
-  ASK__LAUNCH(T, ask__row_threads(work), (size_t)D * sizeof(float), s, ask__k_rope_kv)(
-      qkv, kc, vc, pos, slot, inv_freq, nh, nkv, D, stride);
+  dim3 grid((unsigned)((work + ASK__ROPE_THREADS - 1) / ASK__ROPE_THREADS),
+            (unsigned)(T < 65535 ? T : 65535));
+  ASK__LAUNCH(grid, ASK__ROPE_THREADS, 0, s, ask__k_rope_kv)(qkv, kc, vc, pos, slot, inv_freq, T,
+                                                              nh, nkv, D, stride);
   ASK__LAUNCHED("rope_kv");
 }
 
