@@ -37,6 +37,12 @@ int ask_cuda_set_gemv_max_n(int n);
 int ask_cuda_set_fuse_rows(int rows);
 int ask_cuda_set_fuse_glu(int on);
 
+/* attention_paged cuts a row's keys into the caller's nsplit parts of at
+ * least `keys` keys each (>= 1), so that a short row fills fewer parts
+ * (kernels/cuda/paged.cu). Default 64, or ASK_CUDA_SPLIT_MIN. Returns the
+ * previous value. */
+int ask_cuda_set_split_min(int keys);
+
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so
  * far, one per (dtype, T, K, N, bias, alignment). */
 int ask_cuda_plan_count(void);

@@ -35,7 +35,7 @@ static struct {
   int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
-  char desc[512];        /* ask_dev_t's describe */
+  char desc[640];        /* ask_dev_t's describe */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
 } ask__g;
@@ -150,7 +150,8 @@ static void ask__init(void) {
   cudaError_t e = cudaGetDeviceCount(&n);
   struct cudaDeviceProp prop;
   const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS"),
-             *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU");
+             *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
+             *kenv = getenv("ASK_CUDA_SPLIT_MIN");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -192,6 +193,8 @@ static void ask__init(void) {
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
     ask__g.fuse_rows = 1;
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
+  if (kenv != NULL && atoi(kenv) > 0)
+    ask__cu_split_min = atoi(kenv);
   ask__pdl_init(&prop);
   ask__g.ok = 1;
 }
@@ -370,9 +373,10 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d, fused norm up to %d rows, "
-           "fused glu %s, programmatic dependent launch %s%s",
+           "fused glu %s, attention parts of %d keys at least, programmatic dependent launch "
+           "%s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n, ask__g.fuse_rows,
-           ask__g.fuse_glu ? "on" : "off", ask__cu_pdl ? "on" : "off: ",
+           ask__g.fuse_glu ? "on" : "off", ask__cu_split_min, ask__cu_pdl ? "on" : "off: ",
            ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
@@ -552,6 +556,12 @@ int ask_cuda_set_gemv_max_n(int n) {
 int ask_cuda_set_fuse_glu(int on) {
   int old = ask__g.fuse_glu;
   ask__g.fuse_glu = on != 0;
+  return old;
+}
+
+int ask_cuda_set_split_min(int keys) {
+  int old = ask__cu_split_min;
+  ask__cu_split_min = keys > 0 ? keys : 1;
   return old;
 }
 

@@ -37,6 +37,9 @@ int ask__cu_failed(void);
 /* 1: launches use programmatic dependent launch (common.cuh's ASK__LAUNCH);
  * set by backend.c's initialisation (elementwise.cu defines it, 0). */
 extern int ask__cu_pdl;
+/* paged.cu: the fewest keys a part of a split attention row holds
+ * (ask_cuda_set_split_min). */
+extern int ask__cu_split_min;
 /* elementwise.cu: two dependent launches for backend.c's PDL probe: a[i] =
  * i + seed (after a delay), then b[i] = 3 a[i] + 1 (n ints each). */
 void ask__cu_pdl_pair(cudaStream_t s, int *a, int *b, int n, int seed);

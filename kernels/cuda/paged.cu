@@ -4,7 +4,11 @@
  * rows of many sequences and prefill chunks run in one launch.
  *
  * Both kernels below cut the keys 0..pos[t] of a row into nsplit equal
- * parts (nsplit fixed by the caller) and, with nsplit > 1, write one partial
+ * parts (nsplit fixed by the caller), each of at least kmin keys
+ * (ask__cu_split_min, a launch argument; so a short row fills fewer parts
+ * and the others have no key: at 130 keys, 32 parts and kmin 64, 3 blocks
+ * do the work instead of 32 doing 4 keys each, and the merge reads 3
+ * partials, not 32), and, with nsplit > 1, write one partial
  * (m, l, acc[D]) per (row, query head, part); the block that finishes last
  * among the nsplit parts of its (heads, row) merges them into out
  * (ask__pg_merge_last: a ticket from a per-(block, row) counter that the
@@ -111,6 +115,8 @@
 #define ASK__PG_NP 4 /* bf16 pairs a lane: D <= 2 * 32 * ASK__PG_NP */
 #define ASK__PG_NCNT 65536 /* merge counters: (block, row) pairs of a launch at most */
 
+int ask__cu_split_min = 64; /* cuda_int.h: keys a part at least (short rows use fewer parts) */
+
 /* The merge counters (device memory, all 0 between launches), or NULL. */
 static unsigned *ask__pg_cnt;
 
@@ -134,13 +140,15 @@ extern "C" int ask__cu_paged_init(cudaStream_t s) {
 
 /* Called by every thread of a block at its end, after it wrote its part
  * rows (row t, query heads h0 .. h0 + Gn - 1, its split): the block that
- * comes last among the nsplit splits of (blockIdx.x, t) merges the nsplit
- * partials of those heads into out, as attention.cu's merge kernel, and
+ * comes last among the nsplit splits of (blockIdx.x, t) merges the partials
+ * of those heads into out, as attention.cu's merge kernel (only the first
+ * nlive: the parts after them have no key, see the header), and
  * sets the counter back to 0 for the next launch. The partials are written
  * and fenced before the ticket is taken, and the merging block reads them
  * through L2 (__ldcg), never through a possibly stale L1 line. */
 static __device__ void ask__pg_merge_last(float *out, const float *part, unsigned *cnt, int t,
-                                          int nh, int h0, int Gn, int D, int nsplit) {
+                                          int nh, int h0, int Gn, int D, int nsplit,
+                                          int nlive) {
   __shared__ unsigned ticket;
   __threadfence();
   __syncthreads();
@@ -157,9 +165,9 @@ static __device__ void ask__pg_merge_last(float *out, const float *part, unsigne
     const int h = x / D, d = x - h * D;
     const float *pp = part + ((size_t)t * nh + h0 + h) * nsplit * rs;
     float M = -INFINITY, Ls = 0.0f, a = 0.0f;
-    for (int s = 0; s < nsplit; s++)
+    for (int s = 0; s < nlive; s++)
       M = fmaxf(M, __ldcg(pp + s * rs));
-    for (int s = 0; s < nsplit; s++) {
+    for (int s = 0; s < nlive; s++) {
       float ms = __ldcg(pp + s * rs);
       if (ms != -INFINITY) {
         float w = expf(ms - M);
@@ -169,6 +177,11 @@ static __device__ void ask__pg_merge_last(float *out, const float *part, unsigne
     }
     out[(size_t)t * nh * D + (size_t)(h0 + h) * D + d] = Ls > 0.0f ? a / Ls : 0.0f;
   }
+}
+
+/* The parts of a row of L keys cut in parts of per that hold a key. */
+static __device__ __forceinline__ int ask__pg_live(int L, int per, int nsplit) {
+  return L > 0 ? min(nsplit, (L + per - 1) / per) : 0;
 }
 
 /* The two floats of a bf16 pair (the lower address in the low half). */
@@ -220,7 +233,7 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
                                               const int32_t *table, const int32_t *seq,
                                               const int32_t *pos, int nh, int nkv, int D,
                                               int q_stride, int tw, int page, int nsplit,
-                                              float scale, unsigned *cnt) {
+                                              int kmin, float scale, unsigned *cnt) {
   ask__pdl_enter();
   __shared__ float sm[ASK__PG_WARPS], sl[ASK__PG_WARPS];
   __shared__ float sacc[ASK__PG_WARPS][64 * ASK__PG_NP];
@@ -228,7 +241,8 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
   int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
   int g = h / (nh / nkv);
   int L = pos[t] < 0 ? 0 : pos[t] + 1; /* keys 0..pos[t] */
-  int per = (L + nsplit - 1) / nsplit, j0 = sp * per, j1 = min(L, j0 + per);
+  int per = max((L + nsplit - 1) / nsplit, kmin), j0 = sp * per,
+      j1 = min(L, j0 + per);
   const int32_t *tab = table + (L > 0 ? (size_t)seq[t] * (size_t)tw : 0);
   size_t kvd = (size_t)nkv * (size_t)D;
   const float *qr = q + (size_t)t * q_stride + (size_t)h * D;
@@ -286,7 +300,7 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
   }
   if (nsplit > 1 && cnt != NULL)
     ask__pg_merge_last(out, part, cnt + (size_t)t * gridDim.x + blockIdx.x, t, nh, h, 1, D,
-                       nsplit);
+                       nsplit, ask__pg_live(L, per, nsplit));
 }
 
 /* ---- the grouped kernel ---------------------------------------------------- */
@@ -329,8 +343,8 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
     ask__k_attention_paged_grouped(float *out, float *part, const float *q, const uint16_t *kc,
                                    const uint16_t *vc, const int32_t *table, const int32_t *seq,
                                    const int32_t *pos, int nh, int nkv, int D, int q_stride,
-                                   int tw, int page, int nsplit, float scale, int Gc,
-                                   int nchunk, int DP, int vec16, unsigned *cnt) {
+                                   int tw, int page, int nsplit, int kmin, float scale,
+                                   int Gc, int nchunk, int DP, int vec16, unsigned *cnt) {
   ask__pdl_enter();
   constexpr int HS = GB >= 4 ? 4 : 2, NHG = GB / HS;
   /* The queries first; then the K tile and the V tile (TK rows of KL
@@ -350,7 +364,8 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
   const int nper = (TK * KL) / ASK__PG_GT; /* chunks a thread stages; score passes */
   const int KG = ASK__PG_GT / (NHG * KL);  /* key groups of the value phase */
   const int L = pos[t] < 0 ? 0 : pos[t] + 1; /* keys 0..pos[t] */
-  const int per = (L + nsplit - 1) / nsplit, j0 = spl * per, j1 = min(L, j0 + per);
+  const int per = max((L + nsplit - 1) / nsplit, kmin), j0 = spl * per,
+            j1 = min(L, j0 + per);
   const int ntile = j1 > j0 ? (j1 - j0 + TK - 1) / TK : 0;
   const int32_t *tab = table + (L > 0 ? (size_t)seq[t] * (size_t)tw : 0);
   const size_t kvd = (size_t)nkv * (size_t)D;
@@ -561,7 +576,7 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
   }
   if (nsplit > 1 && cnt != NULL)
     ask__pg_merge_last(out, part, cnt + (size_t)t * gridDim.x + blockIdx.x, t, nh, h0, Gn, D,
-                       nsplit);
+                       nsplit, ask__pg_live(L, per, nsplit));
 }
 
 /* Query heads a grouped block serves (1: the per-head kernel) for G query
@@ -600,7 +615,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
     ask__cu_check(cudaErrorInvalidValue, "attention_paged: nsplit over 65535 or no part buffer");
     return;
   }
-  int G = nh / nkv;
+  int G = nh / nkv, kmin = ask__cu_split_min > 0 ? ask__cu_split_min : 1;
   int Gc = heads <= 0 ? ask__pg_heads(G, nkv, T, nsplit) : min(min(heads, 8), G);
   /* the merge inside the kernel when the counters cover the grid's (x, row) pairs */
   size_t xs = Gc <= 1 ? (size_t)nh : (size_t)nkv * (size_t)((G + Gc - 1) / Gc);
@@ -609,7 +624,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
     dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
     ASK__LAUNCH(grid, 32 * ASK__PG_WARPS, 0, s, ask__k_attention_paged)(
         out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit,
-        scale, cnt);
+        kmin, scale, cnt);
   } else {
     int GB = Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc, DP = 8;
     while (DP < D || DP < 8 * GB)
@@ -619,7 +634,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
 #define ASK__PG_LAUNCH(N)                                                                    \
   ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N>)(                   \
       out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
-      scale, Gc, nchunk, DP, vec16, cnt)
+      kmin, scale, Gc, nchunk, DP, vec16, cnt)
     if (GB == 2)
       ASK__PG_LAUNCH(2);
     else if (GB == 4)

@@ -823,6 +823,17 @@ TEST(test_attention_paged) {
         LAUNCHED();
         ASSERT_EQ(bad, -1);
       }
+      /* parts of at least 1, 7 and 100000 keys (default 64): every part
+       * live, some, only the first */
+      static const int kmins[3] = {1, 7, 100000};
+      for (int ki = 0; ki < 3; ki++) {
+        int old = ask__cu_split_min;
+        ask__cu_split_min = kmins[ki];
+        long bad = paged_case(6, len, 17, seq, pos, nh, nkv, D, 16, 8);
+        ask__cu_split_min = old;
+        LAUNCHED();
+        ASSERT_EQ(bad, -1);
+      }
     }
     /* odd shapes: D not a multiple of 64, a page of 5 rows, one row */
     int len2[2] = {23, 7};

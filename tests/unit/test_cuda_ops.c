@@ -584,6 +584,15 @@ TEST(test_cuda_attention_paged) {
   /* Caches not 16-byte aligned: bf16-pair loads. */
   ASSERT_EQ(paged_case_at(32, 8, 64, 16, 4, 4), 0);
   ASSERT_EQ(paged_case_at(8, 1, 256, 16, 16, 2), 0);
+  /* Parts of at least 1, 7 and 100000 keys (the default is 64): every part
+   * live, some, only the first (the merge reads the live ones). */
+  static const int kmins[] = {1, 7, 100000};
+  for (int i = 0; i < 3; i++) {
+    int old = ask_cuda_set_split_min(kmins[i]);
+    ASSERT_EQ(paged_case(8, 1, 256, 16, 16), 0);
+    ASSERT_EQ(paged_case(32, 8, 64, 16, 8), 0);
+    ask_cuda_set_split_min(old);
+  }
 }
 
 /* attention_prefill against the twin: one chunk of n rows at positions p0
