@@ -61,6 +61,10 @@ struct as__dstep_s {
   int profile;
   double prof[P_N], sync_cost;
   long prof_steps;
+  /* ASK_PROFILE_SKIP: op kinds left out of every step (bit per P_*), to
+   * time what each costs inside a captured step; the outputs are wrong */
+  unsigned skip;
+  int split_cap; /* attention splits at most (as__nsplit) */
   /* what the captured function runs */
   const as_model_t *m;
   as_kv_t *kv;
@@ -84,11 +88,12 @@ static double as__pnow(const ask_dev_t *dev);
 
 static size_t as__al(size_t n) { return (n + 255) / 256 * 256; }
 
-/* Attention splits for T rows: about 256 blocks in all, at most 32. Depends
- * only on T, so a captured step keeps it for any context length. */
-static int as__nsplit(int nh, int T) {
+/* Attention splits for T rows: about 256 blocks in all, at most cap (32,
+ * or ASK_ATTN_SPLITS: as__dstep_t's split_cap). Depends only on T, so a
+ * captured step keeps it for any context length. */
+static int as__nsplit(int nh, int T, int cap) {
   int n = 256 / (nh * T);
-  return n < 1 ? 1 : n > 32 ? 32 : n;
+  return n < 1 ? 1 : n > cap ? cap : n;
 }
 
 /* Byte sizes of the compute buffers and the io block, in one place. */
@@ -133,6 +138,19 @@ size_t as__dstep_bytes(const as_model_t *m, int rows, int seqs) {
   as__dsz_t z;
   as__dsizes(m, rows, seqs, &z);
   return 4 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io;
+}
+
+/* The op kinds (as__pnames) a comma-separated list names, as bits; embed
+ * and sample cannot be left out (token ids must stay valid). */
+static unsigned as__skip_kinds(const char *list) {
+  unsigned bits = 0;
+  for (int k = 0; list != NULL && k < P_N; k++) {
+    size_t n = strlen(as__pnames[k]);
+    for (const char *q = list; (q = strstr(q, as__pnames[k])) != NULL; q += n)
+      if ((q == list || q[-1] == ',') && (q[n] == ',' || q[n] == '\0'))
+        bits |= 1u << k;
+  }
+  return bits & ~((1u << P_EMBED) | (1u << P_SAMPLE));
 }
 
 void as__dstep_free(as_kv_t *kv) {
@@ -185,6 +203,9 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
     s->graphs_off = 1;
   s->m = m;
   s->kv = kv;
+  s->skip = as__skip_kinds(getenv("ASK_PROFILE_SKIP"));
+  env = getenv("ASK_ATTN_SPLITS");
+  s->split_cap = env != NULL && atoi(env) >= 1 && atoi(env) <= 32 ? atoi(env) : 32;
   struct {
     void **p;
     size_t n;
@@ -290,7 +311,7 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
                 *seq = AS__IO(s, s->io, off_seq, int32_t),
                 *table = AS__IO(s, s->io, off_table, int32_t),
                 *last = AS__IO(s, s->io, off_last, int32_t);
-  int nsplit = as__nsplit(nh, T), split = 0;
+  int nsplit = as__nsplit(nh, T, s->split_cap), split = 0;
   /* Direct steps with a prefill chunk: per-sequence attention calls (the
    * runs describe exactly this step's rows; captured steps are decode-only,
    * so they always take the single call). */
@@ -302,7 +323,8 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
   double t = s->profile ? as__pnow(dev) : 0;
 #define AS__OP(kind, call)                                                  \
   do {                                                                      \
-    call;                                                                   \
+    if (!(s->skip >> (kind) & 1u))                                          \
+      call;                                                                 \
     if (s->profile)                                                         \
       as__ptick(s, dev, kind, &t);                                          \
   } while (0)
@@ -343,7 +365,7 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
         int n = s->run_r0[j - 1] + s->run_n[j - 1] - (int)r0;
         AS__OP(P_ATTN, dev->attention_paged(s->att + r0 * qd, s->part, s->qkv + r0 * qkvd, kc,
                                             vc, table, seq + r0, pos + r0, n, nh, nkv, D, qkvd,
-                                            1, AS_KV_PAGE, as__nsplit(nh, n), scale));
+                                            1, AS_KV_PAGE, as__nsplit(nh, n, s->split_cap), scale));
       }
     }
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));

@@ -1,0 +1,59 @@
+#!/bin/sh
+# sweep.sh — decode speed of the engine under a list of settings, on the GPU
+# machine, from the GPU bundle (`make gpu-bundle`; run.sh's neighbour): for
+# each shape (random weights, made here as bench/llm_gpu.py makes them) and
+# each variant (a name and environment settings), `actorserve bench-llm`
+# at batches $AS_SWEEP_BATCH (default 1,8), prompt 128, $AS_SWEEP_NEW new
+# tokens (default 64), no TTFT. Used to choose defaults (the GEMV and
+# fusion rules, attention parts) and to time what one kind of op costs
+# inside a captured step (ASK_PROFILE_SKIP leaves it out: the tokens are
+# wrong, the time is right; docs/engine.md). ~3 s a variant and shape after
+# the models are made. Writes sweep.jsonl (one line per variant, shape and
+# batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
+# bench/results/gpu-h200-20261126-s2/ (docs/benchmarks.md).
+#   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
+#   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ..." a line
+HERE=$(cd "$(dirname "$0")" && pwd)
+RES=${1:-${OUT:-./gpu-results}}
+mkdir -p "$RES"
+MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
+BATCH=${AS_SWEEP_BATCH:-1,8}
+NEW=${AS_SWEEP_NEW:-64}
+[ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
+BINLIB="$HERE/lib:/usr/local/cuda/lib64"
+VARIANTS=${AS_SWEEP_VARIANTS:-"default
+no_pdl ASK_NO_PDL=1
+no_norm_fusion ASK_CUDA_FUSE_ROWS=0
+cublaslt_only ASK_CUDA_GEMV_ROWS=0
+split_min_1 ASK_CUDA_SPLIT_MIN=1
+split_min_32 ASK_CUDA_SPLIT_MIN=32
+no_rope_kv ASK_PROFILE_SKIP=rope_kv
+no_attention ASK_PROFILE_SKIP=attention
+no_qkv ASK_PROFILE_SKIP=qkv
+no_o ASK_PROFILE_SKIP=o
+no_gate_up ASK_PROFILE_SKIP=gate_up
+no_down ASK_PROFILE_SKIP=down
+no_lm_head ASK_PROFILE_SKIP=lm_head"}
+: > "$RES/sweep.jsonl"
+for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
+  d="$MODELS/$shape"
+  env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" --out "$d" \
+    --device cuda --reuse > "$RES/sweep-model-$shape.log" 2>&1 || {
+    echo "$shape: making the model failed (sweep-model-$shape.log)"
+    continue
+  }
+  echo "$VARIANTS" | while read -r name settings; do
+    [ -n "$name" ] || continue
+    out=$(env $settings LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm "$d" \
+      --device cuda --batch "$BATCH" --prompt-tokens 128 --new-tokens "$NEW" --ttft none 2>&1)
+    rc=$?
+    echo "$out" | grep '^{"bench": "decode"' | sed "s/^{/{\"variant\": \"$name\", \"shape\": \"$shape\", \"rc\": $rc, /" >> "$RES/sweep.jsonl"
+    line="$shape $name rc=$rc:"
+    for b in $(echo "$BATCH" | tr ',' ' '); do
+      t=$(echo "$out" | grep "\"batch\": $b," | grep '"decode"' | sed 's/.*"tok_s": \([0-9.]*\).*"step_ms": \([0-9.]*\).*/\1 tok\/s \2 ms/' | head -n 1)
+      line="$line b$b ${t:-?}"
+    done
+    echo "$line" | tee -a "$RES/sweep.txt"
+    [ $rc = 0 ] || echo "$out" | tail -n 3 | sed 's/^/    /' | tee -a "$RES/sweep.txt"
+  done
+done
