@@ -25,6 +25,10 @@ const char *ask_cuda_unavailable(void);
  * these say. Each returns the previous value. */
 int ask_cuda_set_gemv_rows(int rows);
 int ask_cuda_set_gemv_max_n(int n);
+/* The same for the matrix's size: the kernel only below `bytes` of
+ * weights (default: any size; ASK_CUDA_GEMV_MAX_MB in MiB), to try
+ * cuBLASLt on the large decode products (tests/gpu/sweep.sh). */
+size_t ask_cuda_set_gemv_max_bytes(size_t bytes);
 
 /* The decode fusions run their fused kernels for T <= rows where
  * matmul_bf16 would use the matrix-vector kernel, the separate ops

@@ -15,6 +15,7 @@
  */
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ static struct {
   void *small;           /* 256 bytes: argmax/sample parameters and results */
   int gemv_rows;         /* matmul_bf16 uses gemv.cu up to this T ... */
   int gemv_max_n;        /* ... for N below this (wider: cuBLASLt reads faster) */
+  size_t gemv_max_bytes; /* ... and matrices smaller than this (default: any) */
   int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
   int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
@@ -151,6 +153,7 @@ static void ask__init(void) {
   struct cudaDeviceProp prop;
   const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS"),
              *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
+             *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
              *kenv = getenv("ASK_CUDA_SPLIT_MIN");
 
   if (e != cudaSuccess || n == 0) {
@@ -189,6 +192,8 @@ static void ask__init(void) {
   if (ask__g.gemv_rows < 0 || ask__g.gemv_rows > 16)
     ask__g.gemv_rows = 1;
   ask__g.gemv_max_n = nenv != NULL && atoi(nenv) > 0 ? atoi(nenv) : 65536;
+  ask__g.gemv_max_bytes = benv != NULL && atof(benv) > 0 ? (size_t)(atof(benv) * 1048576.0)
+                                                         : SIZE_MAX;
   ask__g.fuse_rows = fenv != NULL ? atoi(fenv) : 1;
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
     ask__g.fuse_rows = 1;
@@ -247,15 +252,17 @@ static int ask__d_sync(char *err, size_t errlen) {
 /* Whether a bf16 product of T rows and N outputs takes gemv.cu's kernel:
  * the measured defaults (gemv_rows, gemv_max_n), or up to 16 rows for
  * shapes cuBLASLt cannot take (odd: rows not 16-byte aligned). */
-static int ask__d_gemv_path(int T, int N, int odd) {
-  return (T <= ask__g.gemv_rows && N < ask__g.gemv_max_n) || (odd && T <= 16);
+static int ask__d_gemv_path(int T, int K, int N, int odd) {
+  return (T <= ask__g.gemv_rows && N < ask__g.gemv_max_n &&
+          (size_t)N * (size_t)K * 2 < ask__g.gemv_max_bytes) ||
+         (odd && T <= 16);
 }
 
 static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const uint16_t *w,
                                const float *bias, int T, int K, int N) {
   /* cuBLASLt wants 16-byte aligned rows; the own kernel takes anything. */
   int odd = K % 8 != 0 || ((uintptr_t)w & 15) != 0 || ((uintptr_t)x & 15) != 0;
-  if (ask__d_gemv_path(T, N, odd)) {
+  if (ask__d_gemv_path(T, K, N, odd)) {
     ask__cu_gemv_bf16(ask__g.stream, out, x, w, bias, T, K, N);
     return;
   }
@@ -269,7 +276,8 @@ static void ask__d_matmul_bf16(float *out, uint16_t *xs, const float *x, const u
  * The choice depends on the scalar arguments and the pointers only, as
  * captured steps need. */
 static int ask__d_fused_rows(int T, int K, int N, const uint16_t *w) {
-  return T <= ask__g.fuse_rows && ask__d_gemv_path(T, N, K % 8 != 0 || ((uintptr_t)w & 15) != 0);
+  return T <= ask__g.fuse_rows &&
+         ask__d_gemv_path(T, K, N, K % 8 != 0 || ((uintptr_t)w & 15) != 0);
 }
 
 static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs, const float *x,
@@ -544,6 +552,12 @@ int ask_cuda_set_gemv_rows(int rows) {
 int ask_cuda_set_fuse_rows(int rows) {
   int old = ask__g.fuse_rows;
   ask__g.fuse_rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+  return old;
+}
+
+size_t ask_cuda_set_gemv_max_bytes(size_t bytes) {
+  size_t old = ask__g.gemv_max_bytes;
+  ask__g.gemv_max_bytes = bytes > 0 ? bytes : 1;
   return old;
 }
 

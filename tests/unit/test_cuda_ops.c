@@ -735,6 +735,16 @@ TEST(test_cuda_matmul_bf16) {
     ASSERT_EQ(matmul_case(1, 2, 100, 77, 1, 1), -1);    /* K % 8 != 0, w misaligned */
     ASSERT_EQ(matmul_case(1, 11, 64, 50, 1, 3), -1);    /* w misaligned, scalar path */
   }
+  /* A matrix at or over the size limit goes to cuBLASLt at one row (a plan
+   * is made for the new shape); below it, the kernel (no plan). */
+  ask_cuda_set_gemv_rows(1);
+  int p0 = ask_cuda_plan_count();
+  size_t old = ask_cuda_set_gemv_max_bytes((size_t)40 * 72 * 2);
+  ASSERT_EQ(matmul_case(1, 1, 72, 40, 1, 0), -1);
+  ASSERT_EQ(ask_cuda_plan_count(), p0 + 1);
+  ASSERT_EQ(matmul_case(1, 1, 72, 39, 1, 0), -1);
+  ASSERT_EQ(ask_cuda_plan_count(), p0 + 1);
+  ask_cuda_set_gemv_max_bytes(old);
   ask_cuda_set_gemv_rows(16);
   ASSERT_EQ(matmul_case(1, 17, 2048, 512, 1, 0), -1);
   ASSERT_EQ(matmul_case(1, 128, 1024, 1536, 0, 0), -1);
