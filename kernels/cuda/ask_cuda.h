@@ -30,6 +30,15 @@ int ask_cuda_set_gemv_max_n(int n);
  * cuBLASLt on the large decode products (tests/gpu/sweep.sh). */
 size_t ask_cuda_set_gemv_max_bytes(size_t bytes);
 
+/* One-row products (the plain and the fused ones) on gemv.cu's persistent
+ * kernel: at most `blocks` blocks of 8 warps an SM (1 or 2), each staging
+ * x once and streaming many rows; 0 turns it off (the kernels of a block
+ * per few rows). Default 2 (tests/gpu/sweep.sh on an H200: Llama-3.2-1B
+ * 961 -> 1,036 tok/s at batch 1, gemma-2b 533 -> 576; 1 block an SM is
+ * slower than the old kernels), or ASK_CUDA_GEMV_PW. Returns the previous
+ * value. */
+int ask_cuda_set_gemv_pw(int blocks);
+
 /* The decode fusions run their fused kernels for T <= rows where
  * matmul_bf16 would use the matrix-vector kernel, the separate ops
  * otherwise (0: never fused; at most 16): norm_matmul_bf16 always so,

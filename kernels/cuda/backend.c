@@ -154,7 +154,7 @@ static void ask__init(void) {
   const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS"),
              *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
-             *kenv = getenv("ASK_CUDA_SPLIT_MIN");
+             *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -177,6 +177,11 @@ static void ask__init(void) {
   }
   if (ask__gemm_init(ask__g.why, sizeof ask__g.why) != 0)
     return;
+  if ((e = ask__cu_gemv_init(prop.multiProcessorCount)) != cudaSuccess) {
+    snprintf(ask__g.why, sizeof ask__g.why, "gemv.cu's shared-memory limit: %s (%s)",
+             cudaGetErrorString(e), cudaGetErrorName(e));
+    return;
+  }
   if (ask__cu_paged_init(ask__g.stream) != 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "%s", ask__g.msg);
     ask__g.err = 0;
@@ -200,6 +205,8 @@ static void ask__init(void) {
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
+  if (penv != NULL)
+    ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
   ask__g.ok = 1;
 }
@@ -380,10 +387,12 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows and N < %d, fused norm up to %d rows, "
+           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s), "
+           "fused norm up to %d rows, "
            "fused glu %s, attention parts of %d keys at least, programmatic dependent launch "
            "%s%s",
-           ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n, ask__g.fuse_rows,
+           ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
+           ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows", ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__cu_split_min, ask__cu_pdl ? "on" : "off: ",
            ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
@@ -570,6 +579,12 @@ int ask_cuda_set_gemv_max_n(int n) {
 int ask_cuda_set_fuse_glu(int on) {
   int old = ask__g.fuse_glu;
   ask__g.fuse_glu = on != 0;
+  return old;
+}
+
+int ask_cuda_set_gemv_pw(int blocks) {
+  int old = ask__cu_gemv_pw;
+  ask__cu_gemv_pw = blocks < 0 ? 0 : blocks > 2 ? 2 : blocks;
   return old;
 }
 

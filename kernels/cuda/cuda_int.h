@@ -105,6 +105,13 @@ void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const
                                const uint16_t *vc, const int32_t *pages, int p0, int n, int nh,
                                int nkv, int D, int q_stride, int page, float scale);
 
+/* gemv.cu: SMs of the device, set by ask__cu_gemv_init (which also raises
+ * the persistent kernels' shared-memory limit; call once, before any
+ * capture), and the persistent one-row kernels' blocks an SM (0: the
+ * one-row products take the per-row-block kernels; ask_cuda_set_gemv_pw). */
+extern int ask__cu_sms;
+extern int ask__cu_gemv_pw;
+cudaError_t ask__cu_gemv_init(int sms);
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);

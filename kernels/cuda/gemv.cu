@@ -60,6 +60,18 @@ static __device__ __forceinline__ uint4 ask__ld_w(const uint4 *p) {
   return r;
 }
 
+/* ask__ld_w before the PDL wait (common.cuh): only for weights, which no
+ * kernel writes; the emulator checks every other read before the wait. */
+static __device__ __forceinline__ uint4 ask__ld_w_early(const uint4 *p) {
+#ifdef ASK_CUDAEMU
+  uint4 r;
+  ::ask_emu::read_const(&r, p, sizeof r);
+  return r;
+#else
+  return ask__ld_w(p);
+#endif
+}
+
 /* The line holding p on its way to L2 (nothing waits for it). */
 static __device__ __forceinline__ void ask__pf_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
@@ -379,6 +391,7 @@ static __device__ __forceinline__ void ask__stage(const XP &xp, float *sh, doubl
     float *row = sh + (size_t)t * kc;
     double ss = 0.0;
     if (v4) {
+#pragma unroll 4
       for (int j = 4 * threadIdx.x; j < n; j += 4 * blockDim.x)
         *reinterpret_cast<float4 *>(row + ask__slot<PERM>(j)) = xp.get4(t, k0 + j, K, ss);
     } else {
@@ -467,6 +480,181 @@ static __global__ void __launch_bounds__(32 * W)
   }
 }
 
+/* ---- the persistent kernels (T = 1) ---------------------------------------
+ * At one row the product is a stream of weights, and what the kernels above
+ * lose is the start and end of many short blocks: every block stages its x
+ * (the fused kernels: x, r and the norm weight, 24 KB of L2 reads for an
+ * 8-row block of a 2048-wide product) and every warp waits for its row's
+ * one load before it can compute. Here the grid is at most
+ * ask__cu_gemv_pw blocks an SM of ASK__PW_WARPS warps; a block stages x once
+ * (policy XP, copy/norm/glu, the whole row: K <= ASK__PW_STAGE), and each
+ * warp walks its rows n, n + G, ... (G warps in the grid) in steps of
+ * 32 U pieces (K % (256 U) == 0), loading the next step's weights before
+ * it multiplies the current one, across row ends too, so that every warp
+ * has a step in flight all the time. The first step is loaded before the
+ * PDL wait (weights: no kernel writes them), so it streams while the
+ * kernel before finishes. Each lane sums its own pieces (two accumulators),
+ * the warp reduces at a row's end. */
+int ask__cu_sms = 0;   /* cuda_int.h: SMs of the device (backend.c) */
+int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 0: not used */
+
+#define ASK__PW_WARPS 8
+#define ASK__PW_STAGE 16384 /* floats of x a block stages: K at most */
+
+/* x = xin, as it is. */
+struct ask__xp_copy {
+  static constexpr bool kScaled = false;
+  const float *x;
+
+  __device__ __forceinline__ bool aligned() const { return ((uintptr_t)x & 15) == 0; }
+  __device__ __forceinline__ float4 get4(int t, int k, int K, double &) const {
+    return __ldg(reinterpret_cast<const float4 *>(x + (size_t)t * K + k));
+  }
+  __device__ __forceinline__ float get1(int t, int k, int K, double &) const {
+    return __ldg(x + (size_t)t * K + k);
+  }
+  __device__ __forceinline__ void row_done(double *, int, double, bool) const {}
+  __device__ __forceinline__ float scale(const double *, int, int) const { return 1.0f; }
+};
+
+template <int U, class XP>
+static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
+    ask__k_gemv_pw(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
+                   const float *__restrict__ bias, int K, int N) {
+  extern __shared__ float4 ask__gemv_sh[];
+  ask__pdl_start();
+  double *part = reinterpret_cast<double *>(ask__gemv_sh);
+  const float4 *sh = ask__gemv_sh + ASK__PW_WARPS * 8; /* W * 16 doubles */
+  const int lane = threadIdx.x & 31, S = (K >> 3) / (32 * U);
+  int n = blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5);
+  const size_t G = (size_t)gridDim.x * ASK__PW_WARPS;
+  /* this lane's first piece of the current step, and of the row */
+  const uint4 *cur = reinterpret_cast<const uint4 *>(w) + (size_t)min(n, N - 1) * (K >> 3) + lane;
+  /* the first step loaded while the kernel before finishes (PDL) */
+  uint4 p[U];
+#pragma unroll
+  for (int u = 0; u < U; u++)
+    p[u] = ask__ld_w_early(cur + 32 * u);
+  ask__pdl_wait();
+  ask__stage<true>(xp, reinterpret_cast<float *>(ask__gemv_sh + ASK__PW_WARPS * 8), part, 1, K, 0,
+                   K, K);
+  __syncthreads();
+  if (n >= N)
+    return;
+  const float sc = XP::kScaled ? xp.scale(part, 0, K) : 1.0f;
+  float a0 = 0.0f, a1 = 0.0f;
+  int s = 0;
+  for (;;) {
+    /* the next step: this row's next, or the first of row n + G */
+    const bool last = s == S - 1;
+    const int n1 = last ? n + (int)G : n;
+    const uint4 *nxt = last ? cur + G * (size_t)(K >> 3) - (size_t)(S - 1) * 32 * U : cur + 32 * U;
+    const bool more = n1 < N;
+    uint4 q[U];
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < U; u++)
+        q[u] = ask__ld_w(nxt + 32 * u);
+    }
+    /* piece c = lane + 32 g of the row: float4 64 g + lane, its second half 32 further */
+    const float4 *xc = sh + 64 * U * s + lane;
+#pragma unroll
+    for (int u = 0; u < U; u += 2) {
+      a0 = ask__dot8(a0, p[u], xc[64 * u], xc[64 * u + 32]);
+      if (u + 1 < U)
+        a1 = ask__dot8(a1, p[u + 1], xc[64 * (u + 1)], xc[64 * (u + 1) + 32]);
+    }
+    if (last) {
+      float v = a0 + a1;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0)
+        out[n] = v * sc + (bias != NULL ? bias[n] : 0.0f);
+      a0 = a1 = 0.0f;
+    }
+    if (!more)
+      break;
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      p[u] = q[u];
+    s = last ? 0 : s + 1;
+    n = n1;
+    cur = nxt;
+  }
+}
+
+/* The persistent kernel's U for K (0: it cannot take K). */
+static int ask__pw_unroll(int K) {
+  if (K <= 0 || K > ASK__PW_STAGE)
+    return 0;
+  return K % 2048 == 0 ? 8 : K % 1024 == 0 ? 4 : K % 512 == 0 ? 2 : K % 256 == 0 ? 1 : 0;
+}
+
+static size_t ask__pw_smem(int K) {
+  return (size_t)ASK__PW_WARPS * 16 * sizeof(double) + (size_t)K * sizeof(float);
+}
+
+/* The persistent kernel for one row when it is on and takes the shape
+ * (w 16-byte aligned, K as ask__pw_unroll): returns 1 when launched. */
+template <class XP>
+static int ask__gemv_pw(cudaStream_t s, float *out, const XP &xp, const uint16_t *w,
+                        const float *bias, int T, int K, int N) {
+  int U = ask__pw_unroll(K);
+  if (T != 1 || ask__cu_gemv_pw <= 0 || ask__cu_sms <= 0 || U == 0 || ((uintptr_t)w & 15) != 0)
+    return 0;
+  /* rows a warp so that the grid fits ask__cu_gemv_pw blocks an SM, then as
+   * few warps as give every warp that many rows */
+  long most = (long)ask__cu_sms * ask__cu_gemv_pw * ASK__PW_WARPS;
+  long rpw = ((long)N + most - 1) / most, warps = ((long)N + rpw - 1) / rpw;
+  unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
+  size_t smem = ask__pw_smem(K);
+  switch (U) {
+  case 8:
+    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<8, XP>)(out, xp, w, bias, K, N);
+    break;
+  case 4:
+    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<4, XP>)(out, xp, w, bias, K, N);
+    break;
+  case 2:
+    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<2, XP>)(out, xp, w, bias, K, N);
+    break;
+  default:
+    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<1, XP>)(out, xp, w, bias, K, N);
+  }
+  return 1;
+}
+
+template <class XP> static cudaError_t ask__pw_attr(void) {
+  int most = (int)ask__pw_smem(ASK__PW_STAGE);
+  cudaError_t e = cudaSuccess;
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<8, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<4, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<2, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<1, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             most);
+  return e;
+}
+
+/* cuda_int.h: the persistent kernels' shared-memory limit raised (once,
+ * before any capture), ask__cu_sms set. */
+extern "C" cudaError_t ask__cu_gemv_init(int sms) {
+  cudaError_t e = ask__pw_attr<ask__xp_copy>();
+  if (e == cudaSuccess)
+    e = ask__pw_attr<ask__xp_norm>();
+  if (e == cudaSuccess)
+    e = ask__pw_attr<ask__xp_glu>();
+  ask__cu_sms = e == cudaSuccess ? sms : 0;
+  return e;
+}
+
 /* ---- launchers ----------------------------------------------------------- */
 
 template <int MT, int R, int U, int MB>
@@ -494,7 +682,9 @@ extern "C" void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, co
     return;
   }
   int vec = K % 8 == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
-  if (!vec) {
+  if (vec && ask__gemv_pw(s, out, ask__xp_copy{x}, w, bias, T, K, N)) {
+    /* launched */
+  } else if (!vec) {
     if (T == 1)
       ask__gemv_scalar<1>(s, out, x, w, bias, T, K, N);
     else if (T <= 4)
@@ -552,7 +742,9 @@ static int ask__gemv_fused(cudaStream_t s, float *out, const XP &xp, const uint1
   if (kc > kr)
     kc = kr;
   int vec = K % 8 == 0 && ((uintptr_t)w & 15) == 0;
-  if (!vec) {
+  if (ask__gemv_pw(s, out, xp, w, bias, T, K, N)) {
+    /* launched */
+  } else if (!vec) {
     if (T == 1)
       ask__gemv_scalar_st<1, 8>(s, out, xp, w, bias, T, K, N, kc);
     else if (T <= 4)

@@ -1039,6 +1039,47 @@ TEST(test_gemv_glu_bf16) {
   }
 }
 
+/* ---- gemv.cu: the persistent one-row kernels ---- */
+
+/* The three one-row products again with the persistent kernels on
+ * (ask__cu_gemv_pw) on a pretend device of `sms` SMs: K 2048 (U 8, one step
+ * a row), 4096 (U 8, two steps), 3072 (U 4, three), 1536 (U 2, three),
+ * 1280 (U 1, five) and
+ * 16384 (the largest staged row, 64 KiB of shared memory); N 77 on one SM
+ * gives each warp 5 rows, N 9 leaves warps without one. K 1000 is not a
+ * multiple of 256 and takes the other kernels. */
+TEST(test_gemv_pw) {
+  const int Ks[] = {2048, 4096, 3072, 1536, 1280, 1000};
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    for (int pw = 1; pw <= 2; pw++) {
+      ask__cu_gemv_pw = pw;
+      for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
+        int K = Ks[ki];
+        for (int c = 0; c < 2; c++) {
+          int N = c ? 77 : 9;
+          ASSERT_EQ(gemv_case(1, K, N, c, 0, 0), -1);
+          LAUNCHED();
+          ASSERT_EQ(nmm_case(1, K, N, c, (float)c, !c, 0, 0), -1);
+          LAUNCHED();
+          ASSERT_EQ(gmm_case(1, K, N, c ? ASK_ACT_SILU : ASK_ACT_GELU_TANH, c, 0, 0), -1);
+          LAUNCHED();
+        }
+      }
+    }
+    ASSERT_EQ(gemv_case(1, 16384, 20, 1, 0, 0), -1);
+    LAUNCHED();
+    ASSERT_EQ(nmm_case(1, 2048, 33, 1, 0.0f, 1, 0, 3), -1); /* f32 inputs misaligned */
+    LAUNCHED();
+    ASSERT_EQ(gmm_case(1, 2048, 20, ASK_ACT_GELU, 0, 0, 1), -1); /* gu misaligned */
+    LAUNCHED();
+    ASSERT_EQ(nmm_case(1, 2048, 20, 1, 1.0f, 1, 1, 0), -1); /* w misaligned: the other kernels */
+    LAUNCHED();
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
+}
+
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
@@ -1248,5 +1289,5 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced, test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16,
-          test_gemv_glu_bf16, test_argmax_rows,
+          test_gemv_glu_bf16, test_gemv_pw, test_argmax_rows,
           test_sample_rows, test_launcher_errors)

@@ -837,6 +837,34 @@ TEST(test_cuda_fused_matmul) {
   ASSERT_EQ(fused_case(0, 16, 8192, 300, 1, 0.0f, 0, 1, 1e-4), -1);
 }
 
+/* The persistent one-row kernels (ask_cuda_set_gemv_pw 1 and 2) on the
+ * decode shapes of Llama-3.2-1B and gemma-2b (qkv, gate/up, down: one step
+ * a row, many rows a warp; 4 and 8 steps a row) and odd ones (K 1536: U 2;
+ * 1000: not theirs), plain and fused, against the twins; then a captured
+ * graph of both fusions with them on. */
+TEST(test_cuda_gemv_pw) {
+  NEED_DEVICE();
+  ask_cuda_set_gemv_rows(1);
+  ask_cuda_set_fuse_rows(1);
+  int pw0 = ask_cuda_set_gemv_pw(1);
+  for (int pw = 1; pw <= 2; pw++) {
+    ask_cuda_set_gemv_pw(pw);
+    ASSERT_EQ(matmul_case(1, 1, 2048, 3072, 0, 0), -1);
+    ASSERT_EQ(matmul_case(1, 1, 2048, 2561, 1, 0), -1);
+    ASSERT_EQ(matmul_case(1, 1, 8192, 2048, 1, 0), -1);
+    ASSERT_EQ(matmul_case(1, 1, 1536, 77, 1, 0), -1);
+    ASSERT_EQ(matmul_case(1, 1, 1000, 77, 1, 0), -1);
+    ASSERT_EQ(fused_case(0, 1, 2048, 16384, 1, 0.0f, 0, 0, 1e-4), -1);
+    ASSERT_EQ(fused_case(0, 1, 2048, 32768, 1, 1.0f, 0, 1, 1e-4), -1);
+    ASSERT_EQ(fused_case(0, 1, 1536, 300, 0, 1.0f, 0, 1, 1e-4), -1);
+    ASSERT_EQ(fused_case(1, 1, 8192, 2048, 0, 0.0f, ASK_ACT_SILU, 0, 1e-4), -1);
+    ASSERT_EQ(fused_case(1, 1, 16384, 2048, 0, 0.0f, ASK_ACT_GELU_TANH, 1, 1e-4), -1);
+  }
+  ask_cuda_set_gemv_pw(pw0);
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+}
+
 /* Both fusions in a graph, as the engine's captured decode step runs them:
  * the same bytes as run directly, for inputs copied in after the capture. */
 typedef struct {
@@ -857,43 +885,48 @@ TEST(test_cuda_graph_fused) {
   NEED_DEVICE();
   ask_cuda_set_gemv_rows(16);
   ask_cuda_set_fuse_rows(16);
-  int T = 3, K = 512, F = 768;
-  size_t nx = (size_t)T * K;
-  uint16_t *w1 = rnd16((size_t)2 * F * K), *w2 = rnd16((size_t)K * F);
-  float *nw = rnd(K, 1);
-  fz_step_t f = {up(NULL, (size_t)T * 2 * F * 4), up(NULL, nx * 4), up(NULL, nx * 4),
-                 up(NULL, nx * 4), up(NULL, (size_t)T * F * 4), up(NULL, nx * 4),
-                 up(NULL, nx * 4), up(nw, (size_t)K * 4), NULL, up(w1, (size_t)2 * F * K * 2),
-                 up(w2, (size_t)K * F * 2), up(NULL, (size_t)T * F * 2), T, K, F};
-  void *g = NULL;
-  char err[256] = "";
-  int rc = dev->graph_capture(&g, fz_step_run, &f, err, sizeof err);
-  if (rc != 0)
-    fprintf(stderr, "  graph_capture: %s\n", err);
-  ASSERT_EQ(rc, 0);
-  for (int k = 0; k < 2; k++) {
-    float *x = rnd(nx, 2), *r = rnd(nx, 1);
-    put(f.x, x, nx * 4);
-    put(f.r, r, nx * 4);
-    ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
-    float *o1 = down(f.out1, (size_t)T * 2 * F * 4), *o2 = down(f.out2, nx * 4),
-          *xo = down(f.xo, nx * 4);
-    fz_step_run(&f);
-    float *e1 = down(f.out1, (size_t)T * 2 * F * 4), *e2 = down(f.out2, nx * 4),
-          *exo = down(f.xo, nx * 4);
-    ASSERT_MEM_EQ(o1, e1, (size_t)T * 2 * F * 4);
-    ASSERT_MEM_EQ(o2, e2, nx * 4);
-    ASSERT_MEM_EQ(xo, exo, nx * 4);
-    for (size_t i = 0; i < nx; i++)
-      ASSERT_TRUE(xo[i] == x[i] + r[i]);
-    free(x), free(r), free(o1), free(o2), free(xo), free(e1), free(e2), free(exo);
+  int pw0 = ask_cuda_set_gemv_pw(0);
+  for (int pass = 0; pass < 2; pass++) { /* 3 rows; 1 row on the persistent kernels */
+    ask_cuda_set_gemv_pw(pass);
+    int T = pass == 0 ? 3 : 1, K = 512, F = 768;
+    size_t nx = (size_t)T * K;
+    uint16_t *w1 = rnd16((size_t)2 * F * K), *w2 = rnd16((size_t)K * F);
+    float *nw = rnd(K, 1);
+    fz_step_t f = {up(NULL, (size_t)T * 2 * F * 4), up(NULL, nx * 4), up(NULL, nx * 4),
+                   up(NULL, nx * 4), up(NULL, (size_t)T * F * 4), up(NULL, nx * 4),
+                   up(NULL, nx * 4), up(nw, (size_t)K * 4), NULL, up(w1, (size_t)2 * F * K * 2),
+                   up(w2, (size_t)K * F * 2), up(NULL, (size_t)T * F * 2), T, K, F};
+    void *g = NULL;
+    char err[256] = "";
+    int rc = dev->graph_capture(&g, fz_step_run, &f, err, sizeof err);
+    if (rc != 0)
+      fprintf(stderr, "  graph_capture: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    for (int k = 0; k < 2; k++) {
+      float *x = rnd(nx, 2), *r = rnd(nx, 1);
+      put(f.x, x, nx * 4);
+      put(f.r, r, nx * 4);
+      ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+      float *o1 = down(f.out1, (size_t)T * 2 * F * 4), *o2 = down(f.out2, nx * 4),
+            *xo = down(f.xo, nx * 4);
+      fz_step_run(&f);
+      float *e1 = down(f.out1, (size_t)T * 2 * F * 4), *e2 = down(f.out2, nx * 4),
+            *exo = down(f.xo, nx * 4);
+      ASSERT_MEM_EQ(o1, e1, (size_t)T * 2 * F * 4);
+      ASSERT_MEM_EQ(o2, e2, nx * 4);
+      ASSERT_MEM_EQ(xo, exo, nx * 4);
+      for (size_t i = 0; i < nx; i++)
+        ASSERT_TRUE(xo[i] == x[i] + r[i]);
+      free(x), free(r), free(o1), free(o2), free(xo), free(e1), free(e2), free(exo);
+    }
+    dev->graph_free(g);
+    ASSERT_EQ(dev->sync(err, sizeof err), 0);
+    dev->free(f.out1), dev->free(f.out2), dev->free(f.xo), dev->free(f.h), dev->free(f.g);
+    dev->free(f.x), dev->free(f.r), dev->free(f.nw), dev->free(f.w1), dev->free(f.w2);
+    dev->free(f.xs);
+    free(w1), free(w2), free(nw);
   }
-  dev->graph_free(g);
-  ASSERT_EQ(dev->sync(err, sizeof err), 0);
-  dev->free(f.out1), dev->free(f.out2), dev->free(f.xo), dev->free(f.h), dev->free(f.g);
-  dev->free(f.x), dev->free(f.r), dev->free(f.nw), dev->free(f.w1), dev->free(f.w2);
-  dev->free(f.xs);
-  free(w1), free(w2), free(nw);
+  ask_cuda_set_gemv_pw(pw0);
 }
 
 TEST(test_cuda_argmax) {
@@ -1385,7 +1418,7 @@ TEST(test_cuda_errors) {
 TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
           test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
-          test_cuda_fused_matmul, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
+          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_pdl, test_cuda_errors)
 
