@@ -217,6 +217,15 @@ typedef struct ask_dev_s {
   void (*norm_matmul_bf16)(float *out, float *xo, float *h, uint16_t *xs, const float *x,
                            const float *r, const float *nw, float eps, float w_offset,
                            const uint16_t *w, const float *bias, int T, int K, int N);
+  /* norm_matmul_rope_kv: norm_matmul_bf16 into the qkv rows out (N = (nh +
+   * 2 nkv) D columns), then rope_kv on them (stride N), as one op, so that
+   * a backend may fuse the two (the CUDA backend can at one row). Optional
+   * (NULL: the engine runs the two ops). */
+  void (*norm_matmul_rope_kv)(float *out, float *xo, float *h, uint16_t *xs, const float *x,
+                              const float *r, const float *nw, float eps, float w_offset,
+                              const uint16_t *w, const float *bias, int T, int K, uint16_t *kc,
+                              uint16_t *vc, const int32_t *pos, const int32_t *slot,
+                              const float *inv_freq, int nh, int nkv, int D);
   /* glu_matmul_bf16: out (T,N) = glu_rows(gu, act) · wᵀ + bias with w (N,F)
    * bf16 and gu (T,2F): the gated activation fused into the down product.
    * g (T,F) f32 and xs (T,F) bf16 are scratch for T beyond the fused

@@ -336,17 +336,27 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
   for (int l = 0; l < c->num_layers; l++) {
     const as__dlayer_t *L = &dm->layers[l];
     uint16_t *kc = kv->kc + (size_t)l * layer, *vc = kv->vc + (size_t)l * layer;
+    int roped = 0; /* rope_kv done with the qkv product (norm_matmul_rope_kv) */
     if (s->fuse) {
       float *tmp;
-      AS__OP(P_QKV, dev->norm_matmul_bf16(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
-                                          L->norm1, eps, off, L->qkv, L->qkv_b, T, C, qkvd));
+      if (dev->norm_matmul_rope_kv != NULL) {
+        AS__OP(P_QKV, dev->norm_matmul_rope_kv(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
+                                               L->norm1, eps, off, L->qkv, L->qkv_b, T, C, kc,
+                                               vc, pos, slot, dm->inv_freq, nh, nkv, D));
+        roped = 1;
+      } else {
+        AS__OP(P_QKV, dev->norm_matmul_bf16(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
+                                            L->norm1, eps, off, L->qkv, L->qkv_b, T, C, qkvd));
+      }
       if (l > 0)
         tmp = x, x = xn, xn = tmp;
     } else {
       AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off));
       AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
     }
-    AS__OP(P_ROPE_KV, dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
+    if (!roped)
+      AS__OP(P_ROPE_KV,
+             dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
     if (!split) {
       AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T,
                                           nh, nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));

@@ -35,6 +35,7 @@ static struct {
   size_t gemv_max_bytes; /* ... and matrices smaller than this (default: any) */
   int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
   int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
+  int fuse_rope;         /* norm_matmul_rope_kv in one kernel at one row */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
   char desc[640];        /* ask_dev_t's describe */
@@ -154,7 +155,8 @@ static void ask__init(void) {
   const char *env = getenv("ASK_CUDA_GEMV_ROWS"), *fenv = getenv("ASK_CUDA_FUSE_ROWS"),
              *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
-             *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW");
+             *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
+             *renv = getenv("ASK_CUDA_FUSE_ROPE");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -203,6 +205,7 @@ static void ask__init(void) {
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
     ask__g.fuse_rows = 1;
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
+  ask__g.fuse_rope = renv != NULL && atoi(renv) != 0;
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
   if (penv != NULL)
@@ -333,6 +336,21 @@ static void ask__d_rope_kv(float *qkv, uint16_t *kc, uint16_t *vc, const int32_t
   ask__cu_rope_kv(ask__g.stream, qkv, kc, vc, pos, slot, inv_freq, T, nh, nkv, D, stride);
 }
 
+static void ask__d_norm_matmul_rope_kv(float *out, float *xo, float *h, uint16_t *xs,
+                                       const float *x, const float *r, const float *nw, float eps,
+                                       float w_offset, const uint16_t *w, const float *bias, int T,
+                                       int K, uint16_t *kc, uint16_t *vc, const int32_t *pos,
+                                       const int32_t *slot, const float *inv_freq, int nh,
+                                       int nkv, int D) {
+  int N = (nh + 2 * nkv) * D;
+  if (ask__g.fuse_rope && ask__d_fused_rows(T, K, N, w) &&
+      ask__cu_gemv_norm_rope_bf16(ask__g.stream, out, xo, x, r, nw, eps, w_offset, w, bias, T, K,
+                                  kc, vc, pos, slot, inv_freq, nh, nkv, D))
+    return;
+  ask__d_norm_matmul_bf16(out, xo, h, xs, x, r, nw, eps, w_offset, w, bias, T, K, N);
+  ask__d_rope_kv(out, kc, vc, pos, slot, inv_freq, T, nh, nkv, D, N);
+}
+
 static void ask__d_attention_paged(float *out, float *part, const float *q, const uint16_t *kc,
                                    const uint16_t *vc, const int32_t *table, const int32_t *seq,
                                    const int32_t *pos, int T, int nh, int nkv, int D,
@@ -388,13 +406,12 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s), "
-           "fused norm up to %d rows, "
-           "fused glu %s, attention parts of %d keys at least, programmatic dependent launch "
-           "%s%s",
+           "fused norm up to %d rows, fused glu %s, fused rope %s, attention parts of %d "
+           "keys at least, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows", ask__g.fuse_rows,
-           ask__g.fuse_glu ? "on" : "off", ask__cu_split_min, ask__cu_pdl ? "on" : "off: ",
-           ask__cu_pdl ? "" : ask__g.pdl_why);
+           ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off", ask__cu_split_min,
+           ask__cu_pdl ? "on" : "off: ", ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
 
@@ -411,6 +428,7 @@ static const ask_dev_t ask__cuda_dev = {
     .attention_prefill = ask__d_attention_prefill,
     .glu_rows = ask__d_glu_rows,
     .norm_matmul_bf16 = ask__d_norm_matmul_bf16,
+    .norm_matmul_rope_kv = ask__d_norm_matmul_rope_kv,
     .glu_matmul_bf16 = ask__d_glu_matmul_bf16,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,
@@ -585,6 +603,12 @@ int ask_cuda_set_fuse_glu(int on) {
 int ask_cuda_set_gemv_pw(int blocks) {
   int old = ask__cu_gemv_pw;
   ask__cu_gemv_pw = blocks < 0 ? 0 : blocks > 2 ? 2 : blocks;
+  return old;
+}
+
+int ask_cuda_set_fuse_rope(int on) {
+  int old = ask__g.fuse_rope;
+  ask__g.fuse_rope = on != 0;
   return old;
 }
 

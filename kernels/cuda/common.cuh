@@ -32,8 +32,7 @@
  * The rule every kernel keeps, which makes this safe: each thread first
  * calls ask__pdl_start() (its successor may be scheduled as soon as every
  * block of this one has started), may then read memory that no kernel ever
- * writes (weights: the GEMVs load their first pieces, with gemv.cu's
- * ask__ld_w_early, which the emulator lets through), and calls
+ * writes (weights: the GEMVs send their first pieces to L2), and calls
  * ask__pdl_wait() (griddepcontrol.wait: returns when every kernel this one
  * depends on has completed and its writes are visible) before it reads
  * anything else or writes anything, and before it returns. Because each

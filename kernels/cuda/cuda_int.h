@@ -112,6 +112,14 @@ void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const
 extern int ask__cu_sms;
 extern int ask__cu_gemv_pw;
 cudaError_t ask__cu_gemv_init(int sms);
+/* gemv.cu: gemv_norm_bf16 of one row into the qkv row out ((nh + 2 nkv) D
+ * columns) with rope_kv fused into the persistent kernel; returns 1 when
+ * launched, 0 when it does not take the shape (the caller runs the two). */
+int ask__cu_gemv_norm_rope_bf16(cudaStream_t s, float *out, float *xo, const float *x,
+                                const float *r, const float *nw, float eps, float w_offset,
+                                const uint16_t *w, const float *bias, int T, int K, uint16_t *kc,
+                                uint16_t *vc, const int32_t *pos, const int32_t *slot,
+                                const float *inv_freq, int nh, int nkv, int D);
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);

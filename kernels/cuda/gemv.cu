@@ -60,18 +60,6 @@ static __device__ __forceinline__ uint4 ask__ld_w(const uint4 *p) {
   return r;
 }
 
-/* ask__ld_w before the PDL wait (common.cuh): only for weights, which no
- * kernel writes; the emulator checks every other read before the wait. */
-static __device__ __forceinline__ uint4 ask__ld_w_early(const uint4 *p) {
-#ifdef ASK_CUDAEMU
-  uint4 r;
-  ::ask_emu::read_const(&r, p, sizeof r);
-  return r;
-#else
-  return ask__ld_w(p);
-#endif
-}
-
 /* The line holding p on its way to L2 (nothing waits for it). */
 static __device__ __forceinline__ void ask__pf_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
@@ -284,8 +272,10 @@ static __global__ void __launch_bounds__(32 * ASK__GEMV_WARPS)
 }
 
 /* ---- x policies of the fused kernels --------------------------------------
- * get4(t, k, K, ss) / get1: x[t][k..k+3] / x[t][k] made from the inputs
- * (rows of K columns), ss collecting what row_done needs; get4 only when
+ * load4(t, k, K) then make4(raw, t, k, K, ss) / get1: x[t][k..k+3] /
+ * x[t][k] made from the inputs (rows of K columns), ss collecting what
+ * row_done needs; load4 only reads (the staging issues kBatch of them
+ * before it makes any, so their latencies overlap); the 4-wide pair only when
  * aligned() and K % 4 == 0. row_done(part, t, ss, first): the row's
  * statistics of this chunk into part (16 doubles per warp, the warp's own
  * slots: no race). kScaled: scale(part, t, K) is the factor of row t's dot
@@ -301,20 +291,30 @@ struct ask__xp_norm {
   __device__ __forceinline__ bool aligned() const {
     return (((uintptr_t)x | (uintptr_t)r | (uintptr_t)nw | (uintptr_t)xo) & 15) == 0;
   }
-  __device__ __forceinline__ float4 get4(int t, int k, int K, double &ss) const {
+  static constexpr int kBatch = 4;
+  struct raw4 {
+    float4 x, r, g;
+  };
+  __device__ __forceinline__ raw4 load4(int t, int k, int K) const {
     size_t i = (size_t)t * K + k;
-    float4 v = __ldg(reinterpret_cast<const float4 *>(x + i));
+    raw4 a;
+    a.x = __ldg(reinterpret_cast<const float4 *>(x + i));
+    a.r = r != NULL ? __ldg(reinterpret_cast<const float4 *>(r + i)) : make_float4(0, 0, 0, 0);
+    a.g = __ldg(reinterpret_cast<const float4 *>(nw + k));
+    return a;
+  }
+  __device__ __forceinline__ float4 make4(const raw4 &a, int t, int k, int K, double &ss) const {
+    float4 v = a.x;
     if (r != NULL) {
-      float4 b = __ldg(reinterpret_cast<const float4 *>(r + i));
-      v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+      v.x += a.r.x, v.y += a.r.y, v.z += a.r.z, v.w += a.r.w;
       if (blockIdx.x == 0)
-        *reinterpret_cast<float4 *>(xo + i) = v;
+        *reinterpret_cast<float4 *>(xo + (size_t)t * K + k) = v;
     }
     ss += (double)v.x * v.x;
     ss += (double)v.y * v.y;
     ss += (double)v.z * v.z;
     ss += (double)v.w * v.w;
-    float4 g = __ldg(reinterpret_cast<const float4 *>(nw + k));
+    const float4 g = a.g;
     return make_float4(v.x * (off + g.x), v.y * (off + g.y), v.z * (off + g.z),
                        v.w * (off + g.w));
   }
@@ -353,10 +353,17 @@ struct ask__xp_glu {
   int act;
 
   __device__ __forceinline__ bool aligned() const { return ((uintptr_t)gu & 15) == 0; }
-  __device__ __forceinline__ float4 get4(int t, int k, int K, double &) const {
+  static constexpr int kBatch = 8;
+  struct raw4 {
+    float4 a, b;
+  };
+  __device__ __forceinline__ raw4 load4(int t, int k, int K) const {
     const float *g = gu + (size_t)t * 2 * K + k;
-    float4 a = __ldg(reinterpret_cast<const float4 *>(g)),
-           b = __ldg(reinterpret_cast<const float4 *>(g + K));
+    return raw4{__ldg(reinterpret_cast<const float4 *>(g)),
+                __ldg(reinterpret_cast<const float4 *>(g + K))};
+  }
+  __device__ __forceinline__ float4 make4(const raw4 &v, int, int, int, double &) const {
+    const float4 a = v.a, b = v.b;
     return make_float4(ask__act(a.x, act) * b.x, ask__act(a.y, act) * b.y,
                        ask__act(a.z, act) * b.z, ask__act(a.w, act) * b.w);
   }
@@ -382,7 +389,10 @@ static __device__ __forceinline__ int ask__slot(int k) {
 }
 
 /* Every thread of the block: columns [k0, k0 + n) of x rows 0..T-1 into sh
- * (rows of kc floats), then each row's statistics into part. */
+ * (rows of kc floats), then each row's statistics into part. 16-byte
+ * pieces go in batches of XP::kBatch a thread, every load of a batch
+ * issued before the first piece is made (one L2 round trip a batch, not
+ * one a piece: a 64 KB glu row of 8192 columns is 16 pieces a thread). */
 template <bool PERM, class XP>
 static __device__ __forceinline__ void ask__stage(const XP &xp, float *sh, double *part, int T,
                                                   int K, int k0, int n, int kc) {
@@ -391,9 +401,20 @@ static __device__ __forceinline__ void ask__stage(const XP &xp, float *sh, doubl
     float *row = sh + (size_t)t * kc;
     double ss = 0.0;
     if (v4) {
-#pragma unroll 4
-      for (int j = 4 * threadIdx.x; j < n; j += 4 * blockDim.x)
-        *reinterpret_cast<float4 *>(row + ask__slot<PERM>(j)) = xp.get4(t, k0 + j, K, ss);
+      constexpr int B = XP::kBatch;
+      const int st = 4 * blockDim.x;
+      for (int j = 4 * threadIdx.x; j < n; j += B * st) {
+        typename XP::raw4 raw[B] = {};
+#pragma unroll
+        for (int b = 0; b < B; b++)
+          if (j + b * st < n)
+            raw[b] = xp.load4(t, k0 + j + b * st, K);
+#pragma unroll
+        for (int b = 0; b < B; b++)
+          if (j + b * st < n)
+            *reinterpret_cast<float4 *>(row + ask__slot<PERM>(j + b * st)) =
+                xp.make4(raw[b], t, k0 + j + b * st, K, ss);
+      }
     } else {
       for (int j = threadIdx.x; j < n; j += blockDim.x)
         row[ask__slot<PERM>(j)] = xp.get1(t, k0 + j, K, ss);
@@ -491,10 +512,8 @@ static __global__ void __launch_bounds__(32 * W)
  * warp walks its rows n, n + G, ... (G warps in the grid) in steps of
  * 32 U pieces (K % (256 U) == 0), loading the next step's weights before
  * it multiplies the current one, across row ends too, so that every warp
- * has a step in flight all the time. The first step is loaded before the
- * PDL wait (weights: no kernel writes them), so it streams while the
- * kernel before finishes. Each lane sums its own pieces (two accumulators),
- * the warp reduces at a row's end. */
+ * has a step in flight all the time. Each lane sums its own pieces (two
+ * accumulators), the warp reduces at a row's end. */
 int ask__cu_sms = 0;   /* cuda_int.h: SMs of the device (backend.c) */
 int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 0: not used */
 
@@ -507,8 +526,13 @@ struct ask__xp_copy {
   const float *x;
 
   __device__ __forceinline__ bool aligned() const { return ((uintptr_t)x & 15) == 0; }
-  __device__ __forceinline__ float4 get4(int t, int k, int K, double &) const {
+  static constexpr int kBatch = 8;
+  typedef float4 raw4;
+  __device__ __forceinline__ raw4 load4(int t, int k, int K) const {
     return __ldg(reinterpret_cast<const float4 *>(x + (size_t)t * K + k));
+  }
+  __device__ __forceinline__ float4 make4(const raw4 &v, int, int, int, double &) const {
+    return v;
   }
   __device__ __forceinline__ float get1(int t, int k, int K, double &) const {
     return __ldg(x + (size_t)t * K + k);
@@ -517,39 +541,144 @@ struct ask__xp_copy {
   __device__ __forceinline__ float scale(const double *, int, int) const { return 1.0f; }
 };
 
-template <int U, class XP>
+/* ---- which rows a warp of the persistent kernel takes, and where each
+ * finished row goes (RW). units(): work units in all; a warp takes units
+ * gw, gw + G, ... (gw its index, G warps in the grid). begin(u, G) returns
+ * the first row (-1: none); peek() the row after the current one (-1: no
+ * more), which advance() then makes current; done(row, v) gets the current
+ * row's finished value (in every lane; lane 0 writes). */
+
+/* One unit a row: out[row] = v. */
+struct ask__rw_rows {
+  float *out;
+  int N;
+  int u, G;
+  __host__ __device__ __forceinline__ int units() const { return N; }
+  __device__ __forceinline__ int begin(int u0, int g) {
+    u = u0, G = g;
+    return u < N ? u : -1;
+  }
+  __device__ __forceinline__ int peek() const { return u + G < N ? u + G : -1; }
+  __device__ __forceinline__ void advance() { u += G; }
+  __device__ __forceinline__ void done(int row, float v, int lane) {
+    if (lane == 0)
+      out[row] = v;
+  }
+};
+
+/* The fused qkv product's rope_kv (kernels.h's rope_kv on its one row, the
+ * same arithmetic, so the same bits): a unit is a rotated pair, rows
+ * h D + i and h D + i + D/2 of a q or k head (i < D/2, the second row
+ * right after the first, so one warp holds both), or a v row. q pairs are
+ * rotated in place in out; k pairs rotated and v rows are rounded to bf16
+ * into row slot[0] of kc and vc (none when slot[0] < 0); the k and v rows
+ * of out keep their unrotated values, as after rope_kv. */
+struct ask__rw_rope {
+  float *out;
+  uint16_t *kc, *vc;
+  const int32_t *pos, *slot;
+  const float *inv_freq;
+  int nh, nkv, D;
+  int u, G, second;
+  float x0;
+  __host__ __device__ __forceinline__ int pairs() const { return (nh + nkv) * (D / 2); }
+  __host__ __device__ __forceinline__ int units() const { return pairs() + nkv * D; }
+  __device__ __forceinline__ int row0(int v) const {
+    const int half = D / 2, P = pairs();
+    return v < P ? (v / half) * D + v % half : (nh + nkv) * D + (v - P);
+  }
+  __device__ __forceinline__ int begin(int u0, int g) {
+    u = u0, G = g, second = 0;
+    return u < units() ? row0(u) : -1;
+  }
+  __device__ __forceinline__ int peek() const {
+    if (u < pairs() && !second)
+      return row0(u) + D / 2;
+    return u + G < units() ? row0(u + G) : -1;
+  }
+  __device__ __forceinline__ void advance() {
+    if (u < pairs() && !second) {
+      second = 1;
+    } else {
+      u += G;
+      second = 0;
+    }
+  }
+  __device__ __forceinline__ void done(int row, float v, int lane) {
+    const int P = pairs(), half = D / 2, kvd = nkv * D;
+    const long long sl = (long long)slot[0];
+    if (u >= P) { /* a v row */
+      if (lane == 0) {
+        out[row] = v;
+        if (sl >= 0)
+          vc[(size_t)sl * kvd + (u - P)] = ask__bf16_rn(v);
+      }
+      return;
+    }
+    if (!second) {
+      x0 = v;
+      return;
+    }
+    if (lane != 0)
+      return;
+    const int h = u / half, i = u - h * half;
+    const float a = (float)pos[0] * inv_freq[i];
+    const float c = (float)cos((double)a), sn = (float)sin((double)a);
+    const float r0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(v, sn));
+    const float r1 = __fadd_rn(__fmul_rn(v, c), __fmul_rn(x0, sn));
+    if (h < nh) {
+      out[row - half] = r0;
+      out[row] = r1;
+    } else {
+      out[row - half] = x0;
+      out[row] = v;
+      if (sl >= 0) {
+        uint16_t *dst = kc + (size_t)sl * kvd + (size_t)(h - nh) * D;
+        dst[i] = ask__bf16_rn(r0);
+        dst[i + half] = ask__bf16_rn(r1);
+      }
+    }
+  }
+};
+
+template <int U, class XP, class RW>
 static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
-    ask__k_gemv_pw(float *__restrict__ out, const XP xp, const uint16_t *__restrict__ w,
-                   const float *__restrict__ bias, int K, int N) {
+    ask__k_gemv_pw(RW rw, const XP xp, const uint16_t *__restrict__ w,
+                   const float *__restrict__ bias, int K) {
   extern __shared__ float4 ask__gemv_sh[];
   ask__pdl_start();
   double *part = reinterpret_cast<double *>(ask__gemv_sh);
   const float4 *sh = ask__gemv_sh + ASK__PW_WARPS * 8; /* W * 16 doubles */
   const int lane = threadIdx.x & 31, S = (K >> 3) / (32 * U);
-  int n = blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5);
-  const size_t G = (size_t)gridDim.x * ASK__PW_WARPS;
-  /* this lane's first piece of the current step, and of the row */
-  const uint4 *cur = reinterpret_cast<const uint4 *>(w) + (size_t)min(n, N - 1) * (K >> 3) + lane;
-  /* the first step loaded while the kernel before finishes (PDL) */
+  const uint4 *w4 = reinterpret_cast<const uint4 *>(w) + lane;
+  int n = rw.begin(blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5), gridDim.x * ASK__PW_WARPS);
+  /* this lane's first piece of the current step */
+  const uint4 *cur = w4 + (size_t)max(n, 0) * (K >> 3);
+  /* the first step on its way to L2 before the PDL wait, into registers
+   * while x is staged. Loading it into registers before the wait (allowed:
+   * no kernel writes weights) measured 5% slower on an H200 at batch 1. */
+#pragma unroll
+  for (int u = 0; u < U; u++)
+    ask__pf_l2(cur + 32 * u);
+  ask__pdl_wait();
   uint4 p[U];
 #pragma unroll
   for (int u = 0; u < U; u++)
-    p[u] = ask__ld_w_early(cur + 32 * u);
-  ask__pdl_wait();
+    p[u] = ask__ld_w(cur + 32 * u);
   ask__stage<true>(xp, reinterpret_cast<float *>(ask__gemv_sh + ASK__PW_WARPS * 8), part, 1, K, 0,
                    K, K);
   __syncthreads();
-  if (n >= N)
+  if (n < 0)
     return;
   const float sc = XP::kScaled ? xp.scale(part, 0, K) : 1.0f;
   float a0 = 0.0f, a1 = 0.0f;
   int s = 0;
   for (;;) {
-    /* the next step: this row's next, or the first of row n + G */
+    /* the next step: this row's next, or the first of the warp's next row */
     const bool last = s == S - 1;
-    const int n1 = last ? n + (int)G : n;
-    const uint4 *nxt = last ? cur + G * (size_t)(K >> 3) - (size_t)(S - 1) * 32 * U : cur + 32 * U;
-    const bool more = n1 < N;
+    const int n1 = last ? rw.peek() : n;
+    const uint4 *nxt = last ? w4 + (size_t)max(n1, 0) * (K >> 3) : cur + 32 * U;
+    const bool more = n1 >= 0;
     uint4 q[U];
     if (more) {
 #pragma unroll
@@ -569,8 +698,8 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
-      if (lane == 0)
-        out[n] = v * sc + (bias != NULL ? bias[n] : 0.0f);
+      rw.done(n, v * sc + (bias != NULL ? bias[n] : 0.0f), lane);
+      rw.advance();
       a0 = a1 = 0.0f;
     }
     if (!more)
@@ -595,64 +724,101 @@ static size_t ask__pw_smem(int K) {
   return (size_t)ASK__PW_WARPS * 16 * sizeof(double) + (size_t)K * sizeof(float);
 }
 
-/* The persistent kernel for one row when it is on and takes the shape
- * (w 16-byte aligned, K as ask__pw_unroll): returns 1 when launched. */
+/* Whether the persistent kernel takes a product of T rows, K columns and
+ * weights w: one row, on, K as ask__pw_unroll, w 16-byte aligned. */
+static int ask__pw_takes(int T, int K, const uint16_t *w) {
+  return T == 1 && ask__cu_gemv_pw > 0 && ask__cu_sms > 0 && ask__pw_unroll(K) != 0 &&
+         ((uintptr_t)w & 15) == 0;
+}
+
+/* The persistent kernel over rw's units (the caller checked ask__pw_takes):
+ * units a warp so that the grid fits ask__cu_gemv_pw blocks an SM, then as
+ * few warps as give every warp that many. */
+template <class XP, class RW>
+static void ask__gemv_pw_launch(cudaStream_t s, const RW &rw, int units, const XP &xp,
+                                const uint16_t *w, const float *bias, int K) {
+  long most = (long)ask__cu_sms * ask__cu_gemv_pw * ASK__PW_WARPS;
+  long rpw = ((long)units + most - 1) / most, warps = ((long)units + rpw - 1) / rpw;
+  unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
+  size_t smem = ask__pw_smem(K);
+  dim3 b(32 * ASK__PW_WARPS);
+  switch (ask__pw_unroll(K)) {
+  case 8:
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<8, XP, RW>)(rw, xp, w, bias, K);
+    break;
+  case 4:
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<4, XP, RW>)(rw, xp, w, bias, K);
+    break;
+  case 2:
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<2, XP, RW>)(rw, xp, w, bias, K);
+    break;
+  default:
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<1, XP, RW>)(rw, xp, w, bias, K);
+  }
+}
+
+/* The persistent kernel for a plain one-row product when it takes the
+ * shape: returns 1 when launched. */
 template <class XP>
 static int ask__gemv_pw(cudaStream_t s, float *out, const XP &xp, const uint16_t *w,
                         const float *bias, int T, int K, int N) {
-  int U = ask__pw_unroll(K);
-  if (T != 1 || ask__cu_gemv_pw <= 0 || ask__cu_sms <= 0 || U == 0 || ((uintptr_t)w & 15) != 0)
+  if (!ask__pw_takes(T, K, w))
     return 0;
-  /* rows a warp so that the grid fits ask__cu_gemv_pw blocks an SM, then as
-   * few warps as give every warp that many rows */
-  long most = (long)ask__cu_sms * ask__cu_gemv_pw * ASK__PW_WARPS;
-  long rpw = ((long)N + most - 1) / most, warps = ((long)N + rpw - 1) / rpw;
-  unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
-  size_t smem = ask__pw_smem(K);
-  switch (U) {
-  case 8:
-    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<8, XP>)(out, xp, w, bias, K, N);
-    break;
-  case 4:
-    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<4, XP>)(out, xp, w, bias, K, N);
-    break;
-  case 2:
-    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<2, XP>)(out, xp, w, bias, K, N);
-    break;
-  default:
-    ASK__LAUNCH(grid, 32 * ASK__PW_WARPS, smem, s, ask__k_gemv_pw<1, XP>)(out, xp, w, bias, K, N);
-  }
+  ask__rw_rows rw = {out, N, 0, 0};
+  ask__gemv_pw_launch(s, rw, N, xp, w, bias, K);
   return 1;
 }
 
-template <class XP> static cudaError_t ask__pw_attr(void) {
+template <class XP, class RW> static cudaError_t ask__pw_attr(void) {
   int most = (int)ask__pw_smem(ASK__PW_STAGE);
   cudaError_t e = cudaSuccess;
   if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(ask__k_gemv_pw<8, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             most);
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<8, XP, RW>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, most);
   if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(ask__k_gemv_pw<4, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             most);
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<4, XP, RW>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, most);
   if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(ask__k_gemv_pw<2, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             most);
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<2, XP, RW>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, most);
   if (e == cudaSuccess)
-    e = cudaFuncSetAttribute(ask__k_gemv_pw<1, XP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             most);
+    e = cudaFuncSetAttribute(ask__k_gemv_pw<1, XP, RW>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, most);
   return e;
 }
 
 /* cuda_int.h: the persistent kernels' shared-memory limit raised (once,
  * before any capture), ask__cu_sms set. */
 extern "C" cudaError_t ask__cu_gemv_init(int sms) {
-  cudaError_t e = ask__pw_attr<ask__xp_copy>();
+  cudaError_t e = ask__pw_attr<ask__xp_copy, ask__rw_rows>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_norm>();
+    e = ask__pw_attr<ask__xp_norm, ask__rw_rows>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_glu>();
+    e = ask__pw_attr<ask__xp_glu, ask__rw_rows>();
+  if (e == cudaSuccess)
+    e = ask__pw_attr<ask__xp_norm, ask__rw_rope>();
   ask__cu_sms = e == cudaSuccess ? sms : 0;
   return e;
+}
+
+/* cuda_int.h: norm_matmul_bf16 of one row into the qkv row out ((nh + 2 nkv)
+ * D outputs) with rope_kv fused (ask__rw_rope), when the persistent kernel
+ * takes the shape and D is even: returns 1 when launched, 0 when the
+ * caller must run the two ops. */
+extern "C" int ask__cu_gemv_norm_rope_bf16(cudaStream_t s, float *out, float *xo, const float *x,
+                                           const float *r, const float *nw, float eps,
+                                           float w_offset, const uint16_t *w, const float *bias,
+                                           int T, int K, uint16_t *kc, uint16_t *vc,
+                                           const int32_t *pos, const int32_t *slot,
+                                           const float *inv_freq, int nh, int nkv, int D) {
+  if (ask__cu_failed() || !ask__pw_takes(T, K, w) || D <= 0 || D % 2 != 0 || nh <= 0 ||
+      nkv <= 0 || kc == NULL || vc == NULL)
+    return 0;
+  ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset};
+  ask__rw_rope rw = {out, kc, vc, pos, slot, inv_freq, nh, nkv, D, 0, 0, 0, 0.0f};
+  ask__gemv_pw_launch(s, rw, rw.units(), xp, w, bias, K);
+  ASK__LAUNCHED("gemv_norm_rope_bf16");
+  return 1;
 }
 
 /* ---- launchers ----------------------------------------------------------- */

@@ -845,15 +845,6 @@ void pdl_wait() {
   set_guard(0);
 }
 
-void read_const(void *dst, const void *src, size_t n) {
-  int guarded = g_guarded;
-  if (guarded)
-    set_guard(0);
-  memcpy(dst, src, n);
-  if (guarded)
-    set_guard(1);
-}
-
 unsigned active_mask() {
   if (g_cur == NULL)
     fail("__activemask called outside a kernel");

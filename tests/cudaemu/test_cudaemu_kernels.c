@@ -1080,6 +1080,72 @@ TEST(test_gemv_pw) {
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
 }
 
+/* norm_matmul + rope_kv fused into the persistent kernel (one row) against
+ * the same two launches one after the other (the persistent plain kernel,
+ * then rope_kv): bit for bit in the qkv row, the caches and xo. Shapes:
+ * Llama-like heads (4 q, 2 kv, D 64) and gemma-like (8 q, 1 kv, D 256);
+ * K 256 (one step, U 1) and 2048 (U 8); one and two blocks an SM of a
+ * one-SM device (several units a warp); with and without r and bias; slot
+ * -1 writes no cache row. */
+TEST(test_gemv_norm_rope) {
+  static const struct {
+    int nh, nkv, D, K, pw;
+  } cs[] = {{4, 2, 64, 256, 1}, {4, 2, 64, 2048, 2}, {8, 1, 256, 512, 1}, {8, 1, 256, 2048, 2}};
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+      int nh = cs[c].nh, nkv = cs[c].nkv, D = cs[c].D, K = cs[c].K, kvd = nkv * D, cap = 12;
+      int N = (nh + 2 * nkv) * D;
+      ask__cu_gemv_pw = cs[c].pw;
+      for (int v = 0; v < 3; v++) {
+        int32_t pos0 = v == 2 ? 3 : 37 + 100 * (int)c, slot0 = v == 1 ? -1 : 7;
+        int32_t *pos = gdup(&pos0, 4), *slot = gdup(&slot0, 4);
+        float *inv = inv_freq(D), *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1);
+        float *b = rnd(N, 1), *out = galloc((size_t)N * 4), *want = galloc((size_t)N * 4);
+        float *xo = galloc((size_t)K * 4), *wxo = galloc((size_t)K * 4);
+        uint16_t *w = wrnd((size_t)N * K), *kc = galloc((size_t)cap * kvd * 2);
+        for (size_t i = 0; i < (size_t)cap * kvd; i++)
+          kc[i] = to_bf16(frand());
+        uint16_t *vc = gdup(kc, (size_t)cap * kvd * 2), *wkc = gdup(kc, (size_t)cap * kvd * 2),
+                 *wvc = gdup(kc, (size_t)cap * kvd * 2);
+        const float *rr = v != 1 ? r : NULL, *bb = v != 2 ? b : NULL;
+        ask__cu_gemv_norm_bf16(S, want, wxo, x, rr, nw, 1e-6f, (float)(v & 1), w, bb, 1, K, N);
+        LAUNCHED();
+        ask__cu_rope_kv(S, want, wkc, wvc, pos, slot, inv, 1, nh, nkv, D, N);
+        LAUNCHED();
+        ASSERT_EQ(ask__cu_gemv_norm_rope_bf16(S, out, xo, x, rr, nw, 1e-6f, (float)(v & 1), w, bb,
+                                              1, K, kc, vc, pos, slot, inv, nh, nkv, D),
+                  1);
+        LAUNCHED();
+        long bad = mismatch(out, want, (size_t)N, 0, 0);
+        long badk = mismatch16(kc, wkc, (size_t)cap * kvd),
+             badv = mismatch16(vc, wvc, (size_t)cap * kvd);
+        long badx = rr != NULL ? mismatch(xo, wxo, (size_t)K, 0, 0) : -1;
+        if (bad >= 0 || badk >= 0 || badv >= 0 || badx >= 0)
+          T__FAIL("norm_rope nh=%d nkv=%d D=%d K=%d case %d: qkv %ld, kc %ld, vc %ld, xo %ld", nh,
+                  nkv, D, K, v, bad, badk, badv, badx);
+      }
+    }
+    /* shapes it does not take: two rows, K not a multiple of 256, odd D */
+    ask__cu_gemv_pw = 2;
+    float *p = galloc(4096 * 4);
+    uint16_t *c16 = galloc(4096 * 2);
+    int32_t *ip = galloc(64);
+    ASSERT_EQ(ask__cu_gemv_norm_rope_bf16(S, p, p, p, NULL, p, 1e-6f, 0.0f, c16, NULL, 2, 256,
+                                          c16, c16, ip, ip, p, 2, 1, 8),
+              0);
+    ASSERT_EQ(ask__cu_gemv_norm_rope_bf16(S, p, p, p, NULL, p, 1e-6f, 0.0f, c16, NULL, 1, 200,
+                                          c16, c16, ip, ip, p, 2, 1, 8),
+              0);
+    ASSERT_EQ(ask__cu_gemv_norm_rope_bf16(S, p, p, p, NULL, p, 1e-6f, 0.0f, c16, NULL, 1, 256,
+                                          c16, c16, ip, ip, p, 2, 1, 7),
+              0);
+    LAUNCHED();
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
+}
+
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
@@ -1289,5 +1355,5 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced, test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16,
-          test_gemv_glu_bf16, test_gemv_pw, test_argmax_rows,
+          test_gemv_glu_bf16, test_gemv_pw, test_gemv_norm_rope, test_argmax_rows,
           test_sample_rows, test_launcher_errors)

@@ -61,7 +61,8 @@ else
   echo "bundle.sh: warning: no $BUILD/libactorserve_cuda.so: actorserve --device cuda will fail" >&2
 fi
 
-cp "$HERE/run.sh" "$HERE/sweep.sh" "$HERE/hf_compare.py" "$ROOT/bench/llm_gpu.py" \
+cp "$HERE/run.sh" "$HERE/sweep.sh" "$HERE/ncu_attention.sh" "$HERE/hf_compare.py" \
+   "$ROOT/bench/llm_gpu.py" \
    "$ROOT/tools/make_random_model.py" "$DEST/"
 ANCHOR="$ROOT/../shared/anchors/hf_generate.py"
 if [ -f "$ANCHOR" ]; then

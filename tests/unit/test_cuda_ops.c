@@ -865,6 +865,61 @@ TEST(test_cuda_gemv_pw) {
   ask_cuda_set_fuse_rows(16);
 }
 
+/* norm_matmul_rope_kv at one row with the rope fused into the persistent
+ * kernel (ask_cuda_set_fuse_rope(1)) against the same op as two launches
+ * (fuse_rope 0): the qkv row, xo and the cache rows bit for bit, on the
+ * head shapes of Llama-3.2-1B (32/8/64) and gemma-2b (8/1/256), with and
+ * without r, bias and a cache slot. */
+TEST(test_cuda_norm_rope) {
+  NEED_DEVICE();
+  static const int hs[2][3] = {{32, 8, 64}, {8, 1, 256}};
+  ask_cuda_set_gemv_rows(1);
+  ask_cuda_set_fuse_rows(1);
+  int pw0 = ask_cuda_set_gemv_pw(2), fr0 = ask_cuda_set_fuse_rope(0);
+  for (int c = 0; c < 4; c++) {
+    int nh = hs[c & 1][0], nkv = hs[c & 1][1], D = hs[c & 1][2], K = 2048, cap = 64;
+    int N = (nh + 2 * nkv) * D, kvd = nkv * D;
+    int32_t hp[2] = {100 + c, c == 3 ? -1 : 40 + c};
+    float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1), *invf = inv_freq(D);
+    uint16_t *w16 = rnd16((size_t)N * K), *cache = rnd16((size_t)cap * kvd);
+    float *dx = up(x, K * 4), *dr = up(r, K * 4), *dnw = up(nw, K * 4), *db = up(b, N * 4);
+    float *dinv = up(invf, D / 2 * 4);
+    int32_t *dpos = up(hp, 4), *dslot = up(hp + 1, 4);
+    uint16_t *dw = up(w16, (size_t)N * K * 2), *dxs = up(NULL, (size_t)K * 2);
+    float *got[2][2], *dh = up(NULL, (size_t)K * 4);
+    uint16_t *gc[2][2];
+    for (int f = 0; f < 2; f++) {
+      float *dout = up(NULL, (size_t)N * 4), *dxo = up(NULL, (size_t)K * 4);
+      uint16_t *dkc = up(cache, (size_t)cap * kvd * 2), *dvc = up(cache, (size_t)cap * kvd * 2);
+      ask_cuda_set_fuse_rope(f);
+      dev->norm_matmul_rope_kv(dout, dxo, dh, dxs, dx, c & 2 ? NULL : dr, dnw, 1e-6f,
+                               (float)(c & 1), dw, c & 1 ? db : NULL, 1, K, dkc, dvc, dpos, dslot,
+                               dinv, nh, nkv, D);
+      got[f][0] = down(dout, (size_t)N * 4);
+      got[f][1] = down(dxo, (size_t)K * 4);
+      gc[f][0] = down(dkc, (size_t)cap * kvd * 2);
+      gc[f][1] = down(dvc, (size_t)cap * kvd * 2);
+      dev->free(dout), dev->free(dxo), dev->free(dkc), dev->free(dvc);
+    }
+    ASSERT_MEM_EQ(got[1][0], got[0][0], (size_t)N * 4);
+    if (!(c & 2))
+      ASSERT_MEM_EQ(got[1][1], got[0][1], (size_t)K * 4);
+    ASSERT_MEM_EQ(gc[1][0], gc[0][0], (size_t)cap * kvd * 2);
+    ASSERT_MEM_EQ(gc[1][1], gc[0][1], (size_t)cap * kvd * 2);
+    for (int f = 0; f < 2; f++)
+      free(got[f][0]), free(got[f][1]), free(gc[f][0]), free(gc[f][1]);
+    dev->free(dx), dev->free(dr), dev->free(dnw), dev->free(db), dev->free(dinv);
+    dev->free(dpos), dev->free(dslot), dev->free(dw), dev->free(dxs), dev->free(dh);
+    free(x), free(r), free(nw), free(b), free(invf), free(w16), free(cache);
+  }
+  char err[256];
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  ask_cuda_set_gemv_pw(pw0);
+  ask_cuda_set_fuse_rope(fr0);
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+}
+
 /* Both fusions in a graph, as the engine's captured decode step runs them:
  * the same bytes as run directly, for inputs copied in after the capture. */
 typedef struct {
@@ -1418,7 +1473,7 @@ TEST(test_cuda_errors) {
 TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
           test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
-          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
+          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_norm_rope, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_pdl, test_cuda_errors)
 

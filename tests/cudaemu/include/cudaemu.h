@@ -136,10 +136,6 @@ unsigned active_mask();
  * passed it (a launch made with make_launch_pdl fails when a thread
  * returns without). */
 void pdl_wait();
-/* n bytes at src into dst, allowed before griddepcontrol.wait: for memory
- * that no kernel writes (weights), which PDL's rule lets a kernel read
- * while the kernel before it still runs (common.cuh's ask__ld_const). */
-void read_const(void *dst, const void *src, size_t n);
 /* Fails the running launch with a message (the test sees a launch error). */
 [[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Checks the alignment of a vector load or store of `bytes` at p. */
