@@ -51,7 +51,9 @@ int ask_cuda_set_fuse_rows(int rows);
 int ask_cuda_set_fuse_glu(int on);
 /* norm_matmul_rope_kv at one row: rope_kv done by the persistent kernel's
  * warps as they finish the qkv rows (no rope_kv launch) when on. Default
- * off, or ASK_CUDA_FUSE_ROPE=1. Returns the previous value. */
+ * on (an H200 at batch 1: Llama-3.2-1B 1,061 -> 1,088 tok/s, gemma-2b
+ * unchanged), ASK_CUDA_FUSE_ROPE=0 turns it off. Returns the previous
+ * value. */
 int ask_cuda_set_fuse_rope(int on);
 
 /* attention_paged cuts a row's keys into the caller's nsplit parts of at

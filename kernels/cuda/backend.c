@@ -205,7 +205,7 @@ static void ask__init(void) {
   if (ask__g.fuse_rows < 0 || ask__g.fuse_rows > 16)
     ask__g.fuse_rows = 1;
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
-  ask__g.fuse_rope = renv != NULL && atoi(renv) != 0;
+  ask__g.fuse_rope = renv == NULL || atoi(renv) != 0;
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
   if (penv != NULL)
