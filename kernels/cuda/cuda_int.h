@@ -105,14 +105,24 @@ void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const
                                const uint16_t *vc, const int32_t *pages, int p0, int n, int nh,
                                int nkv, int D, int q_stride, int page, float scale);
 
-/* gemv.cu: SMs of the device, set by ask__cu_gemv_init (which also raises
+/* gemv_pw.cu: SMs of the device, set by ask__cu_gemv_init (which also raises
  * the persistent kernels' shared-memory limit; call once, before any
  * capture), and the persistent one-row kernels' blocks an SM (0: the
  * one-row products take the per-row-block kernels; ask_cuda_set_gemv_pw). */
 extern int ask__cu_sms;
 extern int ask__cu_gemv_pw;
 cudaError_t ask__cu_gemv_init(int sms);
-/* gemv.cu: gemv_norm_bf16 of one row into the qkv row out ((nh + 2 nkv) D
+/* gemv_pw.cu: the one-row products (plain, fused norm, fused glu) on the
+ * persistent kernel; each returns 1 when launched, 0 when it does not take
+ * the shape (gemv.cu's entry points then use their own kernels). */
+int ask__cu_gemv_pw_copy(cudaStream_t s, float *out, const float *x, const uint16_t *w,
+                         const float *bias, int T, int K, int N);
+int ask__cu_gemv_pw_norm(cudaStream_t s, float *out, float *xo, const float *x, const float *r,
+                         const float *nw, float eps, float w_offset, const uint16_t *w,
+                         const float *bias, int T, int K, int N);
+int ask__cu_gemv_pw_glu(cudaStream_t s, float *out, const float *gu, int act, const uint16_t *w,
+                        const float *bias, int T, int F, int N);
+/* gemv_pw.cu: gemv_norm_bf16 of one row into the qkv row out ((nh + 2 nkv) D
  * columns) with rope_kv fused into the persistent kernel; returns 1 when
  * launched, 0 when it does not take the shape (the caller runs the two). */
 int ask__cu_gemv_norm_rope_bf16(cudaStream_t s, float *out, float *xo, const float *x,
