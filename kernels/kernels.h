@@ -226,6 +226,15 @@ typedef struct ask_dev_s {
                               const uint16_t *w, const float *bias, int T, int K, uint16_t *kc,
                               uint16_t *vc, const int32_t *pos, const int32_t *slot,
                               const float *inv_freq, int nh, int nkv, int D);
+  /* norm_matmul_glu: gu (T,2F) = norm_matmul_bf16(x, r, nw, ..., w (2F,K)),
+   * then, when the backend fuses the gated activation into that product,
+   * g (T,F) = glu_rows(gu, act) instead of gu, and returns 1; returns 0
+   * when it wrote gu only (the caller goes on with glu_matmul_bf16). The
+   * answer depends only on the scalar arguments and the backend's settings,
+   * so a captured step keeps it. Optional (NULL: norm_matmul_bf16). */
+  int (*norm_matmul_glu)(float *g, float *gu, float *xo, float *h, uint16_t *xs, const float *x,
+                         const float *r, const float *nw, float eps, float w_offset,
+                         const uint16_t *w, const float *bias, int T, int K, int F, int act);
   /* glu_matmul_bf16: out (T,N) = glu_rows(gu, act) · wᵀ + bias with w (N,F)
    * bf16 and gu (T,2F): the gated activation fused into the down product.
    * g (T,F) f32 and xs (T,F) bf16 are scratch for T beyond the fused

@@ -381,11 +381,20 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
     if (s->fuse) {
       float *tmp;
-      AS__OP(P_GATE_UP, dev->norm_matmul_bf16(s->gu, xn, s->h, s->xs, x, s->r, L->norm2, eps,
-                                              off, L->gu, L->gu_b, T, C, 2 * F));
+      int glued = 0; /* g made with the gate/up product (norm_matmul_glu) */
+      if (dev->norm_matmul_glu != NULL)
+        AS__OP(P_GATE_UP, glued = dev->norm_matmul_glu(s->g, s->gu, xn, s->h, s->xs, x, s->r,
+                                                       L->norm2, eps, off, L->gu, L->gu_b, T, C,
+                                                       F, c->act));
+      else
+        AS__OP(P_GATE_UP, dev->norm_matmul_bf16(s->gu, xn, s->h, s->xs, x, s->r, L->norm2, eps,
+                                                off, L->gu, L->gu_b, T, C, 2 * F));
       tmp = x, x = xn, xn = tmp;
-      AS__OP(P_DOWN, dev->glu_matmul_bf16(s->r, s->g, s->xs, s->gu, c->act, L->down, L->down_b,
-                                          T, F, C));
+      if (glued)
+        AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
+      else
+        AS__OP(P_DOWN, dev->glu_matmul_bf16(s->r, s->g, s->xs, s->gu, c->act, L->down,
+                                            L->down_b, T, F, C));
     } else {
       AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, s->r, L->norm2, T, C, eps, off));
       AS__OP(P_GATE_UP, dev->matmul_bf16(s->gu, s->xs, s->h, L->gu, L->gu_b, T, C, 2 * F));

@@ -55,6 +55,11 @@ int ask_cuda_set_fuse_glu(int on);
  * unchanged), ASK_CUDA_FUSE_ROPE=0 turns it off. Returns the previous
  * value. */
 int ask_cuda_set_fuse_rope(int on);
+/* norm_matmul_glu at one row: the gated activation done by the persistent
+ * kernel's warps as they finish a gate row and its up row (no glu_rows
+ * launch; the down product then reads g). Default off (not yet measured on
+ * a GPU), or ASK_CUDA_FUSE_GATE=1. Returns the previous value. */
+int ask_cuda_set_fuse_gate(int on);
 
 /* attention_paged cuts a row's keys into the caller's nsplit parts of at
  * least `keys` keys each (>= 1), so that a short row fills fewer parts

@@ -36,6 +36,7 @@ static struct {
   int fuse_rows;         /* the decode fusions use gemv.cu's fused kernels up to this T */
   int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
   int fuse_rope;         /* norm_matmul_rope_kv in one kernel at one row */
+  int fuse_gate;         /* norm_matmul_glu in one kernel at one row */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
   char desc[640];        /* ask_dev_t's describe */
@@ -156,7 +157,7 @@ static void ask__init(void) {
              *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
-             *renv = getenv("ASK_CUDA_FUSE_ROPE");
+             *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -206,6 +207,7 @@ static void ask__init(void) {
     ask__g.fuse_rows = 1;
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
   ask__g.fuse_rope = renv == NULL || atoi(renv) != 0;
+  ask__g.fuse_gate = aenv != NULL && atoi(aenv) != 0;
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
   if (penv != NULL)
@@ -304,6 +306,18 @@ static void ask__d_norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *x
   /* With r NULL the kernel only reads x. */
   ask__cu_rmsnorm(ask__g.stream, h, (float *)(uintptr_t)x, NULL, nw, T, K, eps, w_offset);
   ask__d_matmul_bf16(out, xs, h, w, bias, T, K, N);
+}
+
+static int ask__d_norm_matmul_glu(float *g, float *gu, float *xo, float *h, uint16_t *xs,
+                                  const float *x, const float *r, const float *nw, float eps,
+                                  float w_offset, const uint16_t *w, const float *bias, int T,
+                                  int K, int F, int act) {
+  if (ask__g.fuse_gate && ask__d_fused_rows(T, K, 2 * F, w) &&
+      ask__cu_gemv_norm_glu_bf16(ask__g.stream, g, xo, x, r, nw, eps, w_offset, w, bias, T, K, F,
+                                 act))
+    return 1;
+  ask__d_norm_matmul_bf16(gu, xo, h, xs, x, r, nw, eps, w_offset, w, bias, T, K, 2 * F);
+  return 0;
 }
 
 static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const float *gu, int act,
@@ -406,11 +420,12 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s), "
-           "fused norm up to %d rows, fused glu %s, fused rope %s, attention parts of %d "
-           "keys at least, programmatic dependent launch %s%s",
+           "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
+           "parts of %d keys at least, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows", ask__g.fuse_rows,
-           ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off", ask__cu_split_min,
+           ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
+           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min,
            ask__cu_pdl ? "on" : "off: ", ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
@@ -429,6 +444,7 @@ static const ask_dev_t ask__cuda_dev = {
     .glu_rows = ask__d_glu_rows,
     .norm_matmul_bf16 = ask__d_norm_matmul_bf16,
     .norm_matmul_rope_kv = ask__d_norm_matmul_rope_kv,
+    .norm_matmul_glu = ask__d_norm_matmul_glu,
     .glu_matmul_bf16 = ask__d_glu_matmul_bf16,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,
@@ -609,6 +625,12 @@ int ask_cuda_set_gemv_pw(int blocks) {
 int ask_cuda_set_fuse_rope(int on) {
   int old = ask__g.fuse_rope;
   ask__g.fuse_rope = on != 0;
+  return old;
+}
+
+int ask_cuda_set_fuse_gate(int on) {
+  int old = ask__g.fuse_gate;
+  ask__g.fuse_gate = on != 0;
   return old;
 }
 

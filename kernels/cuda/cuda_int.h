@@ -122,6 +122,13 @@ int ask__cu_gemv_pw_norm(cudaStream_t s, float *out, float *xo, const float *x, 
                          const float *bias, int T, int K, int N);
 int ask__cu_gemv_pw_glu(cudaStream_t s, float *out, const float *gu, int act, const uint16_t *w,
                         const float *bias, int T, int F, int N);
+/* gemv_pw.cu: gemv_norm_bf16 of one row into the gate/up rows (2F columns)
+ * with glu_rows fused: g (F) = act(gate) * up; 1 when launched, 0 when the
+ * shape is not taken (the caller runs the two). */
+int ask__cu_gemv_norm_glu_bf16(cudaStream_t s, float *g, float *xo, const float *x,
+                               const float *r, const float *nw, float eps, float w_offset,
+                               const uint16_t *w, const float *bias, int T, int K, int F,
+                               int act);
 /* gemv_pw.cu: gemv_norm_bf16 of one row into the qkv row out ((nh + 2 nkv) D
  * columns) with rope_kv fused into the persistent kernel; returns 1 when
  * launched, 0 when it does not take the shape (the caller runs the two). */

@@ -1,8 +1,9 @@
 /* gemv_pw.cu — the persistent one-row matrix-vector kernel (decode at
  * batch 1): out = x · wᵀ + bias for one x row, w (N,K) bf16, x made by a
  * gemv.cuh policy (copy for matmul_bf16, norm for norm_matmul_bf16, glu for
- * glu_matmul_bf16), and the qkv product with rope_kv fused
- * (norm_matmul_rope_kv). gemv.cu's entry points call these first and fall
+ * glu_matmul_bf16), the qkv product with rope_kv fused
+ * (norm_matmul_rope_kv) and the gate/up product with the gated activation
+ * fused (norm_matmul_glu). gemv.cu's entry points call these first and fall
  * back to their own kernels when the shape is not taken.
  */
 #include "gemv.cuh"
@@ -123,6 +124,41 @@ struct ask__rw_rope {
         dst[i + half] = ask__bf16_rn(r1);
       }
     }
+  }
+};
+
+/* The fused gate/up product's gated activation (kernels.h's glu_rows on
+ * its one row, the same arithmetic, so the same bits): unit i is the pair
+ * of rows i (gate) and F + i (up), one warp holding both; g[i] =
+ * act(gate) * up. The gate/up values themselves are not written. */
+struct ask__rw_glu {
+  float *g;
+  int F, act;
+  int u, G, second;
+  float x0;
+  __host__ __device__ __forceinline__ int units() const { return F; }
+  __device__ __forceinline__ int begin(int u0, int gw) {
+    u = u0, G = gw, second = 0;
+    return u < F ? u : -1;
+  }
+  __device__ __forceinline__ int peek() const {
+    if (!second)
+      return F + u;
+    return u + G < F ? u + G : -1;
+  }
+  __device__ __forceinline__ void advance() {
+    if (!second) {
+      second = 1;
+    } else {
+      u += G;
+      second = 0;
+    }
+  }
+  __device__ __forceinline__ void done(int, float v, int lane) {
+    if (!second)
+      x0 = v;
+    else if (lane == 0)
+      g[u] = ask__act(x0, act) * v;
   }
 };
 
@@ -275,6 +311,8 @@ extern "C" cudaError_t ask__cu_gemv_init(int sms) {
     e = ask__pw_attr<ask__xp_glu, ask__rw_rows>();
   if (e == cudaSuccess)
     e = ask__pw_attr<ask__xp_norm, ask__rw_rope>();
+  if (e == cudaSuccess)
+    e = ask__pw_attr<ask__xp_norm, ask__rw_glu>();
   ask__cu_sms = e == cudaSuccess ? sms : 0;
   return e;
 }
@@ -296,6 +334,22 @@ extern "C" int ask__cu_gemv_norm_rope_bf16(cudaStream_t s, float *out, float *xo
   ask__rw_rope rw = {out, kc, vc, pos, slot, inv_freq, nh, nkv, D, 0, 0, 0, 0.0f};
   ask__gemv_pw_launch(s, rw, rw.units(), xp, w, bias, K);
   ASK__LAUNCHED("gemv_norm_rope_bf16");
+  return 1;
+}
+
+/* cuda_int.h: gemv_norm_bf16 of one row into the gate/up rows (2F outputs)
+ * with glu_rows fused (ask__rw_glu): g (F) = act(gate) * up. Returns 1 when
+ * launched, 0 when it does not take the shape (the caller runs the two). */
+extern "C" int ask__cu_gemv_norm_glu_bf16(cudaStream_t s, float *g, float *xo, const float *x,
+                                          const float *r, const float *nw, float eps,
+                                          float w_offset, const uint16_t *w, const float *bias,
+                                          int T, int K, int F, int act) {
+  if (ask__cu_failed() || !ask__pw_takes(T, K, w) || F <= 0)
+    return 0;
+  ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset};
+  ask__rw_glu rw = {g, F, act, 0, 0, 0, 0.0f};
+  ask__gemv_pw_launch(s, rw, F, xp, w, bias, K);
+  ASK__LAUNCHED("gemv_norm_glu_bf16");
   return 1;
 }
 

@@ -1146,6 +1146,53 @@ TEST(test_gemv_norm_rope) {
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
 }
 
+/* norm_matmul + glu_rows fused into the persistent kernel (one row) against
+ * the two launches (the persistent plain kernel, then glu_rows): g bit for
+ * bit, and xo. F 77 and 1024 (gate/up 154 and 2048 rows), K 256 and 2048, one
+ * and two blocks an SM of a one-SM device, the three activations, with and
+ * without r and bias. */
+TEST(test_gemv_norm_glu) {
+  static const struct {
+    int F, K, pw;
+  } cs[] = {{77, 256, 1}, {1024, 2048, 2}, {300, 512, 2}};
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+      int F = cs[c].F, K = cs[c].K, N = 2 * F;
+      ask__cu_gemv_pw = cs[c].pw;
+      for (int act = 0; act < 3; act++) {
+        float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
+        float *gu = galloc((size_t)N * 4), *want = galloc((size_t)F * 4);
+        float *g = galloc((size_t)F * 4), *xo = galloc((size_t)K * 4), *wxo = galloc((size_t)K * 4);
+        uint16_t *w = wrnd((size_t)N * K);
+        const float *rr = act != 1 ? r : NULL, *bb = act != 2 ? b : NULL;
+        ask__cu_gemv_norm_bf16(S, gu, wxo, x, rr, nw, 1e-6f, (float)(act & 1), w, bb, 1, K, N);
+        LAUNCHED();
+        ask__cu_glu_rows(S, want, gu, 1, F, act);
+        LAUNCHED();
+        ASSERT_EQ(ask__cu_gemv_norm_glu_bf16(S, g, xo, x, rr, nw, 1e-6f, (float)(act & 1), w, bb,
+                                             1, K, F, act),
+                  1);
+        LAUNCHED();
+        long bad = mismatch(g, want, (size_t)F, 0, 0);
+        long badx = rr != NULL ? mismatch(xo, wxo, (size_t)K, 0, 0) : -1;
+        if (bad >= 0 || badx >= 0)
+          T__FAIL("norm_glu F=%d K=%d act=%d: g %ld, xo %ld", F, K, act, bad, badx);
+      }
+    }
+    /* two rows or K not a multiple of 256: not taken */
+    float *p = galloc(4096 * 4);
+    uint16_t *c16 = galloc(4096 * 2);
+    ASSERT_EQ(ask__cu_gemv_norm_glu_bf16(S, p, p, p, NULL, p, 1e-6f, 0.0f, c16, NULL, 2, 256, 8, 0),
+              0);
+    ASSERT_EQ(ask__cu_gemv_norm_glu_bf16(S, p, p, p, NULL, p, 1e-6f, 0.0f, c16, NULL, 1, 200, 8, 0),
+              0);
+    LAUNCHED();
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
+}
+
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
@@ -1355,5 +1402,6 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced, test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16,
-          test_gemv_glu_bf16, test_gemv_pw, test_gemv_norm_rope, test_argmax_rows,
+          test_gemv_glu_bf16, test_gemv_pw, test_gemv_norm_rope, test_gemv_norm_glu,
+          test_argmax_rows,
           test_sample_rows, test_launcher_errors)

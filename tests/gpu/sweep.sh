@@ -10,7 +10,8 @@
 # wrong, the time is right; docs/engine.md). ~3 s a variant and shape after
 # the models are made. Writes sweep.jsonl (one line per variant, shape and
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
-# bench/results/gpu-h200-20261126-s2/ (docs/benchmarks.md).
+# bench/results/gpu-h200-20261126-s2/ and -s3/ (docs/benchmarks.md). The
+# default list asks what session 3 left open (fused gate, split minimum 32).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ..." a line
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,14 +23,11 @@ NEW=${AS_SWEEP_NEW:-64}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
-no_pdl ASK_NO_PDL=1
-no_norm_fusion ASK_CUDA_FUSE_ROWS=0
-cublaslt_only ASK_CUDA_GEMV_ROWS=0
-cublaslt_from_32mb ASK_CUDA_GEMV_MAX_MB=32
-cublaslt_from_64mb ASK_CUDA_GEMV_MAX_MB=64
-split_min_1 ASK_CUDA_SPLIT_MIN=1
+fuse_gate ASK_CUDA_FUSE_GATE=1
+no_fuse_rope ASK_CUDA_FUSE_ROPE=0
 split_min_32 ASK_CUDA_SPLIT_MIN=32
-no_rope_kv ASK_PROFILE_SKIP=rope_kv
+pw0 ASK_CUDA_GEMV_PW=0
+fuse_glu ASK_CUDA_FUSE_GLU=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
 no_o ASK_PROFILE_SKIP=o

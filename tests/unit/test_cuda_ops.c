@@ -920,6 +920,59 @@ TEST(test_cuda_norm_rope) {
   ask_cuda_set_fuse_rows(16);
 }
 
+/* norm_matmul_glu at one row with the activation fused into the persistent
+ * kernel (ask_cuda_set_fuse_gate(1): returns 1, g written) against the
+ * unfused op (returns 0, gu written) followed by glu_rows: g within 1e-6 of
+ * max |g| (the same arithmetic; nvcc may contract the activation's
+ * products differently in the two kernels), xo bit for bit; the shapes of
+ * Llama-3.2-1B (F 8192, silu) and gemma-2b (F 16384, gelu-tanh). */
+TEST(test_cuda_norm_glu) {
+  NEED_DEVICE();
+  static const int Fs[2] = {8192, 16384}, acts[2] = {ASK_ACT_SILU, ASK_ACT_GELU_TANH};
+  ask_cuda_set_gemv_rows(1);
+  ask_cuda_set_fuse_rows(1);
+  int pw0 = ask_cuda_set_gemv_pw(2), fg0 = ask_cuda_set_fuse_gate(0);
+  for (int c = 0; c < 2; c++) {
+    int F = Fs[c], K = 2048, N = 2 * F;
+    float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
+    uint16_t *w16 = rnd16((size_t)N * K);
+    for (size_t i = 0; i < (size_t)N * K; i++) /* weights of about +-0.1 */
+      w16[i] = to_bf16(from_bf16(w16[i]) * 0.1f);
+    float *dx = up(x, K * 4), *dr = up(r, K * 4), *dnw = up(nw, K * 4), *db = up(b, N * 4);
+    uint16_t *dw = up(w16, (size_t)N * K * 2), *dxs = up(NULL, (size_t)K * 2);
+    float *dh = up(NULL, (size_t)K * 4), *got[2][2];
+    for (int f = 0; f < 2; f++) {
+      float *dg = up(NULL, (size_t)F * 4), *dgu = up(NULL, (size_t)N * 4),
+            *dxo = up(NULL, (size_t)K * 4);
+      ask_cuda_set_fuse_gate(f);
+      int glued = dev->norm_matmul_glu(dg, dgu, dxo, dh, dxs, dx, dr, dnw, 1e-6f, (float)c, dw,
+                                       c ? db : NULL, 1, K, F, acts[c]);
+      ASSERT_EQ(glued, f);
+      if (!glued)
+        dev->glu_rows(dg, dgu, 1, F, acts[c]);
+      got[f][0] = down(dg, (size_t)F * 4);
+      got[f][1] = down(dxo, (size_t)K * 4);
+      dev->free(dg), dev->free(dgu), dev->free(dxo);
+    }
+    double rel = max_rel(got[1][0], got[0][0], (size_t)F);
+    if (!(rel <= 1e-6))
+      fprintf(stderr, "  norm_glu F=%d: max rel diff %g\n", F, rel);
+    ASSERT_TRUE(rel <= 1e-6);
+    ASSERT_MEM_EQ(got[1][1], got[0][1], (size_t)K * 4);
+    for (int f = 0; f < 2; f++)
+      free(got[f][0]), free(got[f][1]);
+    dev->free(dx), dev->free(dr), dev->free(dnw), dev->free(db), dev->free(dw), dev->free(dxs);
+    dev->free(dh);
+    free(x), free(r), free(nw), free(b), free(w16);
+  }
+  char err[256];
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  ask_cuda_set_gemv_pw(pw0);
+  ask_cuda_set_fuse_gate(fg0);
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+}
+
 /* Both fusions in a graph, as the engine's captured decode step runs them:
  * the same bytes as run directly, for inputs copied in after the capture. */
 typedef struct {
@@ -1473,7 +1526,8 @@ TEST(test_cuda_errors) {
 TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
           test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
           test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
-          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_norm_rope, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
+          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_norm_rope,
+          test_cuda_norm_glu, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_pdl, test_cuda_errors)
 
