@@ -67,6 +67,13 @@ int ask_cuda_set_fuse_gate(int on);
  * previous value. */
 int ask_cuda_set_split_min(int keys);
 
+/* attention_paged takes its decode kernel (kernels/cuda/paged.cu: a single
+ * barrier, each warp streaming its keys into registers) for up to `rows`
+ * rows when the shape allows; 0 never. Default 0 (written after the last
+ * GPU run of 2026-11-26, not yet measured on a GPU), or
+ * ASK_CUDA_ATTN_DECODE. Returns the previous value. */
+int ask_cuda_set_attn_decode(int rows);
+
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so
  * far, one per (dtype, T, K, N, bias, alignment). */
 int ask_cuda_plan_count(void);

@@ -157,7 +157,8 @@ static void ask__init(void) {
              *nenv = getenv("ASK_CUDA_GEMV_MAX_N"), *genv = getenv("ASK_CUDA_FUSE_GLU"),
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
-             *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE");
+             *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
+             *denv = getenv("ASK_CUDA_ATTN_DECODE");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -208,6 +209,8 @@ static void ask__init(void) {
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
   ask__g.fuse_rope = renv == NULL || atoi(renv) != 0;
   ask__g.fuse_gate = aenv != NULL && atoi(aenv) != 0;
+  if (denv != NULL && atoi(denv) >= 0)
+    ask__cu_attn_dec = atoi(denv);
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
   if (penv != NULL)
@@ -421,11 +424,12 @@ static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
-           "parts of %d keys at least, programmatic dependent launch %s%s",
+           "parts of %d keys at least, decode attention kernel up to %d rows, programmatic "
+           "dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows", ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
-           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min,
+           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, ask__cu_attn_dec,
            ask__cu_pdl ? "on" : "off: ", ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
@@ -631,6 +635,12 @@ int ask_cuda_set_fuse_rope(int on) {
 int ask_cuda_set_fuse_gate(int on) {
   int old = ask__g.fuse_gate;
   ask__g.fuse_gate = on != 0;
+  return old;
+}
+
+int ask_cuda_set_attn_decode(int rows) {
+  int old = ask__cu_attn_dec;
+  ask__cu_attn_dec = rows > 0 ? rows : 0;
   return old;
 }
 

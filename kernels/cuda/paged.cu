@@ -579,6 +579,168 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
                        nsplit, ask__pg_live(L, per, nsplit));
 }
 
+/* ---- the decode kernel (rows up to ask__cu_attn_dec; off by default) ----
+ * For decode rows at short contexts the two kernels above are a chain of
+ * short phases between block-wide barriers (staging, scores, softmax,
+ * values, the key groups' reduction). This one has a single barrier: a
+ * block of 4 warps per (kv head, chunk of Gc <= GB query heads, row, part)
+ * like the grouped kernel (the same parts, partial rows and merge), but
+ * each warp streams its own keys straight from the cache into registers and
+ * keeps its own online softmax. KL = DP / 8 lanes hold a key (8 dims each,
+ * one 16-byte load of k and of v; D % 8 == 0, caches 16-byte aligned), so a
+ * warp takes 32 / KL keys at once, KB of those batches loaded before any is
+ * used (the page-table reads of a batch first, then its k and v loads); the
+ * dot products of the GB heads are reduced across the KL lanes (xor
+ * shuffles), and each lane group updates its running max, sum and the 8
+ * accumulated dims of every head one key at a time. At the end the lane
+ * groups of a warp merge by shuffles, the 4 warps through shared memory,
+ * and the block writes its partial (or the row) as the grouped kernel. */
+int ask__cu_attn_dec = 0; /* cuda_int.h */
+
+#define ASK__PD_W 4 /* warps of a decode block */
+
+template <int GB, int KL>
+static __global__ void __launch_bounds__(32 * ASK__PD_W)
+    ask__k_attention_dec(float *out, float *part, const float *q, const uint16_t *kc,
+                         const uint16_t *vc, const int32_t *table, const int32_t *seq,
+                         const int32_t *pos, int nh, int nkv, int D, int q_stride, int tw,
+                         int page, int nsplit, int kmin, float scale, int Gc, int nchunk,
+                         unsigned *cnt) {
+  ask__pdl_enter();
+  constexpr int KPW = 32 / KL, KB = GB >= 8 ? 2 : GB == 4 ? 4 : 8;
+  __shared__ float sm[ASK__PD_W][GB], sl[ASK__PD_W][GB];
+  __shared__ float sacc[ASK__PD_W][GB][8 * KL];
+  const int tid = threadIdx.x, lane = tid & 31, wid = tid >> 5;
+  const int grp = lane / KL, slice = lane % KL;
+  const int G = nh / nkv, g = blockIdx.x / nchunk, hc = blockIdx.x - g * nchunk;
+  const int h0 = g * G + hc * Gc, Gn = min(Gc, G - hc * Gc);
+  const int t = blockIdx.y, spl = blockIdx.z;
+  const int L = pos[t] < 0 ? 0 : pos[t] + 1; /* keys 0..pos[t] */
+  const int per = max((L + nsplit - 1) / nsplit, kmin), j0 = spl * per,
+            j1 = min(L, j0 + per);
+  const int32_t *tab = table + (L > 0 ? (size_t)seq[t] * (size_t)tw : 0);
+  const size_t kvd = (size_t)nkv * (size_t)D;
+  const bool dl = slice * 8 < D;
+  const uint16_t *kr = kc + (size_t)g * D + slice * 8, *vr = vc + (size_t)g * D + slice * 8;
+
+  float qr[GB][8], acc[GB][8], m[GB], l[GB];
+#pragma unroll
+  for (int h = 0; h < GB; h++) {
+    m[h] = -INFINITY, l[h] = 0.0f;
+#pragma unroll
+    for (int e = 0; e < 8; e++)
+      qr[h][e] = acc[h][e] = 0.0f;
+    if (h < Gn && dl && j1 > j0) {
+      const float4 *q4 =
+          reinterpret_cast<const float4 *>(q + (size_t)t * q_stride + (size_t)(h0 + h) * D) +
+          2 * slice;
+      float4 a = q4[0], b = q4[1];
+      qr[h][0] = a.x, qr[h][1] = a.y, qr[h][2] = a.z, qr[h][3] = a.w;
+      qr[h][4] = b.x, qr[h][5] = b.y, qr[h][6] = b.z, qr[h][7] = b.w;
+    }
+  }
+  /* batches of the warp: keys jw + grp + k * step (k < KB), warp-uniform jw */
+  const int step = ASK__PD_W * KPW;
+  for (int jw = j0 + wid * KPW; jw < j1; jw += step * KB) {
+    int row[KB];
+#pragma unroll
+    for (int k = 0; k < KB; k++) {
+      const int j = jw + grp + k * step;
+      row[k] = j < j1 ? ask__pg_row(tab, j, page) : -1;
+    }
+    uint4 kk[KB], vv[KB];
+#pragma unroll
+    for (int k = 0; k < KB; k++) {
+      kk[k] = vv[k] = make_uint4(0u, 0u, 0u, 0u);
+      if (row[k] >= 0 && dl) {
+        kk[k] = __ldg(reinterpret_cast<const uint4 *>(kr + (size_t)row[k] * kvd));
+        vv[k] = __ldg(reinterpret_cast<const uint4 *>(vr + (size_t)row[k] * kvd));
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < KB; k++) {
+      float kf[8], vf[8], sc[GB];
+      ask__pg_unpack(kf, kk[k]);
+      ask__pg_unpack(vf, vv[k]);
+#pragma unroll
+      for (int h = 0; h < GB; h++) {
+        float d = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+          d += qr[h][e] * kf[e];
+#pragma unroll
+        for (int o = KL / 2; o > 0; o >>= 1)
+          d += __shfl_xor_sync(0xffffffffu, d, o);
+        sc[h] = d * scale;
+      }
+      if (row[k] < 0) /* the same for the KL lanes of the group */
+        continue;
+#pragma unroll
+      for (int h = 0; h < GB; h++) {
+        const float mn = fmaxf(m[h], sc[h]);
+        const float corr = m[h] == -INFINITY ? 0.0f : expf(m[h] - mn), p = expf(sc[h] - mn);
+        l[h] = l[h] * corr + p;
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+          acc[h][e] = acc[h][e] * corr + p * vf[e];
+        m[h] = mn;
+      }
+    }
+  }
+  /* the warp's lane groups into group 0 */
+#pragma unroll
+  for (int o = KL; o < 32; o <<= 1) {
+#pragma unroll
+    for (int h = 0; h < GB; h++) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], o),
+                  l2 = __shfl_xor_sync(0xffffffffu, l[h], o), mx = fmaxf(m[h], m2);
+      const float c1 = m[h] == -INFINITY ? 0.0f : expf(m[h] - mx),
+                  c2 = m2 == -INFINITY ? 0.0f : expf(m2 - mx);
+      l[h] = l[h] * c1 + l2 * c2;
+#pragma unroll
+      for (int e = 0; e < 8; e++)
+        acc[h][e] = acc[h][e] * c1 + __shfl_xor_sync(0xffffffffu, acc[h][e], o) * c2;
+      m[h] = mx;
+    }
+  }
+  if (lane < KL) {
+#pragma unroll
+    for (int h = 0; h < GB; h++) {
+      if (lane == 0)
+        sm[wid][h] = m[h], sl[wid][h] = l[h];
+#pragma unroll
+      for (int e = 0; e < 8; e++)
+        sacc[wid][h][slice * 8 + e] = acc[h][e];
+    }
+  }
+  __syncthreads();
+  for (int x = tid; x < Gn * D; x += 32 * ASK__PD_W) {
+    const int h = x / D, d = x - h * D;
+    float M = -INFINITY, Ls = 0.0f, a = 0.0f;
+#pragma unroll
+    for (int w = 0; w < ASK__PD_W; w++)
+      M = fmaxf(M, sm[w][h]);
+#pragma unroll
+    for (int w = 0; w < ASK__PD_W; w++) {
+      const float wt = sm[w][h] == -INFINITY ? 0.0f : expf(sm[w][h] - M);
+      Ls += sl[w][h] * wt;
+      a += sacc[w][h][d] * wt;
+    }
+    const size_t hq = (size_t)(h0 + h);
+    if (nsplit == 1) {
+      out[(size_t)t * nh * D + hq * D + d] = Ls > 0.0f ? a / Ls : 0.0f;
+    } else {
+      float *pp = part + (((size_t)t * nh + hq) * nsplit + spl) * (size_t)(D + 2);
+      pp[2 + d] = a;
+      if (d == 0)
+        pp[0] = M, pp[1] = Ls;
+    }
+  }
+  if (nsplit > 1 && cnt != NULL)
+    ask__pg_merge_last(out, part, cnt + (size_t)t * gridDim.x + blockIdx.x, t, nh, h0, Gn, D,
+                       nsplit, ask__pg_live(L, per, nsplit));
+}
+
 /* Query heads a grouped block serves (1: the per-head kernel) for G query
  * heads a kv head: the largest of min(G, 8) (balanced chunks when G > 8),
  * 4 and 2 whose grid has ASK__PG_MIN_BLOCKS blocks, else 2 (see the
@@ -620,6 +782,44 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
   /* the merge inside the kernel when the counters cover the grid's (x, row) pairs */
   size_t xs = Gc <= 1 ? (size_t)nh : (size_t)nkv * (size_t)((G + Gc - 1) / Gc);
   unsigned *cnt = nsplit > 1 && xs * (size_t)T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
+  const int vec16 = D % 8 == 0 && ((uintptr_t)kc | (uintptr_t)vc) % 16 == 0;
+  if (T <= ask__cu_attn_dec && vec16 && D >= 32 && q_stride % 4 == 0 &&
+      (uintptr_t)q % 16 == 0) {
+    const int GB = Gc <= 1 ? 1 : Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc;
+    const int KL = D <= 32 ? 4 : D <= 64 ? 8 : D <= 128 ? 16 : 32;
+    dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
+    /* the grid's (x, row) pairs are nkv * nchunk * T: counters as above */
+    unsigned *dcnt = nsplit > 1 && (size_t)nkv * nchunk * T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
+#define ASK__PD_LAUNCH(B, K)                                                                 \
+  ASK__LAUNCH(grid, 32 * ASK__PD_W, 0, s, ask__k_attention_dec<B, K>)(                      \
+      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
+      kmin, scale, Gc, nchunk, dcnt)
+#define ASK__PD_KL(B)                                                                        \
+  do {                                                                                       \
+    if (KL == 4)                                                                             \
+      ASK__PD_LAUNCH(B, 4);                                                                  \
+    else if (KL == 8)                                                                        \
+      ASK__PD_LAUNCH(B, 8);                                                                  \
+    else if (KL == 16)                                                                       \
+      ASK__PD_LAUNCH(B, 16);                                                                 \
+    else                                                                                     \
+      ASK__PD_LAUNCH(B, 32);                                                                 \
+  } while (0)
+    if (GB == 1)
+      ASK__PD_KL(1);
+    else if (GB == 2)
+      ASK__PD_KL(2);
+    else if (GB == 4)
+      ASK__PD_KL(4);
+    else
+      ASK__PD_KL(8);
+#undef ASK__PD_KL
+#undef ASK__PD_LAUNCH
+    if (ASK__LAUNCHED("attention_paged (decode)") || nsplit == 1 || dcnt != NULL)
+      return;
+    ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
+    return;
+  }
   if (Gc <= 1) {
     dim3 grid((unsigned)nh, (unsigned)T, (unsigned)nsplit);
     ASK__LAUNCH(grid, 32 * ASK__PG_WARPS, 0, s, ask__k_attention_paged)(
@@ -629,7 +829,6 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
     int GB = Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc, DP = 8;
     while (DP < D || DP < 8 * GB)
       DP *= 2;
-    int vec16 = D % 8 == 0 && ((uintptr_t)kc | (uintptr_t)vc) % 16 == 0;
     dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
 #define ASK__PG_LAUNCH(N)                                                                    \
   ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N>)(                   \

@@ -796,14 +796,18 @@ TEST(test_attention_paged_forced) {
   int32_t seq[9] = {0, 1, 2, 1, 3, 3, 3, 3, 3};
   int32_t pos[9] = {0, 16, 699, -1, 20, 21, 22, 23, -1};
   FOR_ORDERS {
-    for (int sh = 0; sh < 6; sh++)
-      for (int heads = 1; heads <= 8; heads *= 2)
-        for (int nsplit = 1; nsplit <= 4; nsplit += 3) {
-          long bad = paged_case_gb(4, len, 9, seq, pos, shapes[sh][0], shapes[sh][1],
-                                   shapes[sh][2], 16, nsplit, heads);
-          LAUNCHED();
-          ASSERT_EQ(bad, -1);
-        }
+    for (int dec = 0; dec < 2; dec++) { /* the tiled kernels; the decode kernel */
+      ask__cu_attn_dec = dec ? 64 : 0;
+      for (int sh = 0; sh < 6; sh++)
+        for (int heads = 1; heads <= 8; heads *= 2)
+          for (int nsplit = 1; nsplit <= 4; nsplit += 3) {
+            long bad = paged_case_gb(4, len, 9, seq, pos, shapes[sh][0], shapes[sh][1],
+                                     shapes[sh][2], 16, nsplit, heads);
+            LAUNCHED();
+            ASSERT_EQ(bad, -1);
+          }
+    }
+    ask__cu_attn_dec = 0;
   }
 }
 
@@ -815,8 +819,9 @@ TEST(test_attention_paged) {
   int32_t seq[17] = {0, 1, 2, 3, 4, 0, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5};
   int32_t pos[17] = {0, 14, 15, 16, 299, -1, -1, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39};
   FOR_ORDERS {
-    for (int hc = 0; hc < 2; hc++) {
-      int nh = heads[hc][0], nkv = heads[hc][1], D = heads[hc][2];
+    for (int hc = 0; hc < 4; hc++) { /* 2, 3: the decode kernel (up to 64 rows) */
+      int nh = heads[hc & 1][0], nkv = heads[hc & 1][1], D = heads[hc & 1][2];
+      ask__cu_attn_dec = hc >= 2 ? 64 : 0;
       int splits[3] = {1, 3, 8};
       for (int si = 0; si < 3; si++) {
         long bad = paged_case(6, len, 17, seq, pos, nh, nkv, D, 16, splits[si]);
@@ -835,10 +840,16 @@ TEST(test_attention_paged) {
         ASSERT_EQ(bad, -1);
       }
     }
-    /* odd shapes: D not a multiple of 64, a page of 5 rows, one row */
+    /* odd shapes: D not a multiple of 64, a page of 5 rows, one row (the
+     * first also on the decode kernel: D 40, 8 of 16 lanes' slices past D) */
+    ask__cu_attn_dec = 64;
     int len2[2] = {23, 7};
     int32_t seq2[3] = {1, 0, 0}, pos2[3] = {6, 22, 3};
     long bad = paged_case(2, len2, 3, seq2, pos2, 6, 2, 40, 5, 2);
+    LAUNCHED();
+    ASSERT_EQ(bad, -1);
+    ask__cu_attn_dec = 0;
+    bad = paged_case(2, len2, 3, seq2, pos2, 6, 2, 40, 5, 2);
     LAUNCHED();
     ASSERT_EQ(bad, -1);
     bad = paged_case(2, len2, 1, seq2 + 1, pos2 + 1, 4, 4, 2, 5, 1);

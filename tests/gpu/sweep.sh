@@ -11,7 +11,8 @@
 # the models are made. Writes sweep.jsonl (one line per variant, shape and
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
 # bench/results/gpu-h200-20261126-s2/ and -s3/ (docs/benchmarks.md). The
-# default list asks what session 3 left open (fused gate, split minimum 32).
+# default list asks what session 3 left open (the decode attention kernel,
+# the fused gate, split minimum 32).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ..." a line
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,7 +24,10 @@ NEW=${AS_SWEEP_NEW:-64}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
+attn_decode ASK_CUDA_ATTN_DECODE=16
+attn_decode_split32 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
 fuse_gate ASK_CUDA_FUSE_GATE=1
+attn_decode_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
 no_fuse_rope ASK_CUDA_FUSE_ROPE=0
 split_min_32 ASK_CUDA_SPLIT_MIN=32
 pw0 ASK_CUDA_GEMV_PW=0

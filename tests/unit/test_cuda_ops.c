@@ -561,37 +561,41 @@ static int paged_case(int nh, int nkv, int D, int page, int nsplit) {
 
 TEST(test_cuda_attention_paged) {
   NEED_DEVICE();
-  /* nsplit 1; 4 (the 1-key row leaves 3 parts empty); 16 (the 1, 15, 16 and
-   * 17-key rows leave parts empty); 64. With 16 rows, kernels/cuda/paged.cu
-   * serves gemma-2b with grouped blocks of 2, 4, 8, 8 query heads (by
-   * nsplit) and Llama-3.2-1B with blocks of 4. */
-  static const int splits[] = {1, 4, 16, 64};
-  for (int i = 0; i < 4; i++) {
-    ASSERT_EQ(paged_case(8, 1, 256, 16, splits[i]), 0); /* gemma-2b: MQA, D 256 */
-    ASSERT_EQ(paged_case(32, 8, 64, 16, splits[i]), 0); /* Llama-3.2-1B: GQA 4 */
-  }
-  ASSERT_EQ(paged_case(4, 4, 80, 7, 3), 0); /* multi-head, D 80, odd page size */
-  /* More group shapes of the grouped kernel (blocks of 2 heads at nsplit 1,
-   * larger ones at nsplit 4): */
-  for (int i = 0; i < 2; i++) {
-    int ns = splits[i];
-    ASSERT_EQ(paged_case(14, 2, 64, 16, ns), 0);  /* Qwen2-0.5B: G 7 (a padded head) */
-    ASSERT_EQ(paged_case(8, 4, 256, 16, ns), 0);  /* gemma-2-2b: G 2 */
-    ASSERT_EQ(paged_case(24, 2, 128, 16, ns), 0); /* G 12: two blocks of 6 heads */
-    ASSERT_EQ(paged_case(6, 2, 42, 5, ns), 0);    /* G 3, D % 8 != 0: bf16 pairs */
-    ASSERT_EQ(paged_case(9, 3, 8, 16, ns), 0);    /* G 3, D 8: dims padded to 16 or 32 */
-  }
-  /* Caches not 16-byte aligned: bf16-pair loads. */
-  ASSERT_EQ(paged_case_at(32, 8, 64, 16, 4, 4), 0);
-  ASSERT_EQ(paged_case_at(8, 1, 256, 16, 16, 2), 0);
-  /* Parts of at least 1, 7 and 100000 keys (the default is 64): every part
-   * live, some, only the first (the merge reads the live ones). */
-  static const int kmins[] = {1, 7, 100000};
-  for (int i = 0; i < 3; i++) {
-    int old = ask_cuda_set_split_min(kmins[i]);
-    ASSERT_EQ(paged_case(8, 1, 256, 16, 16), 0);
-    ASSERT_EQ(paged_case(32, 8, 64, 16, 8), 0);
-    ask_cuda_set_split_min(old);
+  for (int dec = 0; dec < 2; dec++) { /* the tiled kernels, then the decode kernel */
+    int dec0 = ask_cuda_set_attn_decode(dec ? 64 : 0);
+    /* nsplit 1; 4 (the 1-key row leaves 3 parts empty); 16 (the 1, 15, 16 and
+     * 17-key rows leave parts empty); 64. With 16 rows, kernels/cuda/paged.cu
+     * serves gemma-2b with grouped blocks of 2, 4, 8, 8 query heads (by
+     * nsplit) and Llama-3.2-1B with blocks of 4. */
+    static const int splits[] = {1, 4, 16, 64};
+    for (int i = 0; i < 4; i++) {
+      ASSERT_EQ(paged_case(8, 1, 256, 16, splits[i]), 0); /* gemma-2b: MQA, D 256 */
+      ASSERT_EQ(paged_case(32, 8, 64, 16, splits[i]), 0); /* Llama-3.2-1B: GQA 4 */
+    }
+    ASSERT_EQ(paged_case(4, 4, 80, 7, 3), 0); /* multi-head, D 80, odd page size */
+    /* More group shapes of the grouped kernel (blocks of 2 heads at nsplit 1,
+     * larger ones at nsplit 4): */
+    for (int i = 0; i < 2; i++) {
+      int ns = splits[i];
+      ASSERT_EQ(paged_case(14, 2, 64, 16, ns), 0);  /* Qwen2-0.5B: G 7 (a padded head) */
+      ASSERT_EQ(paged_case(8, 4, 256, 16, ns), 0);  /* gemma-2-2b: G 2 */
+      ASSERT_EQ(paged_case(24, 2, 128, 16, ns), 0); /* G 12: two blocks of 6 heads */
+      ASSERT_EQ(paged_case(6, 2, 42, 5, ns), 0);    /* G 3, D % 8 != 0: bf16 pairs */
+      ASSERT_EQ(paged_case(9, 3, 8, 16, ns), 0);    /* G 3, D 8: dims padded to 16 or 32 */
+    }
+    /* Caches not 16-byte aligned: bf16-pair loads. */
+    ASSERT_EQ(paged_case_at(32, 8, 64, 16, 4, 4), 0);
+    ASSERT_EQ(paged_case_at(8, 1, 256, 16, 16, 2), 0);
+    /* Parts of at least 1, 7 and 100000 keys (the default is 64): every part
+     * live, some, only the first (the merge reads the live ones). */
+    static const int kmins[] = {1, 7, 100000};
+    for (int i = 0; i < 3; i++) {
+      int old = ask_cuda_set_split_min(kmins[i]);
+      ASSERT_EQ(paged_case(8, 1, 256, 16, 16), 0);
+      ASSERT_EQ(paged_case(32, 8, 64, 16, 8), 0);
+      ask_cuda_set_split_min(old);
+    }
+    ask_cuda_set_attn_decode(dec0);
   }
 }
 
