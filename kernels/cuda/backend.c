@@ -158,7 +158,7 @@ static void ask__init(void) {
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
-             *denv = getenv("ASK_CUDA_ATTN_DECODE");
+             *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -186,7 +186,7 @@ static void ask__init(void) {
              cudaGetErrorString(e), cudaGetErrorName(e));
     return;
   }
-  if (ask__cu_paged_init(ask__g.stream) != 0) {
+  if (ask__cu_paged_init(ask__g.stream) != 0 || ask__cu_sample_init(ask__g.stream) != 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "%s", ask__g.msg);
     ask__g.err = 0;
     return;
@@ -213,6 +213,8 @@ static void ask__init(void) {
     ask__cu_attn_dec = atoi(denv);
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
+  if (menv != NULL && atoi(menv) > 0)
+    ask__cu_argmax_parts = atoi(menv);
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
@@ -641,6 +643,12 @@ int ask_cuda_set_fuse_gate(int on) {
 int ask_cuda_set_attn_decode(int rows) {
   int old = ask__cu_attn_dec;
   ask__cu_attn_dec = rows > 0 ? rows : 0;
+  return old;
+}
+
+int ask_cuda_set_argmax_parts(int parts) {
+  int old = ask__cu_argmax_parts;
+  ask__cu_argmax_parts = parts > 0 ? parts : -1;
   return old;
 }
 

@@ -163,7 +163,11 @@ int ask__graph_capture(cudaStream_t s, void **graph, void (*fn)(void *ud), void 
 int ask__graph_launch(cudaStream_t s, void *graph);
 void ask__graph_free(cudaStream_t s, void *graph);
 
-/* sample.cu */
+/* sample.cu. ask__cu_sample_init allocates argmax_rows' parts and counters
+ * (zeroed; 1 on failure, recorded). ask__cu_argmax_parts forces the parts a
+ * row (tests; -1: about 256 blocks a launch, 1: one block a row). */
+extern int ask__cu_argmax_parts;
+int ask__cu_sample_init(cudaStream_t s);
 void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x, int T, int n);
 void ask__cu_sample_rows(cudaStream_t s, int32_t *ids, float *probs, const float *x,
                          const float *temperature, const int32_t *top_k, const float *top_p,

@@ -61,8 +61,8 @@ static void cu_reset(void) {
   cu_failed = 0;
   cu_err[0] = '\0';
   ask_emu_clear_error();
-  if (ask__cu_paged_init(NULL) != 0) { /* once: attention_paged's merge counters */
-    fprintf(stderr, "ask__cu_paged_init: %s\n", cu_err);
+  if (ask__cu_paged_init(NULL) != 0 || ask__cu_sample_init(NULL) != 0) { /* merge counters */
+    fprintf(stderr, "ask__cu_paged_init / ask__cu_sample_init: %s\n", cu_err);
     exit(1);
   }
 }
@@ -1207,8 +1207,12 @@ TEST(test_gemv_norm_glu) {
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
-  FOR_ORDERS {
+  /* parts a row: automatic (35 parts of the 70001 row at 6 rows), one
+   * block, and more parts than values (empty parts) */
+  int parts[3] = {-1, 1, 7};
+  FOR_ORDERS for (int pc = 0; pc < 3; pc++) {
     int ns[4] = {5, 33, 1000, 70001}, T = 6;
+    ask__cu_argmax_parts = parts[pc];
     for (int c = 0; c < 4; c++) {
       int n = ns[c];
       float *x = rnd((size_t)T * n, 5);
@@ -1221,14 +1225,30 @@ TEST(test_argmax_rows) {
       }
       x[3 * (size_t)n] = NAN; /* row 3: leading NaN */
       int32_t *ids = galloc((size_t)T * 4);
-      ask__cu_argmax_rows(S, ids, x, T, n);
-      LAUNCHED();
-      for (int t = 0; t < T; t++)
-        if (ids[t] != ref->argmax(x + (size_t)t * n, n))
-          T__FAIL("argmax n=%d row %d: %d, want %d", n, t, ids[t],
-                  ref->argmax(x + (size_t)t * n, n));
+      for (int rep = 0; rep < 2; rep++) { /* twice: the counters went back to 0 */
+        memset(ids, 0xff, (size_t)T * 4);
+        ask__cu_argmax_rows(S, ids, x, T, n);
+        LAUNCHED();
+        for (int t = 0; t < T; t++)
+          if (ids[t] != ref->argmax(x + (size_t)t * n, n))
+            T__FAIL("argmax n=%d parts %d row %d: %d, want %d", n, parts[pc], t, ids[t],
+                    ref->argmax(x + (size_t)t * n, n));
+      }
     }
   }
+  ask__cu_argmax_parts = -1;
+  /* one row of a 256000 vocabulary (125 parts), its largest in the last part */
+  int n = 256000;
+  float *x = rnd((size_t)n, 9);
+  int32_t *ids = galloc(4);
+  x[255999] = 50.0f, x[3] = 49.0f;
+  ask__cu_argmax_rows(S, ids, x, 1, n);
+  LAUNCHED();
+  ASSERT_EQ(ids[0], 255999);
+  x[7] = 50.0f; /* a tie across parts: the first wins */
+  ask__cu_argmax_rows(S, ids, x, 1, n);
+  LAUNCHED();
+  ASSERT_EQ(ids[0], 7);
 }
 
 TEST(test_sample_rows) {

@@ -12,7 +12,9 @@
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
 # bench/results/gpu-h200-20261126-s2/ and -s3/ (docs/benchmarks.md). The
 # default list asks what session 3 left open (the decode attention kernel,
-# the fused gate, split minimum 32).
+# the fused gate, split minimum 32) and session 4 wrote (argmax in parts;
+# only_embed_sample: a step of nothing but the embedding and the argmax,
+# i.e. the fixed cost of a step and the host's turn between steps).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ..." a line
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -32,12 +34,14 @@ no_fuse_rope ASK_CUDA_FUSE_ROPE=0
 split_min_32 ASK_CUDA_SPLIT_MIN=32
 pw0 ASK_CUDA_GEMV_PW=0
 fuse_glu ASK_CUDA_FUSE_GLU=1
+argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
 no_o ASK_PROFILE_SKIP=o
 no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
-no_lm_head ASK_PROFILE_SKIP=lm_head"}
+no_lm_head ASK_PROFILE_SKIP=lm_head
+only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head"}
 : > "$RES/sweep.jsonl"
 for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
   d="$MODELS/$shape"

@@ -1053,18 +1053,27 @@ TEST(test_cuda_argmax) {
   x[3 * (size_t)n] = NAN;                     /* row 3: leading NaN */
   float *dx = up(x, (size_t)T * n * 4);
   int32_t *dids = up(NULL, (size_t)T * 4);
-  dev->argmax_rows(dids, dx, T, n);
   twin->argmax_rows(want, x, T, n);
-  int32_t *ids = down(dids, (size_t)T * 4);
-  for (int t = 0; t < T; t++) {
-    ASSERT_EQ(ids[t], want[t]);
-    ASSERT_EQ(ids[t], ref->argmax(x + (size_t)t * n, n));
-    ASSERT_EQ(cu->argmax(dx + (size_t)t * n, n), ids[t]);
+  /* parts a row: automatic (35 here), one block a row, 7 */
+  int parts[3] = {-1, 1, 7}, p0 = ask_cuda_set_argmax_parts(-1);
+  for (int pc = 0; pc < 3; pc++) {
+    ask_cuda_set_argmax_parts(parts[pc]);
+    for (int rep = 0; rep < 2; rep++) { /* twice: the merge counters went back to 0 */
+      dev->argmax_rows(dids, dx, T, n);
+      int32_t *ids = down(dids, (size_t)T * 4);
+      for (int t = 0; t < T; t++) {
+        ASSERT_EQ(ids[t], want[t]);
+        ASSERT_EQ(ids[t], ref->argmax(x + (size_t)t * n, n));
+        ASSERT_EQ(cu->argmax(dx + (size_t)t * n, n), ids[t]);
+      }
+      ASSERT_EQ(ids[0], 10);
+      ASSERT_EQ(ids[1], 6);
+      free(ids);
+    }
   }
-  ASSERT_EQ(ids[0], 10);
-  ASSERT_EQ(ids[1], 6);
+  ask_cuda_set_argmax_parts(p0);
   dev->free(dx), dev->free(dids);
-  free(x), free(ids);
+  free(x);
 }
 
 TEST(test_cuda_sample) {
