@@ -6,10 +6,12 @@
  *                               one-line description), model size, bytes of
  *                               weights one decode step reads, KV capacity
  *   {"bench": "decode", ...}    per --batch B: B requests of --prompt-tokens
- *                               pseudo-random ids, greedy, --new-tokens each
- *                               (end-of-sequence ignored), all in one
- *                               generator (continuous batching); tokens/s
- *                               over the steps where all B decode
+ *                               pseudo-random ids, greedy (or sampled with
+ *                               --temperature, --top-k, --top-p, seeded),
+ *                               --new-tokens each (end-of-sequence
+ *                               ignored), all in one generator (continuous
+ *                               batching); tokens/s over the steps where
+ *                               all B decode
  *   {"bench": "ttft", ...}      per --ttft P: one request, the time from
  *                               as_gen_add to its first token (the prompt in
  *                               one step), median of 3 after a warm-up
@@ -71,15 +73,16 @@ static int as__bbad(const char *msg, const char *a) {
   fprintf(stderr, "actorserve bench-llm: %s%s\n", msg, a != NULL ? a : "");
   fprintf(stderr, "usage: actorserve bench-llm MODEL_DIR [--device cpu|cuda|refdev] "
                   "[--batch 1,8,32,128,256] [--prompt-tokens 128] [--new-tokens 256] "
-                  "[--ttft 128,2048|none] [--kv-tokens N]\n");
+                  "[--ttft 128,2048|none] [--kv-tokens N] [--temperature T] [--top-k K] "
+                  "[--top-p P]\n");
   return 2;
 }
 
 /* Runs `n` requests of prompt P and `news` new tokens to the end. With
  * timing, *tok_s and *step_ms cover the steps after every request has its
  * first token. */
-static int as__bdecode(as_gen_t *g, int V, int n, int P, int news, uint64_t *rng, double *tok_s,
-                       double *step_ms, char *err, size_t errlen) {
+static int as__bdecode(as_gen_t *g, int V, int n, int P, int news, const as_gen_opts_t *samp,
+                       uint64_t *rng, double *tok_s, double *step_ms, char *err, size_t errlen) {
   int32_t *prompt = malloc((size_t)P * sizeof *prompt);
   int started = 0, rc = 0, steps = 0;
   long toks = 0;
@@ -91,7 +94,11 @@ static int as__bdecode(as_gen_t *g, int V, int n, int P, int news, uint64_t *rng
   as_gen_opts_init(&o);
   o.n_stop_ids = 0;
   o.max_new_tokens = news;
+  o.temperature = samp->temperature;
+  o.top_k = samp->top_k;
+  o.top_p = samp->top_p;
   for (int r = 0; r < n && rc == 0; r++) {
+    o.seed = r + 1;
     for (int i = 0; i < P; i++)
       prompt[i] = (int32_t)(ask_rng_next(rng) % (uint64_t)V);
     rc = as_gen_add(g, prompt, P, &o, &id, err, errlen);
@@ -139,11 +146,14 @@ int as__cli_bench_llm(int argc, char **argv) {
   int ttft[AS_BENCH_MAX_LIST] = {128, 2048}, nt = 2;
   int P = 128, news = 256;
   long long kv_tokens = 0;
+  as_gen_opts_t samp; /* --temperature, --top-k, --top-p (greedy by default) */
   char err[512];
+  char *end;
   as_model_t *m = NULL;
   as_gen_t *g = NULL;
   int rc = 1;
 
+  as_gen_opts_init(&samp);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -172,6 +182,15 @@ int as__cli_bench_llm(int argc, char **argv) {
     else if (strcmp(a, "--new-tokens") == 0 && (news = atoi(v)) > 0)
       continue;
     else if (strcmp(a, "--kv-tokens") == 0 && (kv_tokens = atoll(v)) > 0)
+      continue;
+    else if (strcmp(a, "--temperature") == 0 && (samp.temperature = strtof(v, &end)) >= 0 &&
+             *end == '\0')
+      continue;
+    else if (strcmp(a, "--top-k") == 0 && (samp.top_k = (int)strtol(v, &end, 10)) >= 0 &&
+             *end == '\0')
+      continue;
+    else if (strcmp(a, "--top-p") == 0 && (samp.top_p = strtof(v, &end)) > 0 &&
+             samp.top_p <= 1 && *end == '\0')
       continue;
     else
       return as__bbad("bad option or value: ", a);
@@ -213,17 +232,22 @@ int as__cli_bench_llm(int argc, char **argv) {
   for (int i = 0; i < nb; i++) {
     double tok_s = 0, step_ms = 0;
     char prof[1024];
-    if (as__bdecode(g, c->vocab_size, batch[i], P, 8, &rng, NULL, NULL, err, sizeof err) != 0 ||
+    if (as__bdecode(g, c->vocab_size, batch[i], P, 8, &samp, &rng, NULL, NULL, err,
+                    sizeof err) != 0 ||
         (as_gen_profile(g, prof, sizeof prof, 1), 0) ||
-        as__bdecode(g, c->vocab_size, batch[i], P, news, &rng, &tok_s, &step_ms, err,
+        as__bdecode(g, c->vocab_size, batch[i], P, news, &samp, &rng, &tok_s, &step_ms, err,
                     sizeof err) != 0) {
       printf("{\"bench\": \"decode\", \"batch\": %d, \"error\": \"%s\"}\n", batch[i], err);
       fflush(stdout);
       goto done;
     }
     printf("{\"bench\": \"decode\", \"batch\": %d, \"prompt\": %d, \"new\": %d, \"tok_s\": %.1f, "
-           "\"step_ms\": %.3f, \"graphs\": %d}\n",
+           "\"step_ms\": %.3f, \"graphs\": %d",
            batch[i], P, news, tok_s, step_ms, as_gen_graphs(g));
+    if (samp.temperature > 0)
+      printf(", \"temperature\": %g, \"top_k\": %d, \"top_p\": %g", samp.temperature,
+             samp.top_k, samp.top_p);
+    printf("}\n");
     if (as_gen_profile(g, prof, sizeof prof, 1)) /* ASK_PROFILE=1: where a step's time goes */
       printf("{\"bench\": \"profile\", \"batch\": %d, \"ops\": %s}\n", batch[i], prof);
     fflush(stdout);

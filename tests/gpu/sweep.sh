@@ -14,9 +14,11 @@
 # default list asks what session 3 left open (the decode attention kernel,
 # the fused gate, split minimum 32) and session 4 wrote (argmax in parts;
 # only_embed_sample: a step of nothing but the embedding and the argmax,
-# i.e. the fixed cost of a step and the host's turn between steps).
+# i.e. the fixed cost of a step and the host's turn between steps; sampled
+# decoding, whose one-block-a-row top-p/top-k search is suspected slow).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
-#   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ..." a line
+#   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ... --option v" a
+#                     line (NAME=V to the environment, the rest to bench-llm)
 HERE=$(cd "$(dirname "$0")" && pwd)
 RES=${1:-${OUT:-./gpu-results}}
 mkdir -p "$RES"
@@ -28,8 +30,11 @@ BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
 attn_decode ASK_CUDA_ATTN_DECODE=16
 attn_decode_split32 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
+attn_decode_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
+attn_decode_split8 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=8
 fuse_gate ASK_CUDA_FUSE_GATE=1
 attn_decode_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
+attn_decode_split16_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
 no_fuse_rope ASK_CUDA_FUSE_ROPE=0
 split_min_32 ASK_CUDA_SPLIT_MIN=32
 pw0 ASK_CUDA_GEMV_PW=0
@@ -41,7 +46,9 @@ no_o ASK_PROFILE_SKIP=o
 no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
-only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head"}
+only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
+sampled_p095 --temperature 0.8 --top-p 0.95
+sampled_k50 --temperature 0.8 --top-k 50"}
 : > "$RES/sweep.jsonl"
 for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
   d="$MODELS/$shape"
@@ -52,8 +59,13 @@ for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
   }
   echo "$VARIANTS" | while read -r name settings; do
     [ -n "$name" ] || continue
-    out=$(env $settings LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm "$d" \
-      --device cuda --batch "$BATCH" --prompt-tokens 128 --new-tokens "$NEW" --ttft none 2>&1)
+    envs= args= # NAME=V settings go to the environment, --options to bench-llm
+    for tok in $settings; do
+      case $tok in -*) args="$args $tok" ;; *=*) envs="$envs $tok" ;; *) args="$args $tok" ;; esac
+    done
+    out=$(env $envs LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm "$d" \
+      --device cuda --batch "$BATCH" --prompt-tokens 128 --new-tokens "$NEW" --ttft none \
+      $args 2>&1)
     rc=$?
     echo "$out" | grep '^{"bench": "decode"' | sed "s/^{/{\"variant\": \"$name\", \"shape\": \"$shape\", \"rc\": $rc, /" >> "$RES/sweep.jsonl"
     line="$shape $name rc=$rc:"
