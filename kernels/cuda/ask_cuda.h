@@ -76,9 +76,10 @@ int ask_cuda_set_attn_decode(int rows);
 
 /* argmax_rows (greedy sampling) cuts each row into `parts` parts of one
  * block each, merged by the last block to finish (kernels/cuda/sample.cu);
- * 1: one block a row (the kernel before 2026-11-27); 0 or less: automatic,
- * parts of 2048 values and about 256 blocks a launch (the default), or
- * ASK_CUDA_ARGMAX_PARTS. Returns the previous value (-1: automatic). */
+ * 1: one block a row (the only kernel until the fourth session); 0 or
+ * less: automatic, parts of 2048 values and about 256 blocks a launch (the
+ * default), or ASK_CUDA_ARGMAX_PARTS. Returns the previous value (-1:
+ * automatic). */
 int ask_cuda_set_argmax_parts(int parts);
 
 /* cuBLASLt plans (descriptors, layouts and the chosen algorithm) cached so

@@ -168,6 +168,8 @@ void ask__graph_free(cudaStream_t s, void *graph);
  * row (tests; -1: about 256 blocks a launch, 1: one block a row). */
 extern int ask__cu_argmax_parts;
 int ask__cu_sample_init(cudaStream_t s);
+/* sample_rows.cu: its rows' state (called by ask__cu_sample_init). */
+int ask__cu_sample_rows_init(cudaStream_t s);
 void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x, int T, int n);
 void ask__cu_sample_rows(cudaStream_t s, int32_t *ids, float *probs, const float *x,
                          const float *temperature, const int32_t *top_k, const float *top_p,

@@ -1,37 +1,10 @@
-/* sample.cu — choosing next tokens on the device, one block of 1024
- * threads per row of logits, so that only token ids come back to the host:
- * greedy (the first largest, NaNs never chosen, as torch.argmax and
- * kernels/ref's argmax) and sampling with temperature, top-k and top-p under
- * the rules of kernels/ref/sample.c (transformers' warpers).
- *
- * No sort: values are mapped to order-preserving 32-bit keys, and each
- * threshold is found by a bitwise search over the key space, one block-wide
- * count or sum per bit (32 passes over the row):
- *   top-k: the largest key t with count(key >= t) >= k is the k-th largest;
- *          keys below it are removed (ties stay, as in the reference);
- *   top-p: with weights w = exp(v - max) (double), the largest key t with
- *          mass(key < t) <= (1 - p) * total: every key below t is removed,
- *          and of the tokens at key t, the highest ids go first while the
- *          removed mass stays within bound (the reference's ascending order
- *          puts equal values by descending id); the largest token stays.
- * The draw uses one uniform of the row's xorshift64* state (the same stream
- * as ask_rng_uniform) and walks the kept weights in id order, as the
- * reference does; sums run in another order, so a uniform within ~1e-12 of
- * a boundary may pick the neighbour.
+/* sample.cu — greedy choice of next tokens on the device, so that only
+ * token ids come back to the host: the first largest of each row of logits,
+ * NaNs never chosen (as torch.argmax and kernels/ref's argmax), in parts of
+ * a row over many blocks when rows are few, one block a row otherwise.
+ * Sampling (temperature, top-k, top-p) is sample_rows.cu.
  */
-#include "common.cuh"
-
-#define ASK__SAMPLE_THREADS 1024
-
-/* Order-preserving key of a float (larger float, larger key). */
-static __device__ __forceinline__ uint32_t ask__okey(float f) {
-  uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-static __device__ __forceinline__ float ask__unkey(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
+#include "sample.cuh"
 
 /* a (value av at index ai) comes before b as argmax's answer. */
 static __device__ __forceinline__ bool ask__better(float av, int ai, float bv, int bi) {
@@ -125,7 +98,7 @@ static unsigned long long *ask__am_part; /* ASK__AM_SLOTS keys */
 extern "C" int ask__cu_sample_init(cudaStream_t s) {
   void *p = NULL;
   if (ask__am_cnt != NULL)
-    return 0;
+    return ask__cu_sample_rows_init(s);
   size_t bytes = ASK__AM_SLOTS * (sizeof(unsigned) + sizeof(unsigned long long));
   if (ask__cu_check(cudaMalloc(&p, bytes), "cudaMalloc (argmax_rows parts)"))
     return 1;
@@ -136,17 +109,7 @@ extern "C" int ask__cu_sample_init(cudaStream_t s) {
   }
   ask__am_part = static_cast<unsigned long long *>(p);
   ask__am_cnt = reinterpret_cast<unsigned *>(ask__am_part + ASK__AM_SLOTS);
-  return 0;
-}
-
-static __device__ __forceinline__ unsigned long long ask__amkey(float v, int i) {
-  const uint32_t hi = v != v ? 0u : ask__okey(v);
-  return (unsigned long long)hi << 32 | (uint32_t)~(uint32_t)i;
-}
-
-static __device__ __forceinline__ unsigned long long ask__amax(unsigned long long a,
-                                                               unsigned long long b) {
-  return a > b ? a : b;
+  return ask__cu_sample_rows_init(s);
 }
 
 static __global__ void __launch_bounds__(256)
@@ -219,201 +182,4 @@ extern "C" void ask__cu_argmax_rows(cudaStream_t s, int32_t *ids, const float *x
     ASK__LAUNCH(T, ask__row_threads(n), 0, s, ask__k_argmax_rows)(ids, x, n);
   }
   ASK__LAUNCHED("argmax_rows");
-}
-
-/* The row's value after temperature (f32 division, as the reference). */
-static __device__ __forceinline__ float ask__tv(const float *xr, int i, float temp) {
-  return temp == 1.0f ? xr[i] : xr[i] / temp;
-}
-
-static __global__ void ask__k_sample_rows(int32_t *ids, float *probs, const float *x,
-                                          const float *temperature, const int32_t *top_k,
-                                          const float *top_p, uint64_t *rng, int n) {
-  ask__pdl_enter();
-  __shared__ double shd[32];
-  __shared__ float shf[32];
-  __shared__ double ps[ASK__SAMPLE_THREADS];
-  __shared__ double s_u;
-  __shared__ int s_found;
-  int row = blockIdx.x, tid = threadIdx.x;
-  const float *xr = x + (size_t)row * n;
-  float *pr = probs != NULL ? probs + (size_t)row * n : NULL;
-  float temp = temperature[row];
-  int k = top_k[row];
-  float p = top_p[row];
-
-  if (!(temp > 0.0f)) { /* greedy; the generator is not used */
-    int best = ask__block_argmax(xr, n);
-    if (tid == 0)
-      ids[row] = best;
-    if (pr != NULL)
-      for (int i = tid; i < n; i += blockDim.x)
-        pr[i] = i == best ? 1.0f : 0.0f;
-    return;
-  }
-
-  /* top-k: kmin = key of the k-th largest value; keys below are removed. */
-  uint32_t kmin = 0;
-  if (k > 0 && k < n) {
-    for (int b = 31; b >= 0; b--) {
-      uint32_t cand = kmin | (1u << b);
-      double c = 0.0;
-      for (int i = tid; i < n; i += blockDim.x)
-        c += ask__okey(ask__tv(xr, i, temp)) >= cand ? 1.0 : 0.0;
-      if (ask__block_sum(c, shd) >= (double)k)
-        kmin = cand;
-    }
-  }
-#define ASK__KEPT(key) ((key) >= kmin)
-
-  float mxf = -INFINITY;
-  for (int i = tid; i < n; i += blockDim.x) {
-    float v = ask__tv(xr, i, temp);
-    if (ASK__KEPT(ask__okey(v)))
-      mxf = fmaxf(mxf, v);
-  }
-  mxf = ask__block_max(mxf, shf);
-  double mx = (double)mxf, total = 0.0;
-  uint32_t maxkey = ask__okey(mxf); /* the largest token always stays */
-#define ASK__W(v) exp((double)(v)-mx)
-  for (int i = tid; i < n; i += blockDim.x) {
-    float v = ask__tv(xr, i, temp);
-    if (ASK__KEPT(ask__okey(v)))
-      total += ASK__W(v);
-  }
-  total = ask__block_sum(total, shd);
-
-  /* top-p: keys below pmin removed; at key pmin, ids >= tie_cut removed. */
-  uint32_t pmin = 0;
-  int tie_cut = n;
-  if (p < 1.0f) {
-    double thr = (1.0 - (double)p) * total;
-    for (int b = 31; b >= 0; b--) {
-      uint32_t cand = pmin | (1u << b);
-      double m = 0.0;
-      for (int i = tid; i < n; i += blockDim.x) {
-        float v = ask__tv(xr, i, temp);
-        uint32_t key = ask__okey(v);
-        if (ASK__KEPT(key) && key < cand)
-          m += ASK__W(v);
-      }
-      if (ask__block_sum(m, shd) <= thr)
-        pmin = cand;
-    }
-    if (pmin > maxkey) /* thr rounded up to the total (p near 0) */
-      pmin = maxkey;
-    double S = 0.0, c = 0.0;
-    for (int i = tid; i < n; i += blockDim.x) {
-      float v = ask__tv(xr, i, temp);
-      uint32_t key = ask__okey(v);
-      if (ASK__KEPT(key) && key < pmin)
-        S += ASK__W(v);
-      c += ASK__KEPT(key) && key == pmin ? 1.0 : 0.0;
-    }
-    S = ask__block_sum(S, shd);
-    c = ask__block_sum(c, shd);
-    double we = ASK__W(ask__unkey(pmin));
-    double rmax = pmin == maxkey ? c - 1.0 : c, r = rmax;
-    if (we > 0.0) {
-      r = floor((thr - S) / we);
-      r = r < 0.0 ? 0.0 : r > rmax ? rmax : r;
-    }
-    if (r > 0.0) { /* keep the c - r lowest ids at key pmin */
-      int lo = 0, hi = n; /* smallest b with count(tie, id < b) >= c - r */
-      while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        double cnt = 0.0;
-        for (int i = tid; i < mid; i += blockDim.x)
-          cnt += ASK__KEPT(ask__okey(ask__tv(xr, i, temp))) &&
-                         ask__okey(ask__tv(xr, i, temp)) == pmin
-                     ? 1.0
-                     : 0.0;
-        if (ask__block_sum(cnt, shd) >= c - r)
-          hi = mid;
-        else
-          lo = mid + 1;
-      }
-      tie_cut = lo;
-    }
-  }
-#define ASK__ALIVE(key, i)                                                                  \
-  (ASK__KEPT(key) && (key) >= pmin && !((key) == pmin && (i) >= tie_cut))
-
-  /* The draw: chunks of ids per thread, an exclusive scan of their sums. */
-  int chunk = (n + blockDim.x - 1) / blockDim.x, i0 = tid * chunk,
-      i1 = min(n, i0 + chunk);
-  double local = 0.0, total2;
-  int lastalive = -1;
-  for (int i = i0; i < i1; i++) {
-    float v = ask__tv(xr, i, temp);
-    uint32_t key = ask__okey(v);
-    if (ASK__ALIVE(key, i)) {
-      double w = ASK__W(v);
-      if (w > 0.0) {
-        local += w;
-        lastalive = i;
-      }
-    }
-  }
-  total2 = ask__block_sum(local, shd);
-  if (tid == 0) {
-    uint64_t st = rng[row];
-    st ^= st >> 12;
-    st ^= st << 25;
-    st ^= st >> 27;
-    rng[row] = st;
-    s_u = (double)((st * 0x2545f4914f6cdd1dull) >> 11) * (1.0 / 9007199254740992.0);
-    s_found = n;
-  }
-  ps[tid] = local;
-  __syncthreads();
-  for (int off = 1; off < (int)blockDim.x; off <<= 1) { /* inclusive scan */
-    double add = tid >= off ? ps[tid - off] : 0.0;
-    __syncthreads();
-    ps[tid] += add;
-    __syncthreads();
-  }
-  double target = s_u * total2, prefix = ps[tid] - local;
-  if (local > 0.0 && prefix <= target && target < ps[tid]) {
-    double cum = prefix;
-    int hit = lastalive; /* rounding: the chunk's last kept id */
-    for (int i = i0; i < i1; i++) {
-      float v = ask__tv(xr, i, temp);
-      uint32_t key = ask__okey(v);
-      if (!ASK__ALIVE(key, i))
-        continue;
-      double w = ASK__W(v);
-      if (w <= 0.0)
-        continue;
-      cum += w;
-      if (target < cum) {
-        hit = i;
-        break;
-      }
-    }
-    atomicMin(&s_found, hit);
-  }
-  double la = ask__block_max((double)lastalive, shd);
-  __syncthreads();
-  if (tid == 0)
-    ids[row] = s_found < n ? s_found : (int)la;
-  if (pr != NULL)
-    for (int i = tid; i < n; i += blockDim.x) {
-      float v = ask__tv(xr, i, temp);
-      uint32_t key = ask__okey(v);
-      pr[i] = ASK__ALIVE(key, i) ? (float)(ASK__W(v) / total2) : 0.0f;
-    }
-#undef ASK__KEPT
-#undef ASK__W
-#undef ASK__ALIVE
-}
-
-extern "C" void ask__cu_sample_rows(cudaStream_t s, int32_t *ids, float *probs, const float *x,
-                                    const float *temperature, const int32_t *top_k,
-                                    const float *top_p, uint64_t *rng, int T, int n) {
-  if (T <= 0 || ask__cu_failed())
-    return;
-  ASK__LAUNCH(T, ASK__SAMPLE_THREADS, 0, s, ask__k_sample_rows)(ids, probs, x, temperature, top_k,
-                                                                top_p, rng, n);
-  ASK__LAUNCHED("sample_rows");
 }

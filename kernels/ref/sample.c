@@ -109,6 +109,15 @@ static void ask__sort_asc(int32_t *idx, const double *w, int n) {
   }
 }
 
+/* The greedy choice, probs (when not NULL) all on it. */
+static int ask__greedy(float *probs, const float *x, int n) {
+  int best = ask_ref_argmax(x, n);
+  if (probs != NULL)
+    for (int i = 0; i < n; i++)
+      probs[i] = i == best ? 1.0f : 0.0f;
+  return best;
+}
+
 /* Picks a token of x (n). See kernels.h: probs (n) or NULL receives the
  * final distribution; w (n doubles) and idx (n int32) are work memory. */
 int ask_ref_sample(float *probs, double *w, int32_t *idx, const float *x, int n,
@@ -116,13 +125,8 @@ int ask_ref_sample(float *probs, double *w, int32_t *idx, const float *x, int n,
   double mx = -INFINITY, total = 0.0;
   int last = -1;
 
-  if (!(temperature > 0.0f)) { /* greedy: the first largest, as torch.argmax */
-    int best = ask_ref_argmax(x, n);
-    if (probs != NULL)
-      for (int i = 0; i < n; i++)
-        probs[i] = i == best ? 1.0f : 0.0f;
-    return best;
-  }
+  if (!(temperature > 0.0f)) /* greedy: the first largest, as torch.argmax */
+    return ask__greedy(probs, x, n);
   for (int i = 0; i < n; i++) /* f32 division, as torch divides f32 scores */
     w[i] = temperature == 1.0f ? (double)x[i] : (double)(x[i] / temperature);
 
@@ -139,8 +143,8 @@ int ask_ref_sample(float *probs, double *w, int32_t *idx, const float *x, int n,
   for (int i = 0; i < n; i++)
     if (w[i] > mx)
       mx = w[i];
-  if (!(mx > -INFINITY) || mx != mx) /* all removed, or NaN logits: greedy */
-    return ask_ref_argmax(x, n);
+  if (!(mx > -INFINITY) || mx != mx) /* every value -inf: greedy */
+    return ask__greedy(probs, x, n);
   for (int i = 0; i < n; i++) { /* w becomes exp(w - max): weights in [0, 1] */
     w[i] = w[i] == -INFINITY ? 0.0 : exp(w[i] - mx);
     total += w[i];

@@ -1294,6 +1294,61 @@ TEST(test_sample_rows) {
   }
 }
 
+/* sample_rows against ref->sample on rows that reach every path of the
+ * parts: one long row (125 parts), a top-p cut inside a run of equal values
+ * that spans parts (the highest ids go first), p near 0 over tied maxima,
+ * rows of -inf only (argmax, generator untouched), and more rows than one
+ * launch takes (1030). */
+static int sample_case(int T, int n, float temp, int k, float p, int kind, int draws) {
+  float *x = galloc((size_t)T * n * 4), *probs = galloc((size_t)T * n * 4),
+        *pw = galloc((size_t)n * 4), *temps = galloc((size_t)T * 4), *ps = galloc((size_t)T * 4);
+  double *w = galloc((size_t)n * 8);
+  int32_t *idx = galloc((size_t)n * 4), *ks = galloc((size_t)T * 4), *ids = galloc((size_t)T * 4);
+  uint64_t *rng = galloc((size_t)T * 8), *rref = galloc((size_t)T * 8);
+  int bad = 0;
+  for (int t = 0; t < T; t++) {
+    float *xr = x + (size_t)t * n;
+    for (int i = 0; i < n; i++)
+      xr[i] = kind == 0 ? frand() * 4 : kind == 1 ? 0.0f : kind == 2 ? frand() : -INFINITY;
+    if (kind == 1)
+      xr[(t * 31) % n] = 2.0f; /* one favourite over n - 1 equal values */
+    if (kind == 2)
+      xr[n / 5] = xr[n / 2] = xr[n - 1] = 3.0f; /* tied maxima */
+    temps[t] = temp, ks[t] = k, ps[t] = p;
+  }
+  for (int d = 0; d < draws && !bad; d++) {
+    for (int t = 0; t < T; t++)
+      rng[t] = rref[t] = ask_rng_seed(7919 * (uint64_t)d + (uint64_t)t);
+    ask__cu_sample_rows(S, ids, d == 0 ? probs : NULL, x, temps, ks, ps, rng, T, n);
+    if (cu_failed || ask_emu_last_error()[0] != '\0')
+      return 1;
+    for (int t = 0; t < T && bad < 3; t++) {
+      int want = ref->sample(pw, w, idx, x + (size_t)t * n, n, temp, k, p, &rref[t]);
+      long pb = d == 0 ? mismatch(probs + (size_t)t * n, pw, n, 1e-5, 1e-5) : -1;
+      if (ids[t] != want || rng[t] != rref[t] || pb >= 0) {
+        fprintf(stderr, "  T=%d n=%d temp=%g k=%d p=%g kind %d draw %d row %d: token %d want %d, "
+                "rng %s, probs %ld\n", T, n, temp, k, p, kind, d, t, ids[t], want,
+                rng[t] == rref[t] ? "same" : "differs", pb);
+        bad++;
+      }
+    }
+  }
+  return bad;
+}
+
+TEST(test_sample_rows_parts) {
+  FOR_ORDERS {
+    ASSERT_EQ(sample_case(1, 256000, 0.8f, 50, 0.9f, 0, 3), 0);
+    ASSERT_EQ(sample_case(1, 256000, 1.0f, 0, 0.95f, 0, 2), 0);
+    ASSERT_EQ(sample_case(2, 20000, 1.0f, 0, 0.5f, 1, 6), 0);   /* the cut inside the run */
+    ASSERT_EQ(sample_case(2, 20000, 1.0f, 0, 0.999f, 1, 4), 0);
+    ASSERT_EQ(sample_case(1, 9000, 1.0f, 0, 1e-7f, 2, 4), 0);   /* p near 0: the first maximum */
+    ASSERT_EQ(sample_case(1, 9000, 0.5f, 2, 1.0f, 2, 4), 0);    /* top-k 2 over 3 tied maxima */
+    ASSERT_EQ(sample_case(3, 5000, 1.0f, 10, 0.9f, 3, 1), 0);   /* all -inf */
+    ASSERT_EQ(sample_case(1030, 40, 0.9f, 5, 0.8f, 0, 1), 0);   /* two launches of rows */
+  }
+}
+
 /* ---- prefill.cu ---- */
 
 /* One prefill chunk of n rows at positions p0 .. p0 + n - 1 over a paged
@@ -1435,4 +1490,4 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
           test_gemv_pw, test_gemv_norm_rope, test_gemv_norm_glu, test_argmax_rows,
-          test_sample_rows, test_launcher_errors)
+          test_sample_rows, test_sample_rows_parts, test_launcher_errors)
