@@ -35,10 +35,7 @@ attn_decode_split8 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=8
 fuse_gate ASK_CUDA_FUSE_GATE=1
 attn_decode_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
 attn_decode_split16_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
-no_fuse_rope ASK_CUDA_FUSE_ROPE=0
 split_min_32 ASK_CUDA_SPLIT_MIN=32
-pw0 ASK_CUDA_GEMV_PW=0
-fuse_glu ASK_CUDA_FUSE_GLU=1
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
@@ -67,7 +64,8 @@ for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
       --device cuda --batch "$BATCH" --prompt-tokens 128 --new-tokens "$NEW" --ttft none \
       $args 2>&1)
     rc=$?
-    echo "$out" | grep '^{"bench": "decode"' | sed "s/^{/{\"variant\": \"$name\", \"shape\": \"$shape\", \"rc\": $rc, /" >> "$RES/sweep.jsonl"
+    set_=$(echo "$settings" | tr -d '"\\')
+    echo "$out" | grep '^{"bench": "decode"' | sed "s/^{/{\"variant\": \"$name\", \"settings\": \"$set_\", \"shape\": \"$shape\", \"rc\": $rc, /" >> "$RES/sweep.jsonl"
     line="$shape $name rc=$rc:"
     for b in $(echo "$BATCH" | tr ',' ' '); do
       t=$(echo "$out" | grep "\"batch\": $b," | grep '"decode"' | sed 's/.*"tok_s": \([0-9.]*\).*"step_ms": \([0-9.]*\).*/\1 tok\/s \2 ms/' | head -n 1)
