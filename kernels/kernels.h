@@ -132,7 +132,18 @@ typedef struct ask_ops_s {
  * does: each step ends with one, failed steps included), since the CUDA
  * documentation promises that staging only loosely. A failure may only
  * show at that next wait. */
-enum { ASK_COPY_H2D = 1, ASK_COPY_D2H = 2, ASK_COPY_D2D = 3, ASK_COPY_H2D_ASYNC = 4 };
+/* ASK_COPY_D2H_ASYNC: device to host, queued behind the ops without
+ * waiting, into memory from host_alloc (page-locked, so the copy runs when
+ * its turn comes); its bytes may be read after wait_mark of a mark queued
+ * after it. */
+enum {
+  ASK_COPY_H2D = 1,
+  ASK_COPY_D2H = 2,
+  ASK_COPY_D2D = 3,
+  ASK_COPY_H2D_ASYNC = 4,
+  ASK_COPY_D2H_ASYNC = 5
+};
+#define ASK_MARKS 2 /* mark slots of a backend */
 
 typedef struct ask_dev_s {
   /* *p = bytes of device memory (cudaMalloc, never managed memory), 256-byte
@@ -140,11 +151,22 @@ typedef struct ask_dev_s {
   int (*alloc)(void **p, size_t bytes, char *err, size_t errlen);
   void (*free)(void *p); /* p may be NULL; waits for queued work */
   /* Copies bytes in direction dir (ASK_COPY_*) after the queued ops; waits
-   * (except ASK_COPY_H2D_ASYNC). */
+   * (except ASK_COPY_H2D_ASYNC and ASK_COPY_D2H_ASYNC). */
   int (*copy)(void *dst, const void *src, size_t bytes, int dir, char *err, size_t errlen);
   /* Waits for every queued op. Returns 0 or the first failure since the last
    * sync (AS_ENOMEM, AS_EINVAL, AS_EIO) with err naming the call and why. */
   int (*sync)(char *err, size_t errlen);
+  /* Host memory for ASK_COPY_D2H_ASYNC (page-locked; cudaHostAlloc), and
+   * its release (NULL is fine). Returns as alloc. */
+  int (*host_alloc)(void **p, size_t bytes, char *err, size_t errlen);
+  void (*host_free)(void *p);
+  /* mark queues marker `slot` (0 .. ASK_MARKS-1) behind the ops queued so
+   * far; wait_mark waits until the ops before the last mark of that slot
+   * are done, so that the host may read what they copied out while later
+   * ops still run. Both return 0 or the first failure since the last sync
+   * or wait (as sync). Not inside a capture. */
+  int (*mark)(int slot, char *err, size_t errlen);
+  int (*wait_mark)(int slot, char *err, size_t errlen);
 
   /* out (T,N) = x (T,K) · wᵀ + bias with w (N,K) in bf16, fp32 accumulation:
    * cuBLASLt on x rounded to bf16 in xs (T*K bf16 scratch), or, for T up to
@@ -153,9 +175,11 @@ typedef struct ask_dev_s {
    * must not alias x. */
   void (*matmul_bf16)(float *out, uint16_t *xs, const float *x, const uint16_t *w,
                       const float *bias, int T, int K, int N);
-  /* out (T,C) = table[ids[t]] (V,C bf16) * scale, as embedding. */
-  void (*embedding_bf16)(float *out, const uint16_t *table, const int32_t *ids, int T, int C,
-                         float scale);
+  /* out (T,C) = table[ids[t]] (V,C bf16) * scale, as embedding; ids[t] < 0
+   * stands for prev[-ids[t] - 1], an id an earlier step sampled and left on
+   * the device (prev may be NULL when no id is negative). */
+  void (*embedding_bf16)(float *out, const uint16_t *table, const int32_t *ids,
+                         const int32_t *prev, int T, int C, float scale);
   /* The residual add fused into the next norm: x (T,C) += r (when r is not
    * NULL), then out = rmsnorm(x) as the rmsnorm op. out must not alias x. */
   void (*add_rmsnorm)(float *out, float *x, const float *r, const float *w, int T, int C,

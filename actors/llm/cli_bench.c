@@ -242,8 +242,8 @@ int as__cli_bench_llm(int argc, char **argv) {
       goto done;
     }
     printf("{\"bench\": \"decode\", \"batch\": %d, \"prompt\": %d, \"new\": %d, \"tok_s\": %.1f, "
-           "\"step_ms\": %.3f, \"graphs\": %d",
-           batch[i], P, news, tok_s, step_ms, as_gen_graphs(g));
+           "\"step_ms\": %.3f, \"graphs\": %d, \"pipelined\": %ld",
+           batch[i], P, news, tok_s, step_ms, as_gen_graphs(g), as_gen_pipelined(g));
     if (samp.temperature > 0)
       printf(", \"temperature\": %g, \"top_k\": %d, \"top_p\": %g", samp.temperature,
              samp.top_k, samp.top_p);

@@ -51,7 +51,11 @@ struct as__dstep_s {
   int *run_r0, *run_n, *run_p0, *run_t0, nrun;
   uint16_t *xs;
   char *io;            /* staged inputs and outputs (layout: the off_* below) */
-  char *host;          /* its host mirror */
+  char *host;          /* its host mirror: hostv[slot] of the step being staged */
+  char *hostv[ASK_MARKS];
+  char *pin[ASK_MARKS]; /* as__forward_dev_begin: each slot's ids and states (host_alloc) */
+  int64_t *last_seq;   /* the sequences of the last sampled step (a fed step's check) */
+  int last_n;          /* their number; -1 when the last step did not sample */
   size_t io_bytes;
   size_t off_ids_out, off_rng, off_temp, off_topp, off_topk, off_last, off_ids, off_pos,
       off_slot, off_seq, off_table;
@@ -168,8 +172,12 @@ void as__dstep_free(as_kv_t *kv) {
     dev->free(bufs[i]);
   dev->free(s->xs);
   dev->free(s->io);
-  free(s->host);
+  for (int k = 0; k < ASK_MARKS; k++) {
+    free(s->hostv[k]);
+    dev->host_free(s->pin[k]);
+  }
   free(s->run_r0);
+  free(s->last_seq);
   free(s);
   kv->step = NULL;
 }
@@ -228,9 +236,18 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
         s->sync_cost = d;
     }
   }
-  s->host = calloc(1, z.io);
+  for (int k = 0; k < ASK_MARKS; k++)
+    if ((s->hostv[k] = calloc(1, z.io)) == NULL)
+      return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
+  s->host = s->hostv[0];
+  for (int k = 0; k < ASK_MARKS && rc == 0; k++) /* ids_out and rng: the front of io */
+    rc = dev->host_alloc((void **)&s->pin[k], z.off[1] + (size_t)seqs * 8, err, errlen);
   s->run_r0 = malloc((size_t)seqs * 4 * sizeof(int));
-  if (s->host == NULL || s->run_r0 == NULL)
+  s->last_seq = malloc((size_t)seqs * sizeof(int64_t));
+  s->last_n = -1;
+  if (rc != 0)
+    return rc;
+  if (s->run_r0 == NULL || s->last_seq == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
   s->run_n = s->run_r0 + seqs;
   s->run_p0 = s->run_n + seqs;
@@ -328,7 +345,8 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     if (s->profile)                                                         \
       as__ptick(s, dev, kind, &t);                                          \
   } while (0)
-  AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, T, C, m->embed_scale));
+  AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, AS__IO(s, s->io, off_ids_out, int32_t),
+                                      T, C, m->embed_scale));
   /* With the fusions the residual stream alternates between x and x2 (a
    * fused norm reads one and writes the sum to the other); the same
    * pointers every step, so a captured step stays valid. */
@@ -436,21 +454,35 @@ static void as__run_captured(void *ud) {
 /* Queues the copy of the staged inputs [off_rng, end) to the device, ahead
  * of the step's ops (s->host is calloc'd, pageable: see
  * ASK_COPY_H2D_ASYNC); the step's first wait is its copy out. */
-static int as__stage(as__dstep_t *s, const ask_dev_t *dev, size_t end, char *err, size_t errlen) {
-  return dev->copy(s->io + s->off_rng, s->host + s->off_rng, end - s->off_rng,
-                   ASK_COPY_H2D_ASYNC, err, errlen);
+static int as__stage(as__dstep_t *s, const ask_dev_t *dev, size_t from, size_t end, char *err,
+                     size_t errlen) {
+  return dev->copy(s->io + from, s->host + from, end - from, ASK_COPY_H2D_ASYNC, err, errlen);
 }
 
-int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
-                    const as__samp_t *samp, float *logits, int all_positions, char *err,
-                    size_t errlen) {
+/* Checks, stages and queues one step (host buffer hostv[hslot]) without
+ * waiting; *pS: the rows whose logits the head made. fed (sampled decode
+ * steps only): the step's sequences are exactly the last step's, in the
+ * same order, and row r's input is the id that step sampled for row r, still
+ * on the device (staged as -(r + 1), see embedding_bf16), as are the
+ * generators' states (not staged). On failure the cache is unchanged. */
+static int as__dstep_queue(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                           const as__samp_t *samp, int all_positions, int fed, int hslot,
+                           int *pS, char *err, size_t errlen) {
   const ask_dev_t *dev = m->dm->dev;
   as__dstep_t *s = kv->step;
   size_t T = 0, scr = 0;
-  int V = m->cfg.vocab_size, rc, short_pages = 0, ntab = 0, mode, decode = 1, Tp, S;
+  int rc, short_pages = 0, ntab = 0, mode, decode = 1, Tp, S;
 
   if ((rc = as__forward_check(m, kv, seqs, nseq, &T, &scr, 0, err, errlen)) != 0)
     return rc;
+  if (fed) { /* the same sequences as the last step, which sampled every row */
+    int same = samp != NULL && s->last_n == nseq;
+    for (int i = 0; i < nseq && same; i++)
+      same = seqs[i].n == 1 && s->last_seq[i] == seqs[i].seq;
+    if (!same)
+      return as__llm_err(err, errlen, AS_EINVAL,
+                         "a fed step needs the sequences of the last sampled step");
+  }
   if ((int)T > s->rows || nseq > s->seqs)
     return as__llm_err(err, errlen, AS_EINVAL,
                        "a step of %zu tokens over %d sequences exceeds the step buffers (%d "
@@ -475,7 +507,7 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
   }
 
   /* Stage: rows, page lists, sampled rows and their settings. */
-  char *h = s->host;
+  char *h = s->host = s->hostv[hslot];
   int32_t *ids = AS__IO(s, h, off_ids, int32_t), *pos = AS__IO(s, h, off_pos, int32_t),
           *slot = AS__IO(s, h, off_slot, int32_t), *sq = AS__IO(s, h, off_seq, int32_t),
           *tab = AS__IO(s, h, off_table, int32_t), *last = AS__IO(s, h, off_last, int32_t),
@@ -489,7 +521,7 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
     memcpy(tab + t0, q->pages, (size_t)np * sizeof *tab);
     for (int j = 0; j < n; j++, r++) {
       int p = q->len + j;
-      ids[r] = seqs[i].tokens[j];
+      ids[r] = fed ? -(r + 1) : seqs[i].tokens[j];
       pos[r] = p;
       slot[r] = q->pages[p / AS_KV_PAGE] * AS_KV_PAGE + p % AS_KV_PAGE;
       sq[r] = t0;
@@ -541,8 +573,12 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
   if (all_positions && samp == NULL)
     for (int i = 0; i < S; i++)
       last[i] = i;
-  if ((rc = as__stage(s, dev, s->off_table + (size_t)t0 * sizeof(int32_t), err, errlen)) != 0)
+  if ((rc = as__stage(s, dev, fed ? s->off_temp : s->off_rng,
+                      s->off_table + (size_t)t0 * sizeof(int32_t), err, errlen)) != 0)
     return rc;
+  s->last_n = samp != NULL ? nseq : -1;
+  for (int i = 0; i < nseq && samp != NULL; i++)
+    s->last_seq[i] = seqs[i].seq;
 
   if (bucket >= 0) {
     void **g = &s->graph[bucket][mode];
@@ -569,8 +605,27 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
   if (rc != 0) { /* the staged copy may still be queued: wait before s->host changes */
     char why[64];
     dev->sync(why, sizeof why);
+    s->last_n = -1;
     return rc;
   }
+  *pS = S;
+  return 0;
+}
+
+int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                    const as__samp_t *samp, float *logits, int all_positions, char *err,
+                    size_t errlen) {
+  const ask_dev_t *dev = m->dm->dev;
+  as__dstep_t *s = kv->step;
+  int V = m->cfg.vocab_size, rc, S = 0;
+  size_t T = 0;
+  for (int i = 0; i < nseq; i++)
+    T += (size_t)(seqs[i].n > 0 ? seqs[i].n : 0);
+  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, all_positions, 0, 0, &S, err, errlen)) != 0)
+    return rc;
+  char *h = s->host;
+  int32_t *last = AS__IO(s, h, off_last, int32_t);
+  uint64_t *rng = AS__IO(s, h, off_rng, uint64_t);
 
   if (samp != NULL) {
     if ((rc = dev->copy(h, s->io, s->off_rng + (size_t)nseq * sizeof(uint64_t), ASK_COPY_D2H,
@@ -608,5 +663,43 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
     as__kv_find(kv, seqs[i].seq)->len += seqs[i].n;
     kv->tokens += (size_t)seqs[i].n;
   }
+  return 0;
+}
+
+int as__forward_dev_begin(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                          const as__samp_t *samp, int fed, int slot, char *err, size_t errlen) {
+  const ask_dev_t *dev = m->dm->dev;
+  as__dstep_t *s = kv->step;
+  int rc, S = 0;
+  if (samp == NULL || slot < 0 || slot >= ASK_MARKS)
+    return as__llm_err(err, errlen, AS_EINVAL, "a step begun needs sampling and a slot");
+  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, 0, fed, slot, &S, err, errlen)) != 0)
+    return rc;
+  if ((rc = dev->copy(s->pin[slot], s->io, s->off_rng + (size_t)nseq * sizeof(uint64_t),
+                      ASK_COPY_D2H_ASYNC, err, errlen)) != 0 ||
+      (rc = dev->mark(slot, err, errlen)) != 0) {
+    char why[64];
+    dev->sync(why, sizeof why);
+    s->last_n = -1;
+    return rc;
+  }
+  for (int i = 0; i < nseq; i++) { /* the step is queued: its tokens are the cache's now */
+    as__kv_find(kv, seqs[i].seq)->len += seqs[i].n;
+    kv->tokens += (size_t)seqs[i].n;
+  }
+  return 0;
+}
+
+int as__forward_dev_end(as_kv_t *kv, int slot, int nseq, const as__samp_t *samp, char *err,
+                        size_t errlen) {
+  as__dstep_t *s = kv->step;
+  const ask_dev_t *dev = kv->m->dm->dev;
+  int rc;
+  if (slot < 0 || slot >= ASK_MARKS)
+    return as__llm_err(err, errlen, AS_EINVAL, "no step slot %d", slot);
+  if ((rc = dev->wait_mark(slot, err, errlen)) != 0)
+    return rc;
+  memcpy(samp->ids, s->pin[slot] + s->off_ids_out, (size_t)nseq * sizeof(int32_t));
+  memcpy(samp->rng, s->pin[slot] + s->off_rng, (size_t)nseq * sizeof(uint64_t));
   return 0;
 }

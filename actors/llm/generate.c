@@ -86,6 +86,13 @@ struct as_gen_s {
   float *s_temp, *s_topp;
   int32_t *s_topk, *s_ids;
   uint64_t *s_rng;
+  /* ASK_PIPELINE=1 (device models): decode steps queued one ahead of the
+   * host (as__forward_dev_begin/_end). The step in flight: */
+  int pipe;
+  int fly;                /* its entries; 0: none */
+  int fly_slot;           /* its slot */
+  int64_t *fly_id;        /* its requests, in batch order (capreq) */
+  long fed;               /* steps queued fed, ahead of the host (as_gen_pipelined) */
 };
 
 static int as__gen_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -158,6 +165,7 @@ int as_gen_new(as_gen_t **out, const as_model_t *m, const char *model_dir, size_
 }
 
 int as_gen_graphs(const as_gen_t *g) { return g->dev ? as__kv_graphs(g->kv) : 0; }
+long as_gen_pipelined(const as_gen_t *g) { return g->fed; }
 size_t as_gen_kv_capacity(const as_gen_t *g) { return as_kv_capacity(g->kv); }
 
 int as_gen_profile(as_gen_t *g, char *out, size_t len, int reset) {
@@ -199,6 +207,8 @@ int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
     return rc;
   }
   g->dev = m->dm != NULL;
+  const char *pipe = getenv("ASK_PIPELINE");
+  g->pipe = g->dev && pipe != NULL && pipe[0] != '\0' && pipe[0] != '0';
   g->w = malloc((size_t)g->vocab * sizeof(double));
   g->idx = malloc((size_t)g->vocab * sizeof(int32_t));
   if (g->w == NULL || g->idx == NULL) {
@@ -249,6 +259,11 @@ static void as__gen_drop(as_gen_t *g, int i) {
 void as_gen_free(as_gen_t *g) {
   if (g == NULL)
     return;
+  if (g->fly > 0) { /* the step in flight writes into the cache's buffers: wait for it */
+    char e[64];
+    as__samp_t sp = {g->s_temp, g->s_topk, g->s_topp, g->s_rng, g->s_ids};
+    as__forward_dev_end(g->kv, g->fly_slot, g->fly, &sp, e, sizeof e);
+  }
   while (g->nreq > 0)
     as__gen_drop(g, g->nreq - 1);
   as_kv_free(g->kv);
@@ -261,6 +276,7 @@ void as_gen_free(as_gen_t *g) {
   free(g->s_topk);
   free(g->s_ids);
   free(g->s_rng);
+  free(g->fly_id);
   free(g->w);
   free(g->idx);
   free(g->evs);
@@ -337,6 +353,9 @@ static int as__gen_grow(as_gen_t *g, int need) {
     if ((a = realloc(g->s_rng, (size_t)cap * sizeof *g->s_rng)) == NULL)
       return AS_ENOMEM;
     g->s_rng = a;
+    if ((a = realloc(g->fly_id, (size_t)cap * sizeof *g->fly_id)) == NULL)
+      return AS_ENOMEM;
+    g->fly_id = a;
   } else {
     if ((a = realloc(g->logits, (size_t)cap * (size_t)g->vocab * sizeof(float))) == NULL)
       return AS_ENOMEM;
@@ -552,6 +571,115 @@ static int as__gen_token(as_gen_t *g, as__req_t *r, int32_t tok) {
   return 1;
 }
 
+/* The end of a step: requests that may generate nothing end without a
+ * token, finished requests leave, the events' texts point into the arena. */
+static int as__gen_events(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *err,
+                          size_t errlen) {
+  *events = g->out;
+  *nevents = 0;
+  /* Requests that may generate nothing end without a token. */
+  for (int i = 0; i < g->nreq; i++)
+    if (g->reqs[i]->max_new == 0) {
+      as__ev_t *ev = as__gen_event(g, g->reqs[i]);
+      if (ev == NULL)
+        return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+      ev->e.finished = 1;
+      ev->e.finish_reason = "length";
+    }
+  /* Drop finished requests; point the events' texts into the arena. */
+  for (int e = 0; e < g->nev; e++)
+    if (g->evs[e].e.finished)
+      for (int i = 0; i < g->nreq; i++)
+        if (g->reqs[i]->id == g->evs[e].e.id) {
+          as__gen_drop(g, i);
+          break;
+        }
+  if (g->nev == 0)
+    return 0;
+  if (as_buf_append(&g->arena, "", 1) != 0)
+    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
+  for (int e = 0; e < g->nev; e++) {
+    size_t end = e + 1 < g->nev ? g->evs[e + 1].off - 1 : g->arena.len - 1;
+    g->out[e] = g->evs[e].e;
+    g->out[e].text = g->arena.data + g->evs[e].off;
+    g->out[e].text_len = end - g->evs[e].off;
+  }
+  *nevents = g->nev;
+  return 0;
+}
+
+/* The pipeline (g->pipe): whether request r, decoding in the step in
+ * flight, has room for the token after that step's: the step that follows
+ * may feed it that token without the host seeing it. */
+static int as__gen_room2(const as_gen_t *g, const as__req_t *r) {
+  return r->n_gen + 1 < r->max_new && r->n_prompt + r->n_gen + 1 < g->max_pos;
+}
+
+/* Fills the device sampling settings of the first nb batch entries (who). */
+static void as__gen_settings(as_gen_t *g, int nb) {
+  for (int b = 0; b < nb; b++) {
+    as__req_t *r = g->who[b];
+    int sampled = r->done_prompt + g->batch[b].n >= r->n_prompt;
+    g->s_temp[b] = sampled ? r->temperature : 0.0f;
+    g->s_topk[b] = r->top_k;
+    g->s_topp[b] = r->top_p;
+    g->s_rng[b] = r->rng;
+  }
+}
+
+/* The pipeline's step: when every active request is in the step in flight
+ * (in its order) and has room for two more tokens, the next step is queued
+ * first, fed on the device with the ids the one in flight samples; then the
+ * one in flight is read and its tokens handled. A request that stops on
+ * that token leaves; the token the next step made for it is dropped when
+ * that step is read. Without a next step, the pipeline drains. */
+static int as__gen_step_fly(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *err,
+                            size_t errlen) {
+  int nb = g->fly, slot = g->fly_slot, follow = g->nreq == nb, rc;
+  for (int i = 0; i < nb && follow; i++)
+    follow = g->reqs[i]->id == g->fly_id[i] && as__gen_room2(g, g->reqs[i]);
+  if (follow) {
+    for (int b = 0; b < nb; b++) {
+      as__req_t *r = g->reqs[b];
+      g->batch[b] = (as_fwd_seq_t){r->id, &r->last, 1}; /* the id: fed on the device */
+      g->who[b] = r;
+    }
+    as__gen_settings(g, nb);
+    as__samp_t sp = {g->s_temp, g->s_topk, g->s_topp, g->s_rng, g->s_ids};
+    char e2[256];
+    /* on failure (no free page, say) the pipeline just drains */
+    follow = as__forward_dev_begin(g->m, g->kv, g->batch, nb, &sp, 1, 1 - slot, e2,
+                                   sizeof e2) == 0;
+    g->fed += follow;
+  }
+  as__samp_t sp = {g->s_temp, g->s_topk, g->s_topp, g->s_rng, g->s_ids};
+  g->fly = 0;
+  if ((rc = as__forward_dev_end(g->kv, slot, nb, &sp, err, errlen)) != 0) {
+    if (follow) { /* read the other one too, so that nothing is left in flight */
+      char e2[64];
+      as__forward_dev_end(g->kv, 1 - slot, nb, &sp, e2, sizeof e2);
+    }
+    return rc;
+  }
+  for (int b = 0; b < nb; b++) {
+    as__req_t *r = NULL;
+    for (int i = 0; i < g->nreq && r == NULL; i++) /* in order, unless some left */
+      if (g->reqs[(b + i) % g->nreq]->id == g->fly_id[b])
+        r = g->reqs[(b + i) % g->nreq];
+    if (r == NULL)
+      continue; /* cancelled, or stopped one step before: its token is dropped */
+    r->rng = g->s_rng[b];
+    if ((rc = as__gen_token(g, r, g->s_ids[b])) < 0)
+      return as__gen_err(err, errlen, rc, "request %lld: %s", (long long)r->id,
+                         as_strerror(rc));
+  }
+  if (follow) {
+    g->fly = nb; /* fly_id stays: the same requests */
+    g->fly_slot = 1 - slot;
+  }
+  return as__gen_events(g, events, nevents, err, errlen);
+}
+
 int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *err,
                 size_t errlen) {
   int nb = 0, ndec = 0, budget, rc;
@@ -559,6 +687,8 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
   *nevents = 0;
   g->nev = 0;
   g->arena.len = 0;
+  if (g->fly > 0)
+    return as__gen_step_fly(g, events, nevents, err, errlen);
   if (g->nreq == 0)
     return 0;
 
@@ -593,15 +723,20 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
   if (nb > 0 && g->dev) {
     /* Sampling settings per entry; rows whose prompt is not done after this
      * chunk sample greedily (their generator stays as it is) and are ignored. */
-    for (int b = 0; b < nb; b++) {
-      as__req_t *r = g->who[b];
-      int sampled = r->done_prompt + g->batch[b].n >= r->n_prompt;
-      g->s_temp[b] = sampled ? r->temperature : 0.0f;
-      g->s_topk[b] = r->top_k;
-      g->s_topp[b] = r->top_p;
-      g->s_rng[b] = r->rng;
-    }
+    as__gen_settings(g, nb);
     as__samp_t sp = {g->s_temp, g->s_topk, g->s_topp, g->s_rng, g->s_ids};
+    int lead = g->pipe && nb == ndec && nb == g->nreq; /* every request decoding */
+    for (int b = 0; b < nb && lead; b++)
+      lead = as__gen_room2(g, g->who[b]);
+    if (lead) { /* the pipeline starts: this step in flight, then as above */
+      if ((rc = as__forward_dev_begin(g->m, g->kv, g->batch, nb, &sp, 0, 0, err, errlen)) != 0)
+        return rc;
+      for (int b = 0; b < nb; b++)
+        g->fly_id[b] = g->who[b]->id;
+      g->fly = nb;
+      g->fly_slot = 0;
+      return as__gen_step_fly(g, events, nevents, err, errlen);
+    }
     if ((rc = as__forward_dev(g->m, g->kv, g->batch, nb, &sp, NULL, 0, err, errlen)) != 0)
       return rc;
   } else if (nb > 0 &&
@@ -628,33 +763,5 @@ int as_gen_step(as_gen_t *g, const as_gen_event_t **events, int *nevents, char *
       return as__gen_err(err, errlen, rc, "request %lld: %s", (long long)r->id,
                          as_strerror(rc));
   }
-  /* Requests that may generate nothing end without a token. */
-  for (int i = 0; i < g->nreq; i++)
-    if (g->reqs[i]->max_new == 0) {
-      as__ev_t *ev = as__gen_event(g, g->reqs[i]);
-      if (ev == NULL)
-        return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
-      ev->e.finished = 1;
-      ev->e.finish_reason = "length";
-    }
-  /* Drop finished requests; point the events' texts into the arena. */
-  for (int e = 0; e < g->nev; e++)
-    if (g->evs[e].e.finished)
-      for (int i = 0; i < g->nreq; i++)
-        if (g->reqs[i]->id == g->evs[e].e.id) {
-          as__gen_drop(g, i);
-          break;
-        }
-  if (g->nev == 0)
-    return 0;
-  if (as_buf_append(&g->arena, "", 1) != 0)
-    return as__gen_err(err, errlen, AS_ENOMEM, "out of memory");
-  for (int e = 0; e < g->nev; e++) {
-    size_t end = e + 1 < g->nev ? g->evs[e + 1].off - 1 : g->arena.len - 1;
-    g->out[e] = g->evs[e].e;
-    g->out[e].text = g->arena.data + g->evs[e].off;
-    g->out[e].text_len = end - g->evs[e].off;
-  }
-  *nevents = g->nev;
-  return 0;
+  return as__gen_events(g, events, nevents, err, errlen);
 }

@@ -341,6 +341,13 @@ int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
 void as_gen_free(as_gen_t *g); /* NULL is fine; ends every request */
 /* Decode steps captured as graphs so far (device models; 0 on the CPU). */
 int as_gen_graphs(const as_gen_t *g);
+/* Device models with ASK_PIPELINE=1 in the environment (read by
+ * as_gen_new): while every request decodes, each step is queued before the
+ * host reads the one before, its input ids taken on the device from what
+ * that one sampled, so the device never waits for the host between steps.
+ * A request that stops on a token has one more token made and dropped.
+ * Returns the steps queued that way so far (0 without the pipeline). */
+long as_gen_pipelined(const as_gen_t *g);
 /* Device models run with ASK_PROFILE=1 in the environment: each step op by
  * op, timed between syncs (no graphs). Writes the mean microseconds per
  * step of each op kind as a JSON object ({"steps": n, "qkv_us": ...}) and

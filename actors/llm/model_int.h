@@ -146,6 +146,19 @@ int as__forward_check(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs
 int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
                     const as__samp_t *samp, float *logits, int all_positions, char *err,
                     size_t errlen);
+/* The same sampled step in two halves, so that the host may queue the
+ * next one before it reads this one (generate.c's pipeline): begin
+ * checks, stages (host buffer `slot`) and queues the step and the copy out
+ * of its ids and generators' states into pinned slot `slot`, and counts its
+ * tokens in the cache at once; end waits for that slot and fills samp->ids
+ * and samp->rng. fed: the sequences are exactly those of the step queued
+ * last, in order, and each row's input is the id that step sampled for it
+ * (never seen by the host), the generators' states staying on the device
+ * too. At most ASK_MARKS steps in flight, in different slots. */
+int as__forward_dev_begin(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
+                          const as__samp_t *samp, int fed, int slot, char *err, size_t errlen);
+int as__forward_dev_end(as_kv_t *kv, int slot, int nseq, const as__samp_t *samp, char *err,
+                        size_t errlen);
 
 /* Error helper shared by the model files: formats into err, returns code. */
 int as__llm_err(char *err, size_t errlen, int code, const char *fmt, ...)

@@ -40,6 +40,7 @@ static struct {
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
   char desc[640];        /* ask_dev_t's describe */
+  cudaEvent_t mark[ASK_MARKS]; /* mark/wait_mark, made at first use */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
 } ask__g;
@@ -250,19 +251,54 @@ static int ask__d_copy(void *dst, const void *src, size_t bytes, int dir, char *
                        size_t errlen) {
   enum cudaMemcpyKind k = dir == ASK_COPY_H2D || dir == ASK_COPY_H2D_ASYNC
                               ? cudaMemcpyHostToDevice
-                          : dir == ASK_COPY_D2H ? cudaMemcpyDeviceToHost
-                                                : cudaMemcpyDeviceToDevice;
+                          : dir == ASK_COPY_D2H || dir == ASK_COPY_D2H_ASYNC
+                              ? cudaMemcpyDeviceToHost
+                              : cudaMemcpyDeviceToDevice;
   /* From pageable memory, cudaMemcpyAsync returns once src is in CUDA's
-   * staging buffer: ASK_COPY_H2D_ASYNC needs no wait. */
+   * staging buffer: ASK_COPY_H2D_ASYNC needs no wait; ASK_COPY_D2H_ASYNC
+   * goes to page-locked memory (host_alloc) and is waited for by marks. */
   if (!ask__cu_failed() &&
       !ask__cu_check(cudaMemcpyAsync(dst, src, bytes, k, ask__g.stream), "cudaMemcpyAsync") &&
-      dir != ASK_COPY_H2D_ASYNC)
+      dir != ASK_COPY_H2D_ASYNC && dir != ASK_COPY_D2H_ASYNC)
     ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize (copy)");
   return ask__take(err, errlen);
 }
 
 static int ask__d_sync(char *err, size_t errlen) {
   ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize");
+  return ask__take(err, errlen);
+}
+
+static int ask__d_host_alloc(void **p, size_t bytes, char *err, size_t errlen) {
+  char what[64];
+  *p = NULL;
+  snprintf(what, sizeof what, "cudaHostAlloc(%zu bytes)", bytes);
+  ask__cu_check(cudaHostAlloc(p, bytes == 0 ? 1 : bytes, cudaHostAllocDefault), what);
+  return ask__take(err, errlen);
+}
+
+static void ask__d_host_free(void *p) {
+  if (p != NULL)
+    ask__cu_check(cudaFreeHost(p), "cudaFreeHost");
+}
+
+static int ask__d_mark(int slot, char *err, size_t errlen) {
+  if (slot < 0 || slot >= ASK_MARKS) {
+    ask__cu_check(cudaErrorInvalidValue, "mark: no such slot");
+  } else if (!ask__cu_failed() &&
+             (ask__g.mark[slot] != NULL ||
+              !ask__cu_check(cudaEventCreateWithFlags(&ask__g.mark[slot], cudaEventDisableTiming),
+                             "cudaEventCreateWithFlags"))) {
+    ask__cu_check(cudaEventRecord(ask__g.mark[slot], ask__g.stream), "cudaEventRecord");
+  }
+  return ask__take(err, errlen);
+}
+
+static int ask__d_wait_mark(int slot, char *err, size_t errlen) {
+  if (slot < 0 || slot >= ASK_MARKS || ask__g.mark[slot] == NULL)
+    ask__cu_check(cudaErrorInvalidValue, "wait_mark: no mark in that slot");
+  else
+    ask__cu_check(cudaEventSynchronize(ask__g.mark[slot]), "cudaEventSynchronize");
   return ask__take(err, errlen);
 }
 
@@ -335,9 +371,9 @@ static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const flo
   ask__d_matmul_bf16(out, xs, g, w, bias, T, F, N);
 }
 
-static void ask__d_embedding_bf16(float *out, const uint16_t *table, const int32_t *ids, int T,
-                                  int C, float scale) {
-  ask__cu_embedding(ask__g.stream, out, NULL, table, ids, T, C, scale);
+static void ask__d_embedding_bf16(float *out, const uint16_t *table, const int32_t *ids,
+                                  const int32_t *prev, int T, int C, float scale) {
+  ask__cu_embedding(ask__g.stream, out, NULL, table, ids, prev, T, C, scale);
 }
 
 static void ask__d_add_rmsnorm(float *out, float *x, const float *r, const float *w, int T, int C,
@@ -441,6 +477,10 @@ static const ask_dev_t ask__cuda_dev = {
     .free = ask__d_free,
     .copy = ask__d_copy,
     .sync = ask__d_sync,
+    .host_alloc = ask__d_host_alloc,
+    .host_free = ask__d_host_free,
+    .mark = ask__d_mark,
+    .wait_mark = ask__d_wait_mark,
     .matmul_bf16 = ask__d_matmul_bf16,
     .embedding_bf16 = ask__d_embedding_bf16,
     .add_rmsnorm = ask__d_add_rmsnorm,
@@ -465,7 +505,7 @@ static const ask_dev_t ask__cuda_dev = {
 
 static void ask__o_embedding(float *out, const float *table, const int32_t *ids, int T, int C,
                              float scale) {
-  ask__cu_embedding(ask__g.stream, out, table, NULL, ids, T, C, scale);
+  ask__cu_embedding(ask__g.stream, out, table, NULL, ids, NULL, T, C, scale);
 }
 
 static void ask__o_rmsnorm(float *out, const float *x, const float *w, int T, int C, float eps,

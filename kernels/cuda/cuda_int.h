@@ -52,9 +52,10 @@ void ask__cu_pdl_pair(cudaStream_t s, int *a, int *b, int n, int seed);
  * (compute capability 9.0+ code, not the compute_80 PTX). */
 int ask__cu_pdl_built(void);
 
-/* elementwise.cu */
+/* elementwise.cu. embedding: ids[t] < 0 takes prev[-ids[t] - 1] (prev may
+ * be NULL when no id is negative). */
 void ask__cu_embedding(cudaStream_t s, float *out, const float *table, const uint16_t *table16,
-                       const int32_t *ids, int T, int C, float scale);
+                       const int32_t *ids, const int32_t *prev, int T, int C, float scale);
 void ask__cu_rmsnorm(cudaStream_t s, float *out, float *x, const float *r, const float *w,
                      int T, int C, float eps, float w_offset);
 void ask__cu_layernorm(cudaStream_t s, float *out, const float *x, const float *w,

@@ -18,10 +18,13 @@ int ask__cu_pdl = 0; /* cuda_int.h */
 
 /* out (T,C) = table[ids[t]] * scale; table f32 or (table16) bf16. */
 static __global__ void ask__k_embedding(float *out, const float *table, const uint16_t *table16,
-                                        const int32_t *ids, int C, float scale) {
+                                        const int32_t *ids, const int32_t *prev, int C,
+                                        float scale) {
   ask__pdl_enter();
-  int t = blockIdx.x;
-  size_t row = (size_t)ids[t] * C;
+  int t = blockIdx.x, id = ids[t];
+  if (id < 0 && prev != NULL) /* an id a previous step sampled, still on the device */
+    id = prev[-(id + 1)];
+  size_t row = (size_t)id * C;
   float *o = out + (size_t)t * C;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {
     float v = table != NULL ? table[row + c] : ask__bf16f(table16[row + c]);
@@ -30,11 +33,11 @@ static __global__ void ask__k_embedding(float *out, const float *table, const ui
 }
 
 extern "C" void ask__cu_embedding(cudaStream_t s, float *out, const float *table,
-                                  const uint16_t *table16, const int32_t *ids, int T, int C,
-                                  float scale) {
+                                  const uint16_t *table16, const int32_t *ids,
+                                  const int32_t *prev, int T, int C, float scale) {
   if (T <= 0 || ask__cu_failed())
     return;
-  ASK__LAUNCH(T, 256, 0, s, ask__k_embedding)(out, table, table16, ids, C, scale);
+  ASK__LAUNCH(T, 256, 0, s, ask__k_embedding)(out, table, table16, ids, prev, C, scale);
   ASK__LAUNCHED("embedding");
 }
 

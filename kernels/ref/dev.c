@@ -144,6 +144,23 @@ static int ask__copy(void *dst, const void *src, size_t bytes, int dir, char *er
   return 0;
 }
 
+/* Ops run when queued (or replayed): a mark is passed at once; waiting for
+ * one reports failures as sync does. */
+static int ask__mark(int slot, char *err, size_t errlen) {
+  if (slot < 0 || slot >= ASK_MARKS) {
+    snprintf(err, errlen, "refdev mark: no slot %d", slot);
+    return AS_EINVAL;
+  }
+  return 0;
+}
+
+static int ask__sync(char *err, size_t errlen);
+
+static int ask__wait_mark(int slot, char *err, size_t errlen) {
+  int rc = ask__mark(slot, err, errlen);
+  return rc != 0 ? rc : ask__sync(err, errlen);
+}
+
 /* Fault injection for tests of the engine's failure path: with
  * ASK_REFDEV_FAIL_AFTER=N in the environment, the (N+1)-th sync and every
  * later one fail with AS_EIO, as a sticky CUDA error does. */
@@ -322,20 +339,27 @@ static void ask__matmul_bf16(float *out, uint16_t *xs, const float *x, const uin
   mmb_go(&(struct mmb_a){out, x, w, bias, T, K, N});
 }
 
-struct embb_a { float *out; const uint16_t *table; const int32_t *ids; int T, C; float scale; };
+struct embb_a {
+  float *out;
+  const uint16_t *table;
+  const int32_t *ids, *prev;
+  int T, C;
+  float scale;
+};
 ASK__OP(embb)
 static void embb_run(const void *p) {
   const struct embb_a *a = p;
   for (int t = 0; t < a->T; t++) {
     float *o = a->out + (size_t)t * a->C;
-    ask_bf16_to_f32(o, a->table + (size_t)a->ids[t] * a->C, (size_t)a->C);
+    int32_t id = a->ids[t] < 0 && a->prev != NULL ? a->prev[-(a->ids[t] + 1)] : a->ids[t];
+    ask_bf16_to_f32(o, a->table + (size_t)id * a->C, (size_t)a->C);
     for (int i = 0; i < a->C; i++)
       o[i] *= a->scale;
   }
 }
-static void ask__embedding_bf16(float *out, const uint16_t *table, const int32_t *ids, int T,
-                                int C, float scale) {
-  embb_go(&(struct embb_a){out, table, ids, T, C, scale});
+static void ask__embedding_bf16(float *out, const uint16_t *table, const int32_t *ids,
+                                const int32_t *prev, int T, int C, float scale) {
+  embb_go(&(struct embb_a){out, table, ids, prev, T, C, scale});
 }
 
 struct arms_a { float *out, *x; const float *r, *w; int T, C; float eps, off; };
@@ -570,6 +594,10 @@ static const ask_dev_t ask__refdev_dev = {
     .free = ask__free,
     .copy = ask__copy,
     .sync = ask__sync,
+    .host_alloc = ask__alloc,
+    .host_free = ask__free,
+    .mark = ask__mark,
+    .wait_mark = ask__wait_mark,
     .matmul_bf16 = ask__matmul_bf16,
     .embedding_bf16 = ask__embedding_bf16,
     .add_rmsnorm = ask__add_rmsnorm,

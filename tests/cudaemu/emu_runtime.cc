@@ -656,6 +656,51 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s) {
   return cudaSuccess;
 }
 
+struct CUevent_st {
+  int recorded;
+};
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
+  *e = new CUevent_st{};
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  std::lock_guard<std::recursive_mutex> lk(g_mu);
+  if (e == NULL)
+    return cudaErrorInvalidResourceHandle;
+  if (capturing(s)) { /* event nodes are not emulated */
+    invalidate(s, "cudaEventRecord into the capturing stream (not emulated)");
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  e->recorded = 1;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  std::lock_guard<std::recursive_mutex> lk(g_mu);
+  if (e == NULL)
+    return cudaErrorInvalidResourceHandle;
+  if (prohibited("cudaEventSynchronize"))
+    return cudaErrorStreamCaptureUnsupported;
+  return cudaSuccess; /* work ran when it was queued */
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned) {
+  *p = malloc(bytes == 0 ? 1 : bytes);
+  return *p != NULL ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t cudaFreeHost(void *p) {
+  free(p);
+  return cudaSuccess;
+}
+
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   delete graph;
   return cudaSuccess;

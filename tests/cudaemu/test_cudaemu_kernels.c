@@ -419,7 +419,7 @@ TEST(test_embedding) {
         for (float scale = 1.0f; scale < 3.0f; scale += 1.5f) {
           ref->embedding(want, bf ? wide : tab, ids, T, C, scale);
           memset(out, 0xff, (size_t)T * C * 4);
-          ask__cu_embedding(S, out, bf ? NULL : tab, bf ? tab16 : NULL, ids, T, C, scale);
+          ask__cu_embedding(S, out, bf ? NULL : tab, bf ? tab16 : NULL, ids, NULL, T, C, scale);
           LAUNCHED();
           ASSERT_NEAR(out, want, (size_t)T * C, 0, 0);
         }

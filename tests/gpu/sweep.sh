@@ -12,10 +12,12 @@
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
 # bench/results/gpu-h200-20261126-s2/ and -s3/ (docs/benchmarks.md). The
 # default list asks what session 3 left open (the decode attention kernel,
-# the fused gate, split minimum 32) and session 4 wrote (argmax in parts;
+# the fused gate, split minimum 32) and session 4 wrote (the pipeline of
+# decode steps, alone and with the others; argmax in parts;
 # only_embed_sample: a step of nothing but the embedding and the argmax,
-# i.e. the fixed cost of a step and the host's turn between steps; sampled
-# decoding, whose one-block-a-row top-p/top-k search is suspected slow).
+# i.e. the fixed cost of a step and the host's turn between steps, and the
+# same with the pipeline, which hides that turn; sampled decoding, now on
+# the sampler in parts).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ... --option v" a
 #                     line (NAME=V to the environment, the rest to bench-llm)
@@ -36,6 +38,9 @@ fuse_gate ASK_CUDA_FUSE_GATE=1
 attn_decode_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
 attn_decode_split16_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
 split_min_32 ASK_CUDA_SPLIT_MIN=32
+pipeline ASK_PIPELINE=1
+pipeline_attn_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
+pipeline_attn16_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
@@ -44,6 +49,7 @@ no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
 only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
+only_embed_sample_pipeline ASK_PIPELINE=1 ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 sampled_p095 --temperature 0.8 --top-p 0.95
 sampled_k50 --temperature 0.8 --top-k 50"}
 : > "$RES/sweep.jsonl"

@@ -271,8 +271,8 @@ TEST(test_cuda_embedding) {
   for (int bf = 0; bf < 2; bf++) {
     for (float scale = 1.0f; scale < 3.0f; scale += 1.5f) {
       if (bf) {
-        twin->embedding_bf16(want, tab16, ids, T, C, scale);
-        dev->embedding_bf16(dout, dt16, dids, T, C, scale);
+        twin->embedding_bf16(want, tab16, ids, NULL, T, C, scale);
+        dev->embedding_bf16(dout, dt16, dids, NULL, T, C, scale);
       } else {
         ref->embedding(want, tab, ids, T, C, scale);
         cu->embedding(dout, dt, dids, T, C, scale);
@@ -282,8 +282,50 @@ TEST(test_cuda_embedding) {
       free(got);
     }
   }
-  dev->free(dt), dev->free(dt16), dev->free(dout), dev->free(dids);
+  /* ids < 0 taken from prev (an earlier step's sampled ids on the device) */
+  int32_t fed[9] = {-1, 5, -3, -9, 0, -2, 299, -1, 1}, prev[9] = {7, 8, 9, 10, 11, 12, 13, 14, 15};
+  int32_t *dfed = up(fed, sizeof fed), *dprev = up(prev, sizeof prev);
+  twin->embedding_bf16(want, tab16, fed, prev, T, C, 2.0f);
+  dev->embedding_bf16(dout, dt16, dfed, dprev, T, C, 2.0f);
+  float *got = down(dout, (size_t)T * C * 4);
+  ASSERT_NEAR(got, want, (size_t)T * C, 0, 0);
+  for (int c = 0; c < C; c++) /* row 3 is prev[8] = 15 */
+    ASSERT_EQ(got[3 * C + c], 2.0f * from_bf16(tab16[15 * C + c]));
+  free(got);
+  dev->free(dt), dev->free(dt16), dev->free(dout), dev->free(dids), dev->free(dfed);
+  dev->free(dprev);
   free(tab), free(tab16), free(want);
+}
+
+/* A copy out queued behind ops (ASK_COPY_D2H_ASYNC into host_alloc memory)
+ * is complete after wait_mark of a mark queued after it, while later work
+ * may still run; marks in both slots. */
+TEST(test_cuda_marks) {
+  NEED_DEVICE();
+  char err[256];
+  int n = 1 << 20;
+  float *x = rnd((size_t)n, 1), *dx = up(x, (size_t)n * 4), *dy = up(NULL, (size_t)n * 4);
+  float *h[2];
+  for (int k = 0; k < 2; k++)
+    ASSERT_EQ(dev->host_alloc((void **)&h[k], (size_t)n * 4, err, sizeof err), 0);
+  for (int rep = 0; rep < 3; rep++)
+    for (int k = 0; k < 2; k++) {
+      cu->add(dy, dx, dx, (size_t)n); /* y = 2x, then y = 4x in the other slot */
+      if (k == 1)
+        cu->add(dy, dy, dy, (size_t)n);
+      ASSERT_EQ(dev->copy(h[k], dy, (size_t)n * 4, ASK_COPY_D2H_ASYNC, err, sizeof err), 0);
+      ASSERT_EQ(dev->mark(k, err, sizeof err), 0);
+      cu->add(dy, dy, dy, (size_t)n); /* queued after the mark: not in h[k] */
+      ASSERT_EQ(dev->wait_mark(k, err, sizeof err), 0);
+      for (int i = 0; i < n; i += 4099)
+        ASSERT_EQ(h[k][i], (k ? 4.0f : 2.0f) * x[i]);
+    }
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  ASSERT_NE(dev->mark(ASK_MARKS, err, sizeof err), 0); /* no such slot */
+  for (int k = 0; k < 2; k++)
+    dev->host_free(h[k]);
+  dev->free(dx), dev->free(dy);
+  free(x);
 }
 
 TEST(test_cuda_norms) {
@@ -1536,11 +1578,11 @@ TEST(test_cuda_errors) {
   dev->free(d);
 }
 
-TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_norms, test_cuda_rope,
-          test_cuda_rope_kv, test_cuda_activations, test_cuda_attention,
-          test_cuda_attention_paged, test_cuda_attention_prefill, test_cuda_matmul_f32, test_cuda_matmul_bf16,
-          test_cuda_fused_matmul, test_cuda_gemv_pw, test_cuda_norm_rope,
-          test_cuda_norm_glu, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
+TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_marks,
+          test_cuda_norms, test_cuda_rope, test_cuda_rope_kv, test_cuda_activations,
+          test_cuda_attention, test_cuda_attention_paged, test_cuda_attention_prefill,
+          test_cuda_matmul_f32, test_cuda_matmul_bf16, test_cuda_fused_matmul,
+          test_cuda_gemv_pw, test_cuda_norm_rope, test_cuda_norm_glu, test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_pdl, test_cuda_errors)
 

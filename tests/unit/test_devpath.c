@@ -281,6 +281,124 @@ static void check_graphs(float temperature) {
   as_model_free(m);
 }
 
+/* The pipeline (ASK_PIPELINE=1: decode steps queued one ahead of the host,
+ * fed on the device) against plain steps: requests all joining at once
+ * with different max_new_tokens (the pipeline drains and starts again as
+ * each leaves), the same tokens; then, on refdev (whose arithmetic does not
+ * depend on the batch), late joins, a request stopping on a stop token
+ * while the next step is already queued (its extra token dropped, the
+ * others unchanged) and one cancelled in flight. */
+static void pipe_run(as_gen_t *g, int nreq, const int *plen, const int *join, const int *news,
+                     float temperature, const int32_t *stop, int cancel_at, int32_t *out,
+                     int *nout, const char **why) {
+  int64_t ids[8];
+  int added = 0, step = 0;
+  int32_t prompts[8][64];
+  uint64_t rng = ask_rng_seed(7);
+  for (int r = 0; r < nreq; r++) { /* the same prompts whatever the joins */
+    ids[r] = -1, nout[r] = 0, why[r] = NULL;
+    for (int i = 0; i < plen[r]; i++)
+      prompts[r][i] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
+  }
+  while (added < nreq || as_gen_active(g) > 0) {
+    for (int r = 0; r < nreq; r++)
+      if (join[r] == step) {
+        as_gen_opts_t o;
+        as_gen_opts_init(&o);
+        o.n_stop_ids = stop != NULL && stop[r] >= 0 ? 1 : 0;
+        o.stop_ids = stop != NULL ? &stop[r] : NULL;
+        o.max_new_tokens = news[r];
+        o.temperature = temperature;
+        o.top_k = temperature > 0 ? 40 : 0;
+        o.top_p = temperature > 0 ? 0.9f : 1.0f;
+        o.seed = 500 + r;
+        ASSERT_OK(as_gen_add(g, prompts[r], plen[r], &o, &ids[r], err, sizeof err));
+        added++;
+      }
+    if (step == cancel_at && ids[0] >= 0 && why[0] == NULL) {
+      ASSERT_OK(as_gen_cancel(g, ids[0]));
+      why[0] = "cancelled";
+    }
+    const as_gen_event_t *ev;
+    int ne;
+    if (as_gen_step(g, &ev, &ne, err, sizeof err) != 0)
+      T__FAIL("step: %s", err);
+    for (int e = 0; e < ne; e++)
+      for (int r = 0; r < nreq; r++)
+        if (ids[r] >= 0 && ev[e].id == ids[r]) {
+          if (why[r] != NULL)
+            T__FAIL("request %d: an event after it ended (%s)", r, why[r]);
+          if (ev[e].token >= 0)
+            out[r * 64 + nout[r]++] = ev[e].token;
+          if (ev[e].finished)
+            why[r] = ev[e].finish_reason;
+        }
+    step++;
+  }
+}
+
+static void check_pipeline(float temperature) {
+  enum { N = 4 };
+  int plen[N] = {5, 30, 12, 1}, join0[N] = {0, 0, 0, 0}, news[N] = {20, 9, 33, 40};
+  int32_t a[N * 64], b[N * 64];
+  int na[N], nb[N];
+  const char *wa[N], *wb[N];
+  NEED_DEVICE();
+  as_model_t *m = open_on(KJV, DEV);
+  as_gen_t *g;
+  for (int mode = 0; mode < 2; mode++) {
+    setenv("ASK_PIPELINE", mode ? "1" : "0", 1);
+    ASSERT_OK(as_gen_new(&g, m, NULL, 2048, err, sizeof err));
+    pipe_run(g, N, plen, join0, news, temperature, NULL, -1, mode ? b : a, mode ? nb : na,
+             mode ? wb : wa);
+    if (mode)
+      printf("  %s, %s: %ld of the steps queued ahead of the host\n", DEV,
+             temperature > 0 ? "sampled" : "greedy", as_gen_pipelined(g));
+    ASSERT_EQ(as_gen_pipelined(g) > 20, mode);
+    as_gen_free(g);
+  }
+  for (int r = 0; r < N; r++) {
+    ASSERT_EQ(na[r], news[r]);
+    ASSERT_EQ(nb[r], news[r]);
+    for (int i = 0; i < news[r]; i++)
+      if (a[r * 64 + i] != b[r * 64 + i])
+        T__FAIL("request %d token %d: plain %d, pipelined %d", r, i, a[r * 64 + i],
+                b[r * 64 + i]);
+  }
+  if (strcmp(DEV, "refdev") == 0) {
+    /* request 2 stops on its 7th plain token (or where that token first comes) */
+    int join[N] = {0, 3, 0, 6};
+    int32_t stop[N] = {-1, -1, a[2 * 64 + 6], -1};
+    int first = 6;
+    for (int i = 0; i < 6; i++)
+      if (a[2 * 64 + i] == stop[2]) {
+        first = i;
+        break;
+      }
+    setenv("ASK_PIPELINE", "1", 1);
+    ASSERT_OK(as_gen_new(&g, m, NULL, 2048, err, sizeof err));
+    pipe_run(g, N, plen, join, news, temperature, stop, 15, b, nb, wb);
+    ASSERT_GT(as_gen_pipelined(g), 10);
+    as_gen_free(g);
+    ASSERT_EQ(strcmp(wb[2], "stop"), 0);
+    ASSERT_EQ(nb[2], first + 1); /* the stop token is an event, nothing after it */
+    ASSERT_EQ(strcmp(wb[0], "cancelled"), 0);
+    for (int r = 0; r < N; r++) {
+      if (r != 0)
+        ASSERT_EQ(nb[r], r == 2 ? first + 1 : news[r]);
+      for (int i = 0; i < nb[r]; i++)
+        if (a[r * 64 + i] != b[r * 64 + i])
+          T__FAIL("request %d token %d: plain %d, pipelined with joins/stop/cancel %d", r, i,
+                  a[r * 64 + i], b[r * 64 + i]);
+    }
+  }
+  unsetenv("ASK_PIPELINE");
+  as_model_free(m);
+}
+
+TEST(test_pipeline_greedy) { check_pipeline(0.0f); }
+TEST(test_pipeline_sampled) { check_pipeline(0.8f); }
+
 TEST(test_graphs_greedy) { check_graphs(0.0f); }
 TEST(test_graphs_sampled) { check_graphs(0.8f); }
 
@@ -545,6 +663,7 @@ TEST(test_device_errors) {
 }
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
-          test_graphs_greedy, test_graphs_sampled, test_kjv_greedy_64, test_fused_vs_separate,
+          test_graphs_greedy, test_graphs_sampled, test_pipeline_greedy, test_pipeline_sampled,
+          test_kjv_greedy_64, test_fused_vs_separate,
           test_small_step_buffers, test_paging,
           test_device_failure, test_pool_from_memory_fraction, test_device_errors)
