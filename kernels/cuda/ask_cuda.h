@@ -38,6 +38,12 @@ size_t ask_cuda_set_gemv_max_bytes(size_t bytes);
  * slower than the old kernels), or ASK_CUDA_GEMV_PW. Returns the previous
  * value. */
 int ask_cuda_set_gemv_pw(int blocks);
+/* The persistent kernel's first weight step loaded into registers before
+ * the programmatic-launch wait (1) rather than only sent to L2 (0, the
+ * default, or ASK_CUDA_PW_EARLY). Measured 5% slower at 2 blocks an SM on
+ * an H200; to be timed at 1 block an SM, where the next kernel's block can
+ * run beside the one before. Returns the previous value. */
+int ask_cuda_set_pw_early(int on);
 
 /* The decode fusions run their fused kernels for T <= rows where
  * matmul_bf16 would use the matrix-vector kernel, the separate ops

@@ -39,7 +39,7 @@ static struct {
   int fuse_gate;         /* norm_matmul_glu in one kernel at one row */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
-  char desc[640];        /* ask_dev_t's describe */
+  char desc[800];        /* ask_dev_t's describe */
   cudaEvent_t mark[ASK_MARKS]; /* mark/wait_mark, made at first use */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
@@ -159,7 +159,8 @@ static void ask__init(void) {
              *benv = getenv("ASK_CUDA_GEMV_MAX_MB"),
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
-             *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS");
+             *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
+             *eenv = getenv("ASK_CUDA_PW_EARLY");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -216,6 +217,8 @@ static void ask__init(void) {
     ask__cu_split_min = atoi(kenv);
   if (menv != NULL && atoi(menv) > 0)
     ask__cu_argmax_parts = atoi(menv);
+  if (eenv != NULL)
+    ask__cu_pw_early = atoi(eenv) != 0;
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
@@ -460,12 +463,14 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s), "
+           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
            "parts of %d keys at least, decode attention kernel up to %d rows, programmatic "
            "dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
-           ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows", ask__g.fuse_rows,
+           ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
+           ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
+           ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, ask__cu_attn_dec,
            ask__cu_pdl ? "on" : "off: ", ask__cu_pdl ? "" : ask__g.pdl_why);
@@ -683,6 +688,12 @@ int ask_cuda_set_fuse_gate(int on) {
 int ask_cuda_set_attn_decode(int rows) {
   int old = ask__cu_attn_dec;
   ask__cu_attn_dec = rows > 0 ? rows : 0;
+  return old;
+}
+
+int ask_cuda_set_pw_early(int on) {
+  int old = ask__cu_pw_early;
+  ask__cu_pw_early = on != 0;
   return old;
 }
 

@@ -117,6 +117,9 @@ void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const
  * one-row products take the per-row-block kernels; ask_cuda_set_gemv_pw). */
 extern int ask__cu_sms;
 extern int ask__cu_gemv_pw;
+/* gemv_pw.cu: 1 loads each warp's first weight step into registers before
+ * the PDL wait (weights are never written by a kernel); ask_cuda_set_pw_early. */
+extern int ask__cu_pw_early;
 cudaError_t ask__cu_gemv_init(int sms);
 /* gemv_pw.cu: the one-row products (plain, fused norm, fused glu) on the
  * persistent kernel; each returns 1 when launched, 0 when it does not take

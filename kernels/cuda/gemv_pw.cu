@@ -23,6 +23,7 @@
  * accumulators), the warp reduces at a row's end. */
 int ask__cu_sms = 0;   /* cuda_int.h: SMs of the device (backend.c) */
 int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 0: not used */
+int ask__cu_pw_early = 0; /* cuda_int.h: the first weight step loaded before the PDL wait */
 
 #define ASK__PW_WARPS 8
 #define ASK__PW_STAGE 16384 /* floats of x a block stages: K at most */
@@ -165,7 +166,7 @@ struct ask__rw_glu {
 template <int U, class XP, class RW>
 static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
     ask__k_gemv_pw(RW rw, const XP xp, const uint16_t *__restrict__ w,
-                   const float *__restrict__ bias, int K) {
+                   const float *__restrict__ bias, int K, int early) {
   extern __shared__ float4 ask__gemv_sh[];
   ask__pdl_start();
   double *part = reinterpret_cast<double *>(ask__gemv_sh);
@@ -177,15 +178,26 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
   const uint4 *cur = w4 + (size_t)max(n, 0) * (K >> 3);
   /* the first step on its way to L2 before the PDL wait, into registers
    * while x is staged. Loading it into registers before the wait (allowed:
-   * no kernel writes weights) measured 5% slower on an H200 at batch 1. */
-#pragma unroll
-  for (int u = 0; u < U; u++)
-    ask__pf_l2(cur + 32 * u);
-  ask__pdl_wait();
+   * no kernel writes weights) measured 5% slower on an H200 at batch 1 with
+   * 2 blocks an SM, where the kernel before holds every register until its
+   * blocks leave; `early` (ASK_CUDA_PW_EARLY) does it, to be timed with 1
+   * block an SM, where the next kernel's block fits beside the running one
+   * and its loads can overlap that one's tail. */
   uint4 p[U];
+  if (early) {
 #pragma unroll
-  for (int u = 0; u < U; u++)
-    p[u] = ask__ld_w(cur + 32 * u);
+    for (int u = 0; u < U; u++)
+      p[u] = ask__ld_w(cur + 32 * u);
+    ask__pdl_wait();
+  } else {
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      ask__pf_l2(cur + 32 * u);
+    ask__pdl_wait();
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      p[u] = ask__ld_w(cur + 32 * u);
+  }
   ask__stage<true>(xp, reinterpret_cast<float *>(ask__gemv_sh + ASK__PW_WARPS * 8), part, 1, K, 0,
                    K, K);
   __syncthreads();
@@ -263,18 +275,19 @@ static void ask__gemv_pw_launch(cudaStream_t s, const RW &rw, int units, const X
   unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
   size_t smem = ask__pw_smem(K);
   dim3 b(32 * ASK__PW_WARPS);
+  const int e = ask__cu_pw_early;
   switch (ask__pw_unroll(K)) {
   case 8:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<8, XP, RW>)(rw, xp, w, bias, K);
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<8, XP, RW>)(rw, xp, w, bias, K, e);
     break;
   case 4:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<4, XP, RW>)(rw, xp, w, bias, K);
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<4, XP, RW>)(rw, xp, w, bias, K, e);
     break;
   case 2:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<2, XP, RW>)(rw, xp, w, bias, K);
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<2, XP, RW>)(rw, xp, w, bias, K, e);
     break;
   default:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<1, XP, RW>)(rw, xp, w, bias, K);
+    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<1, XP, RW>)(rw, xp, w, bias, K, e);
   }
 }
 
@@ -291,7 +304,7 @@ static int ask__gemv_pw(cudaStream_t s, float *out, const XP &xp, const uint16_t
 }
 
 template <class XP, class RW> static cudaError_t ask__pw_attr(void) {
-  void (*const k[4])(RW, const XP, const uint16_t *, const float *, int) = {
+  void (*const k[4])(RW, const XP, const uint16_t *, const float *, int, int) = {
       ask__k_gemv_pw<8, XP, RW>, ask__k_gemv_pw<4, XP, RW>, ask__k_gemv_pw<2, XP, RW>,
       ask__k_gemv_pw<1, XP, RW>};
   cudaError_t e = cudaSuccess;

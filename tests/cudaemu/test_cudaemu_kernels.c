@@ -1091,6 +1091,46 @@ TEST(test_gemv_pw) {
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
 }
 
+/* The persistent kernel with its first weight step loaded before the PDL
+ * wait (ask__cu_pw_early): the same bits as without, plain and fused norm,
+ * U 8 and 1. The weights lie in memory the emulator does not guard (no
+ * kernel writes weights, which is what allows the early loads), x, r and
+ * the norm weight in guarded memory: reading those before the wait would
+ * fault. */
+TEST(test_gemv_pw_early) {
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early;
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    for (int pw = 1; pw <= 2; pw++) {
+      ask__cu_gemv_pw = pw;
+      for (int K = 256; K <= 2048; K *= 8) {
+        int N = 45;
+        uint16_t *w = aligned_alloc(256, (size_t)N * K * 2);
+        for (size_t i = 0; i < (size_t)N * K; i++)
+          w[i] = to_bf16(frand() * 0.1f);
+        float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
+        float *o[2][2], *xo[2];
+        for (int e = 0; e < 2; e++) {
+          ask__cu_pw_early = e;
+          o[e][0] = galloc((size_t)N * 4), o[e][1] = galloc((size_t)N * 4);
+          xo[e] = galloc((size_t)K * 4);
+          ASSERT_EQ(ask__cu_gemv_pw_copy(S, o[e][0], x, w, b, 1, K, N), 1);
+          LAUNCHED();
+          ASSERT_EQ(ask__cu_gemv_pw_norm(S, o[e][1], xo[e], x, r, nw, 1e-6f, 1.0f, w, NULL, 1, K,
+                                         N),
+                    1);
+          LAUNCHED();
+        }
+        ASSERT_EQ(memcmp(o[0][0], o[1][0], (size_t)N * 4), 0);
+        ASSERT_EQ(memcmp(o[0][1], o[1][1], (size_t)N * 4), 0);
+        ASSERT_EQ(memcmp(xo[0], xo[1], (size_t)K * 4), 0);
+        free(w);
+      }
+    }
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0;
+}
+
 /* norm_matmul + rope_kv fused into the persistent kernel (one row) against
  * the same two launches one after the other (the persistent plain kernel,
  * then rope_kv): bit for bit in the qkv row, the caches and xo. Shapes:
@@ -1489,5 +1529,5 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
-          test_gemv_pw, test_gemv_norm_rope, test_gemv_norm_glu, test_argmax_rows,
+          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu, test_argmax_rows,
           test_sample_rows, test_sample_rows_parts, test_launcher_errors)

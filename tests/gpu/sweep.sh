@@ -19,6 +19,9 @@
 # same with the pipeline, which hides that turn; sampled decoding, now on
 # the sampler in parts).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
+#   AS_SWEEP_UNTIL    a time (seconds since the epoch) after which no variant starts
+#   AS_SWEEP_PROMPT   prompt tokens (128); AS_SWEEP_MODEL_DEVICE: where torch makes
+#                     the models (cuda; cpu for a rehearsal on the emulated backend)
 #   AS_SWEEP_VARIANTS default: the list below, one "name ENV=V ... --option v" a
 #                     line (NAME=V to the environment, the rest to bench-llm)
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +30,7 @@ mkdir -p "$RES"
 MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
 BATCH=${AS_SWEEP_BATCH:-1,8}
 NEW=${AS_SWEEP_NEW:-64}
+PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
@@ -42,6 +46,9 @@ pipeline ASK_PIPELINE=1
 pipeline_attn_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
 pipeline_attn16_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
+lm_head_pw ASK_CUDA_GEMV_MAX_N=1000000
+pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
+pw2_early ASK_CUDA_PW_EARLY=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
 no_o ASK_PROFILE_SKIP=o
@@ -56,18 +63,22 @@ sampled_k50 --temperature 0.8 --top-k 50"}
 for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
   d="$MODELS/$shape"
   env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" --out "$d" \
-    --device cuda --reuse > "$RES/sweep-model-$shape.log" 2>&1 || {
+    --device "${AS_SWEEP_MODEL_DEVICE:-cuda}" --reuse > "$RES/sweep-model-$shape.log" 2>&1 || {
     echo "$shape: making the model failed (sweep-model-$shape.log)"
     continue
   }
   echo "$VARIANTS" | while read -r name settings; do
     [ -n "$name" ] || continue
+    if [ -n "${AS_SWEEP_UNTIL:-}" ] && [ "$(date +%s)" -ge "$AS_SWEEP_UNTIL" ]; then
+      echo "$shape $name: skipped (AS_SWEEP_UNTIL passed)" | tee -a "$RES/sweep.txt"
+      continue
+    fi
     envs= args= # NAME=V settings go to the environment, --options to bench-llm
     for tok in $settings; do
       case $tok in -*) args="$args $tok" ;; *=*) envs="$envs $tok" ;; *) args="$args $tok" ;; esac
     done
     out=$(env $envs LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm "$d" \
-      --device cuda --batch "$BATCH" --prompt-tokens 128 --new-tokens "$NEW" --ttft none \
+      --device cuda --batch "$BATCH" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --ttft none \
       $args 2>&1)
     rc=$?
     set_=$(echo "$settings" | tr -d '"\\')
