@@ -661,6 +661,10 @@ static int as__gen_step_fly(as_gen_t *g, const as_gen_event_t **events, int *nev
     }
     return rc;
   }
+  if (follow) { /* tracked before the tokens, so that an error below leaves it to be read */
+    g->fly = nb; /* fly_id stays: the same requests */
+    g->fly_slot = 1 - slot;
+  }
   for (int b = 0; b < nb; b++) {
     as__req_t *r = NULL;
     for (int i = 0; i < g->nreq && r == NULL; i++) /* in order, unless some left */
@@ -672,10 +676,6 @@ static int as__gen_step_fly(as_gen_t *g, const as_gen_event_t **events, int *nev
     if ((rc = as__gen_token(g, r, g->s_ids[b])) < 0)
       return as__gen_err(err, errlen, rc, "request %lld: %s", (long long)r->id,
                          as_strerror(rc));
-  }
-  if (follow) {
-    g->fly = nb; /* fly_id stays: the same requests */
-    g->fly_slot = 1 - slot;
   }
   return as__gen_events(g, events, nevents, err, errlen);
 }

@@ -7,9 +7,10 @@
 
 #include "common.cuh"
 
-/* Order-preserving key of a float (larger float, larger key). */
+/* Order-preserving key of a float (larger float, larger key; -0 and +0 the
+ * same key, as they compare equal). */
 static __device__ __forceinline__ uint32_t ask__okey(float f) {
-  uint32_t u = __float_as_uint(f);
+  uint32_t u = __float_as_uint(f) == 0x80000000u ? 0u : __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

@@ -1289,6 +1289,13 @@ TEST(test_argmax_rows) {
   ask__cu_argmax_rows(S, ids, x, 1, n);
   LAUNCHED();
   ASSERT_EQ(ids[0], 7);
+  for (int i = 0; i < n; i++) /* -0 and +0 are equal: the first of them wins */
+    x[i] = -1.0f;
+  x[70000] = -0.0f, x[200000] = 0.0f;
+  ask__cu_argmax_rows(S, ids, x, 1, n);
+  LAUNCHED();
+  ASSERT_EQ(ids[0], 70000);
+  ASSERT_EQ(ref->argmax(x, n), 70000);
 }
 
 TEST(test_sample_rows) {
