@@ -151,6 +151,26 @@ static __device__ __forceinline__ V ask__block_max(V v, V *sh) {
   return v;
 }
 
+/* The "last block" pattern: every thread of each of the n blocks sharing
+ * counter cnt calls it once, after writing what the last one will read
+ * (which that one should read through L2, __ldcg); true in the block that
+ * came last, whose counter is then back at 0 for the next launch. The
+ * writes are fenced before the ticket is taken. */
+static __device__ __forceinline__ bool ask__last_block(unsigned *cnt, unsigned n) {
+  __shared__ unsigned ticket;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0)
+    ticket = atomicAdd(cnt, 1u);
+  __syncthreads();
+  if (ticket != n - 1)
+    return false;
+  __threadfence();
+  if (threadIdx.x == 0)
+    *cnt = 0u;
+  return true;
+}
+
 /* Threads for a row of n elements: a multiple of 32 in [32, 1024]. */
 static inline int ask__row_threads(int n) {
   int t = 32;

@@ -149,17 +149,8 @@ extern "C" int ask__cu_paged_init(cudaStream_t s) {
 static __device__ void ask__pg_merge_last(float *out, const float *part, unsigned *cnt, int t,
                                           int nh, int h0, int Gn, int D, int nsplit,
                                           int nlive) {
-  __shared__ unsigned ticket;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0)
-    ticket = atomicAdd(cnt, 1u);
-  __syncthreads();
-  if (ticket != (unsigned)nsplit - 1)
+  if (!ask__last_block(cnt, (unsigned)nsplit))
     return;
-  __threadfence();
-  if (threadIdx.x == 0)
-    *cnt = 0u;
   const size_t rs = (size_t)(D + 2);
   for (int x = threadIdx.x; x < Gn * D; x += blockDim.x) {
     const int h = x / D, d = x - h * D;

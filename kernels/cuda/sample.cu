@@ -6,74 +6,53 @@
  */
 #include "sample.cuh"
 
-/* a (value av at index ai) comes before b as argmax's answer. */
-static __device__ __forceinline__ bool ask__better(float av, int ai, float bv, int bi) {
-  if (av != av)
-    return false;
-  if (bv != bv)
-    return true;
-  return av > bv || (av == bv && ai < bi);
-}
-
-/* First index of the largest of xr (n) over the block; 0 when all NaN.
- * Each thread loads 8 values before it compares them: a compare-then-load
- * loop keeps one load in flight, which made a 128k-entry row take 56 us
- * in one block on an H200 (Nsight Compute, 2026-11-26). */
-static __device__ int ask__block_argmax(const float *xr, int n) {
-  __shared__ float sv[32];
-  __shared__ int si[32];
-  float bv = NAN;
-  int bi = n, i = threadIdx.x, B = blockDim.x;
-  for (; i + 7 * B < n; i += 8 * B) {
+/* The largest argmax key (sample.cuh) of xr[i] for i = i0 + threadIdx.x,
+ * + B, ... below i1, in this thread. Each thread loads 8 values before it
+ * compares them: a compare-then-load loop keeps one load in flight, which
+ * made a 128k-entry row take 56 us in one block on an H200 (Nsight
+ * Compute, 2026-11-26). */
+static __device__ unsigned long long ask__amax_range(const float *xr, int i0, int i1, int B) {
+  unsigned long long best = 0;
+  int i = i0 + (int)threadIdx.x;
+  for (; i + 7 * B < i1; i += 8 * B) {
     float v[8];
 #pragma unroll
     for (int u = 0; u < 8; u++)
       v[u] = xr[i + u * B];
 #pragma unroll
     for (int u = 0; u < 8; u++)
-      if (ask__better(v[u], i + u * B, bv, bi)) {
-        bv = v[u];
-        bi = i + u * B;
-      }
+      best = ask__amax(best, ask__amkey(v[u], i + u * B));
   }
-  for (; i < n; i += B)
-    if (ask__better(xr[i], i, bv, bi)) {
-      bv = xr[i];
-      bi = i;
-    }
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ask__better(ov, oi, bv, bi)) {
-      bv = ov;
-      bi = oi;
-    }
-  }
-  int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) {
-    sv[wid] = bv;
-    si[wid] = bi;
-  }
-  __syncthreads();
-  bv = lane < nw ? sv[lane] : NAN;
-  bi = lane < nw ? si[lane] : n;
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (ask__better(ov, oi, bv, bi)) {
-      bv = ov;
-      bi = oi;
-    }
-  }
-  return bi < n ? bi : 0;
+  for (; i < i1; i += B)
+    best = ask__amax(best, ask__amkey(xr[i], i));
+  return best;
 }
 
+/* The largest key over the block (blockDim.x a multiple of 32), in every
+ * thread. */
+static __device__ unsigned long long ask__amax_block(unsigned long long best) {
+  __shared__ unsigned long long sk[32];
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int o = 16; o > 0; o >>= 1)
+    best = ask__amax(best, __shfl_xor_sync(0xffffffffu, best, o));
+  __syncthreads();
+  if (lane == 0)
+    sk[wid] = best;
+  __syncthreads();
+  best = lane < nw ? sk[lane] : 0ull;
+  for (int o = 16; o > 0; o >>= 1)
+    best = ask__amax(best, __shfl_xor_sync(0xffffffffu, best, o));
+  return best;
+}
+
+/* One block a row: ids[row] = the index in the largest key (0 when all
+ * NaN: NaN's key is the index alone). */
 static __global__ void ask__k_argmax_rows(int32_t *ids, const float *x, int n) {
   ask__pdl_enter();
-  int r = ask__block_argmax(x + (size_t)blockIdx.x * n, n);
+  const unsigned long long best =
+      ask__amax_block(ask__amax_range(x + (size_t)blockIdx.x * n, 0, n, (int)blockDim.x));
   if (threadIdx.x == 0)
-    ids[blockIdx.x] = r;
+    ids[blockIdx.x] = (int32_t)~(uint32_t)best;
 }
 
 /* ---- argmax over many blocks a row ----
@@ -116,50 +95,20 @@ static __global__ void __launch_bounds__(256)
     ask__k_argmax_parts(int32_t *ids, const float *x, int n, int chunk,
                         unsigned long long *part, unsigned *cnt) {
   ask__pdl_enter();
-  __shared__ unsigned long long sk[8];
-  __shared__ unsigned ticket;
-  const int P = (int)gridDim.x, row = blockIdx.y, B = 256;
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-  const float *xr = x + (size_t)row * n;
-  const int i1 = min(n, (int)blockIdx.x * chunk + chunk);
-  unsigned long long best = 0;
-  int i = (int)blockIdx.x * chunk + threadIdx.x;
-  for (; i + 7 * B < i1; i += 8 * B) {
-    float v[8];
-#pragma unroll
-    for (int u = 0; u < 8; u++)
-      v[u] = xr[i + u * B];
-#pragma unroll
-    for (int u = 0; u < 8; u++)
-      best = ask__amax(best, ask__amkey(v[u], i + u * B));
-  }
-  for (; i < i1; i += B)
-    best = ask__amax(best, ask__amkey(xr[i], i));
-  for (int o = 16; o > 0; o >>= 1)
-    best = ask__amax(best, __shfl_xor_sync(0xffffffffu, best, o));
-  if (lane == 0)
-    sk[wid] = best;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < 8; w++)
-      best = ask__amax(best, sk[w]);
+  const int P = (int)gridDim.x, row = blockIdx.y, lane = threadIdx.x & 31;
+  const int i0 = (int)blockIdx.x * chunk, i1 = min(n, i0 + chunk);
+  unsigned long long best = ask__amax_block(ask__amax_range(x + (size_t)row * n, i0, i1, 256));
+  if (threadIdx.x == 0)
     part[(size_t)row * P + blockIdx.x] = best;
-    __threadfence();
-    ticket = atomicAdd(cnt + row, 1u);
-  }
-  __syncthreads();
-  if (ticket != (unsigned)P - 1 || wid != 0)
+  if (!ask__last_block(cnt + row, (unsigned)P) || threadIdx.x >= 32)
     return;
-  __threadfence();
   best = 0;
   for (int k = lane; k < P; k += 32)
     best = ask__amax(best, __ldcg(part + (size_t)row * P + k));
   for (int o = 16; o > 0; o >>= 1)
     best = ask__amax(best, __shfl_xor_sync(0xffffffffu, best, o));
-  if (lane == 0) {
+  if (lane == 0)
     ids[row] = (int32_t)~(uint32_t)best;
-    cnt[row] = 0u;
-  }
 }
 
 /* Parts a row for T rows of n: about ASK__AM_BLOCKS blocks in all, 1 (the

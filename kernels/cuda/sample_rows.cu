@@ -147,24 +147,6 @@ template <typename V> static __device__ __forceinline__ V ask__sr_sum(V v, V *sh
   return v;
 }
 
-/* Every thread of every block of the row calls it after adding to the row's
- * accumulators: true in the block that came last (which must then set the
- * accumulators back to 0); the ticket is back at 0 already. */
-static __device__ bool ask__sr_last(unsigned *cnt, int P) {
-  __shared__ unsigned ticket;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0)
-    ticket = atomicAdd(cnt, 1u);
-  __syncthreads();
-  if (ticket != (unsigned)P - 1)
-    return false;
-  __threadfence();
-  if (threadIdx.x == 0)
-    *cnt = 0u;
-  return true;
-}
-
 /* A block's histogram (bin b += m, count c) into the row's, by thread b. */
 static __device__ __forceinline__ void ask__sr_flush(unsigned long long *hm, unsigned *hc,
                                                      const unsigned long long *sm,
@@ -283,7 +265,7 @@ static __global__ void __launch_bounds__(ASK__SR_T) ask__k_sr_prep(ask__sr_args 
   }
   if (topk)
     ask__sr_flush(NULL, a.hc + (size_t)row * 256, NULL, sc);
-  if (!ask__sr_last(&st->cnt, P))
+  if (!ask__last_block(&st->cnt, (unsigned)P))
     return;
   if (tid == 0) {
     const unsigned long long am = __ldcg(&st->amax);
@@ -332,7 +314,7 @@ static __global__ void __launch_bounds__(ASK__SR_T) ask__k_sr_kdigit(ask__sr_arg
   })
   unsigned *hc = a.hc + (size_t)row * 256;
   ask__sr_flush(NULL, hc, NULL, sc);
-  if (!ask__sr_last(&st->cnt, P))
+  if (!ask__last_block(&st->cnt, (unsigned)P))
     return;
   const unsigned c = __ldcg(hc + 255 - tid), need = (unsigned)st->kneed;
   __syncthreads(); /* every thread read kneed before it changes */
@@ -388,7 +370,7 @@ static __global__ void __launch_bounds__(ASK__SR_T) ask__k_sr_pdigit(ask__sr_arg
   unsigned long long *hm = a.hm + (size_t)row * 256;
   unsigned *hc = a.hc + (size_t)row * 256;
   ask__sr_flush(hm, hc, sm, sc);
-  if (!ask__sr_last(&st->cnt, P))
+  if (!ask__last_block(&st->cnt, (unsigned)P))
     return;
   const float p = a.top_p[row];
   __shared__ int s_go;
@@ -461,7 +443,7 @@ static __global__ void __launch_bounds__(ASK__SR_T) ask__k_sr_sums(ask__sr_args 
     a.pa[(size_t)row * P + blockIdx.x] = A;
     a.pt[(size_t)row * P + blockIdx.x] = tc;
   }
-  if (!ask__sr_last(&st->cnt, P))
+  if (!ask__last_block(&st->cnt, (unsigned)P))
     return;
   /* thread b: part b (P <= 256) */
   const bool has = tid < P;
