@@ -145,16 +145,57 @@ extern "C" int ask__cu_paged_init(cudaStream_t s) {
  * nlive: the parts after them have no key, see the header), and
  * sets the counter back to 0 for the next launch. The partials are written
  * and fenced before the ticket is taken, and the merging block reads them
- * through L2 (__ldcg), never through a possibly stale L1 line. */
+ * through L2 (__ldcg), never through a possibly stale L1 line. Each part's
+ * weight exp(m - M) / L is made once per head (up to ASK__PG_MW heads x
+ * parts; more take the per-element loop), so an output element costs one
+ * load a part: with 24 parts of 8 heads of 256 the per-element loop read
+ * every part's max twice and its sum once for each of the 2048 outputs. */
+#define ASK__PG_MW 256
 static __device__ void ask__pg_merge_last(float *out, const float *part, unsigned *cnt, int t,
                                           int nh, int h0, int Gn, int D, int nsplit,
                                           int nlive) {
+  __shared__ float sm[ASK__PG_MW], sw[ASK__PG_MW];
   if (!ask__last_block(cnt, (unsigned)nsplit))
     return;
   const size_t rs = (size_t)(D + 2);
+  const float *p0 = part + ((size_t)t * nh + h0) * nsplit * rs;
+  float *o = out + (size_t)t * nh * D + (size_t)h0 * D;
+  if (Gn * nlive <= ASK__PG_MW) {
+    for (int i = threadIdx.x; i < Gn * nlive; i += blockDim.x) {
+      const float *pp = p0 + ((size_t)(i / nlive) * nsplit + (size_t)(i % nlive)) * rs;
+      sm[i] = __ldcg(pp);
+      sw[i] = __ldcg(pp + 1); /* the part's sum, until it becomes the weight */
+    }
+    __syncthreads();
+    for (int h = threadIdx.x; h < Gn; h += blockDim.x) {
+      float M = -INFINITY, Ls = 0.0f;
+      for (int s = 0; s < nlive; s++)
+        M = fmaxf(M, sm[h * nlive + s]);
+      for (int s = 0; s < nlive; s++) {
+        const float ms = sm[h * nlive + s], w = ms == -INFINITY ? 0.0f : expf(ms - M);
+        Ls += sw[h * nlive + s] * w;
+        sm[h * nlive + s] = w;
+      }
+      for (int s = 0; s < nlive; s++)
+        sw[h * nlive + s] = Ls > 0.0f ? sm[h * nlive + s] / Ls : 0.0f;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < Gn * D; x += blockDim.x) {
+      const int h = x / D, d = x - h * D;
+      const float *pp = p0 + (size_t)h * nsplit * rs + 2 + d;
+      float a = 0.0f;
+      for (int s = 0; s < nlive; s++) {
+        const float w = sw[h * nlive + s];
+        if (w != 0.0f) /* an empty part's values are never read */
+          a += w * __ldcg(pp + s * rs);
+      }
+      o[x] = a;
+    }
+    return;
+  }
   for (int x = threadIdx.x; x < Gn * D; x += blockDim.x) {
     const int h = x / D, d = x - h * D;
-    const float *pp = part + ((size_t)t * nh + h0 + h) * nsplit * rs;
+    const float *pp = p0 + (size_t)h * nsplit * rs;
     float M = -INFINITY, Ls = 0.0f, a = 0.0f;
     for (int s = 0; s < nlive; s++)
       M = fmaxf(M, __ldcg(pp + s * rs));
@@ -166,7 +207,7 @@ static __device__ void ask__pg_merge_last(float *out, const float *part, unsigne
         a += __ldcg(pp + s * rs + 2 + d) * w;
       }
     }
-    out[(size_t)t * nh * D + (size_t)(h0 + h) * D + d] = Ls > 0.0f ? a / Ls : 0.0f;
+    o[x] = Ls > 0.0f ? a / Ls : 0.0f;
   }
 }
 
