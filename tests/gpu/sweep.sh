@@ -60,28 +60,31 @@ only_embed_sample_pipeline ASK_PIPELINE=1 ASK_PROFILE_SKIP=norm,qkv,rope_kv,atte
 sampled_p095 --temperature 0.8 --top-p 0.95
 sampled_k50 --temperature 0.8 --top-k 50"}
 : > "$RES/sweep.jsonl"
+# The models first; then each variant on every shape, so that running out
+# of time (AS_SWEEP_UNTIL) cuts whole variants, the last of the list.
+SHAPES=
 for shape in ${AS_SWEEP_SHAPES:-llama-3.2-1b gemma-2b}; do
-  d="$MODELS/$shape"
-  env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" --out "$d" \
-    --device "${AS_SWEEP_MODEL_DEVICE:-cuda}" --reuse > "$RES/sweep-model-$shape.log" 2>&1 || {
+  env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" \
+    --out "$MODELS/$shape" --device "${AS_SWEEP_MODEL_DEVICE:-cuda}" --reuse \
+    > "$RES/sweep-model-$shape.log" 2>&1 && SHAPES="$SHAPES $shape" ||
     echo "$shape: making the model failed (sweep-model-$shape.log)"
+done
+echo "$VARIANTS" | while read -r name settings; do
+  [ -n "$name" ] || continue
+  if [ -n "${AS_SWEEP_UNTIL:-}" ] && [ "$(date +%s)" -ge "$AS_SWEEP_UNTIL" ]; then
+    echo "$name: skipped (AS_SWEEP_UNTIL passed)" | tee -a "$RES/sweep.txt"
     continue
-  }
-  echo "$VARIANTS" | while read -r name settings; do
-    [ -n "$name" ] || continue
-    if [ -n "${AS_SWEEP_UNTIL:-}" ] && [ "$(date +%s)" -ge "$AS_SWEEP_UNTIL" ]; then
-      echo "$shape $name: skipped (AS_SWEEP_UNTIL passed)" | tee -a "$RES/sweep.txt"
-      continue
-    fi
-    envs= args= # NAME=V settings go to the environment, --options to bench-llm
-    for tok in $settings; do
-      case $tok in -*) args="$args $tok" ;; *=*) envs="$envs $tok" ;; *) args="$args $tok" ;; esac
-    done
-    out=$(env $envs LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm "$d" \
-      --device cuda --batch "$BATCH" --prompt-tokens "$PROMPT" --new-tokens "$NEW" --ttft none \
-      $args 2>&1)
+  fi
+  envs= args= # NAME=V settings go to the environment, --options to bench-llm
+  for tok in $settings; do
+    case $tok in -*) args="$args $tok" ;; *=*) envs="$envs $tok" ;; *) args="$args $tok" ;; esac
+  done
+  set_=$(echo "$settings" | tr -d '"\\')
+  for shape in $SHAPES; do
+    out=$(env $envs LD_LIBRARY_PATH="$BINLIB" timeout 120 "$HERE/actorserve" bench-llm \
+      "$MODELS/$shape" --device cuda --batch "$BATCH" --prompt-tokens "$PROMPT" \
+      --new-tokens "$NEW" --ttft none $args 2>&1)
     rc=$?
-    set_=$(echo "$settings" | tr -d '"\\')
     echo "$out" | grep '^{"bench": "decode"' | sed "s/^{/{\"variant\": \"$name\", \"settings\": \"$set_\", \"shape\": \"$shape\", \"rc\": $rc, /" >> "$RES/sweep.jsonl"
     line="$shape $name rc=$rc:"
     for b in $(echo "$BATCH" | tr ',' ' '); do
