@@ -160,7 +160,7 @@ static void ask__init(void) {
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
-             *eenv = getenv("ASK_CUDA_PW_EARLY");
+             *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -219,6 +219,8 @@ static void ask__init(void) {
     ask__cu_argmax_parts = atoi(menv);
   if (eenv != NULL)
     ask__cu_pw_early = atoi(eenv) != 0;
+  if (uenv != NULL && atoi(uenv) >= 1 && atoi(uenv) <= 8)
+    ask__cu_pw_umax = atoi(uenv);
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
@@ -463,13 +465,14 @@ static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, grap
 
 static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s), "
+           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
            "parts of %d keys at least, decode attention kernel up to %d rows, programmatic "
            "dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
            ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
+           ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, ask__cu_attn_dec,

@@ -120,6 +120,11 @@ extern int ask__cu_gemv_pw;
 /* gemv_pw.cu: 1 loads each warp's first weight step into registers before
  * the PDL wait (weights are never written by a kernel); ask_cuda_set_pw_early. */
 extern int ask__cu_pw_early;
+/* gemv_pw.cu: the persistent kernel's steps of at most 32 * this many
+ * 16-byte pieces a warp (8, 4, 2, 1; ASK_CUDA_PW_UMAX). At 4 or less it
+ * keeps to 80 registers, so that a block of the next kernel fits beside two
+ * of it on an SM. */
+extern int ask__cu_pw_umax;
 cudaError_t ask__cu_gemv_init(int sms);
 /* gemv_pw.cu: the one-row products (plain, fused norm, fused glu) on the
  * persistent kernel; each returns 1 when launched, 0 when it does not take

@@ -24,6 +24,7 @@
 int ask__cu_sms = 0;   /* cuda_int.h: SMs of the device (backend.c) */
 int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 0: not used */
 int ask__cu_pw_early = 0; /* cuda_int.h: the first weight step loaded before the PDL wait */
+int ask__cu_pw_umax = 8;  /* cuda_int.h: U (pieces a lane a step) at most: 8, 4, 2 or 1 */
 
 #define ASK__PW_WARPS 8
 #define ASK__PW_STAGE 16384 /* floats of x a block stages: K at most */
@@ -163,8 +164,10 @@ struct ask__rw_glu {
   }
 };
 
+/* U <= 4 keeps to 80 registers (3 blocks of 8 warps an SM fit): with 2
+ * blocks of this kernel an SM, one block of the next fits beside them. */
 template <int U, class XP, class RW>
-static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
+static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, U <= 4 ? 3 : 2)
     ask__k_gemv_pw(RW rw, const XP xp, const uint16_t *__restrict__ w,
                    const float *__restrict__ bias, int K, int early) {
   extern __shared__ float4 ask__gemv_sh[];
@@ -250,7 +253,10 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
 static int ask__pw_unroll(int K) {
   if (K <= 0 || K > ASK__PW_STAGE)
     return 0;
-  return K % 2048 == 0 ? 8 : K % 1024 == 0 ? 4 : K % 512 == 0 ? 2 : K % 256 == 0 ? 1 : 0;
+  int u = K % 2048 == 0 ? 8 : K % 1024 == 0 ? 4 : K % 512 == 0 ? 2 : K % 256 == 0 ? 1 : 0;
+  while (u > 1 && u > ask__cu_pw_umax)
+    u /= 2;
+  return u;
 }
 
 static size_t ask__pw_smem(int K) {

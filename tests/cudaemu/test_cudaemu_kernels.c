@@ -1093,16 +1093,17 @@ TEST(test_gemv_pw) {
 
 /* The persistent kernel with its first weight step loaded before the PDL
  * wait (ask__cu_pw_early): the same bits as without, plain and fused norm,
- * U 8 and 1. The weights lie in memory the emulator does not guard (no
+ * U 8, 4 (ask__cu_pw_umax) and 1. The weights lie in memory the emulator does not guard (no
  * kernel writes weights, which is what allows the early loads), x, r and
  * the norm weight in guarded memory: reading those before the wait would
  * fault. */
 TEST(test_gemv_pw_early) {
-  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early;
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early, u0 = ask__cu_pw_umax;
   FOR_ORDERS {
     ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
     for (int pw = 1; pw <= 2; pw++) {
       ask__cu_gemv_pw = pw;
+      ask__cu_pw_umax = pw == 1 ? 8 : 4; /* K 2048 in steps of U 8, then of U 4 */
       for (int K = 256; K <= 2048; K *= 8) {
         int N = 45;
         uint16_t *w = aligned_alloc(256, (size_t)N * K * 2);
@@ -1128,7 +1129,7 @@ TEST(test_gemv_pw_early) {
       }
     }
   }
-  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0;
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0, ask__cu_pw_umax = u0;
 }
 
 /* norm_matmul + rope_kv fused into the persistent kernel (one row) against
