@@ -270,7 +270,10 @@ typedef struct ask_dev_s {
   void (*argmax_rows)(int32_t *ids, const float *x, int T, int n);
   /* ids (T) = the sample op on each row of x (T,n) with that row's
    * temperature (T), top_k (T), top_p (T) and generator state rng (T),
-   * updated in place; probs (T,n) or NULL. Only ids need come back. */
+   * updated in place; probs (T,n) or NULL. Only ids need come back. The
+   * CUDA backend sums the weights in fixed point (exact, so a seed gives
+   * the same token on every run): a top-p cut or a draw within ~n 2^-45 of
+   * a boundary may fall the other way than the reference's doubles. */
   void (*sample_rows)(int32_t *ids, float *probs, const float *x, const float *temperature,
                       const int32_t *top_k, const float *top_p, uint64_t *rng, int T, int n);
 
