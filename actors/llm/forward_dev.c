@@ -460,14 +460,14 @@ static int as__stage(as__dstep_t *s, const ask_dev_t *dev, size_t from, size_t e
 }
 
 /* Checks, stages and queues one step (host buffer hostv[hslot]) without
- * waiting; *pS: the rows whose logits the head made. fed (sampled decode
+ * waiting; *pT: its rows, *pS: the rows whose logits the head made. fed (sampled decode
  * steps only): the step's sequences are exactly the last step's, in the
  * same order, and row r's input is the id that step sampled for row r, still
  * on the device (staged as -(r + 1), see embedding_bf16), as are the
  * generators' states (not staged). On failure the cache is unchanged. */
 static int as__dstep_queue(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, int nseq,
                            const as__samp_t *samp, int all_positions, int fed, int hslot,
-                           int *pS, char *err, size_t errlen) {
+                           int *pT, int *pS, char *err, size_t errlen) {
   const ask_dev_t *dev = m->dm->dev;
   as__dstep_t *s = kv->step;
   size_t T = 0, scr = 0;
@@ -608,6 +608,7 @@ static int as__dstep_queue(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t 
     s->last_n = -1;
     return rc;
   }
+  *pT = (int)T;
   *pS = S;
   return 0;
 }
@@ -617,11 +618,9 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
                     size_t errlen) {
   const ask_dev_t *dev = m->dm->dev;
   as__dstep_t *s = kv->step;
-  int V = m->cfg.vocab_size, rc, S = 0;
-  size_t T = 0;
-  for (int i = 0; i < nseq; i++)
-    T += (size_t)(seqs[i].n > 0 ? seqs[i].n : 0);
-  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, all_positions, 0, 0, &S, err, errlen)) != 0)
+  int V = m->cfg.vocab_size, rc, T = 0, S = 0;
+  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, all_positions, 0, 0, &T, &S, err,
+                            errlen)) != 0)
     return rc;
   char *h = s->host;
   int32_t *last = AS__IO(s, h, off_last, int32_t);
@@ -639,9 +638,9 @@ int as__forward_dev(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *seqs, 
       return rc;
     /* all_positions beyond the first chunk: the hidden states are still in
      * x; run the head again over the next rows. */
-    for (int done = S; all_positions && done < (int)T; done += S) {
+    for (int done = S; all_positions && done < T; done += S) {
       const as_llm_config_t *c = &m->cfg;
-      int n = (int)T - done < s->seqs ? (int)T - done : s->seqs;
+      int n = T - done < s->seqs ? T - done : s->seqs;
       for (int i = 0; i < n; i++)
         last[i] = done + i;
       if ((rc = dev->copy(s->io + s->off_last, h + s->off_last, (size_t)n * sizeof(int32_t),
@@ -670,10 +669,10 @@ int as__forward_dev_begin(const as_model_t *m, as_kv_t *kv, const as_fwd_seq_t *
                           const as__samp_t *samp, int fed, int slot, char *err, size_t errlen) {
   const ask_dev_t *dev = m->dm->dev;
   as__dstep_t *s = kv->step;
-  int rc, S = 0;
+  int rc, T = 0, S = 0;
   if (samp == NULL || slot < 0 || slot >= ASK_MARKS)
     return as__llm_err(err, errlen, AS_EINVAL, "a step begun needs sampling and a slot");
-  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, 0, fed, slot, &S, err, errlen)) != 0)
+  if ((rc = as__dstep_queue(m, kv, seqs, nseq, samp, 0, fed, slot, &T, &S, err, errlen)) != 0)
     return rc;
   if ((rc = dev->copy(s->pin[slot], s->io, s->off_rng + (size_t)nseq * sizeof(uint64_t),
                       ASK_COPY_D2H_ASYNC, err, errlen)) != 0 ||

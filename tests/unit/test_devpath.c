@@ -200,6 +200,20 @@ TEST(test_gemma_f32) { check_model("gemma-f32"); }
 TEST(test_qwen2_f16_sharded) { check_model("qwen2-f16"); }
 TEST(test_qwen2_tied_mqa) { check_model("qwen2-tied"); }
 
+/* A test request's options: news tokens, no stop token, seeded sampling
+ * (top-k 40, top-p 0.9) when temperature > 0. */
+static as_gen_opts_t req_opts(int news, float temperature, int64_t seed) {
+  as_gen_opts_t o;
+  as_gen_opts_init(&o);
+  o.n_stop_ids = 0;
+  o.max_new_tokens = news;
+  o.temperature = temperature;
+  o.top_k = temperature > 0 ? 40 : 0;
+  o.top_p = temperature > 0 ? 0.9f : 1.0f;
+  o.seed = seed;
+  return o;
+}
+
 /* Runs the requests (prompt lengths plen, each with its own options) on
  * generator g: request r joins at step join[r]; returns tokens in out
  * (nreq rows of `news`). */
@@ -214,16 +228,9 @@ static void run_reqs(as_gen_t *g, int nreq, const int *plen, const int *join, in
     for (int r = 0; r < nreq; r++)
       if (join[r] == step) {
         int32_t prompt[200];
-        as_gen_opts_t o;
         for (int i = 0; i < plen[r]; i++)
           prompt[i] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
-        as_gen_opts_init(&o);
-        o.n_stop_ids = 0;
-        o.max_new_tokens = news;
-        o.temperature = temperature;
-        o.top_k = temperature > 0 ? 40 : 0;
-        o.top_p = temperature > 0 ? 0.9f : 1.0f;
-        o.seed = 1000 + r;
+        as_gen_opts_t o = req_opts(news, temperature, 1000 + r);
         ASSERT_OK(as_gen_add(g, prompt, plen[r], &o, &ids[r], err, sizeof err));
         added++;
       }
@@ -303,15 +310,9 @@ static void pipe_run(as_gen_t *g, int nreq, const int *plen, const int *join, co
   while (added < nreq || as_gen_active(g) > 0) {
     for (int r = 0; r < nreq; r++)
       if (join[r] == step) {
-        as_gen_opts_t o;
-        as_gen_opts_init(&o);
+        as_gen_opts_t o = req_opts(news[r], temperature, 500 + r);
         o.n_stop_ids = stop != NULL && stop[r] >= 0 ? 1 : 0;
         o.stop_ids = stop != NULL ? &stop[r] : NULL;
-        o.max_new_tokens = news[r];
-        o.temperature = temperature;
-        o.top_k = temperature > 0 ? 40 : 0;
-        o.top_p = temperature > 0 ? 0.9f : 1.0f;
-        o.seed = 500 + r;
         ASSERT_OK(as_gen_add(g, prompts[r], plen[r], &o, &ids[r], err, sizeof err));
         added++;
       }
