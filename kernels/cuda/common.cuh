@@ -104,17 +104,23 @@ static __device__ __forceinline__ uint16_t ask__bf16_rn(float f) {
   return __bfloat16_as_ushort(__float2bfloat16_rn(f));
 }
 
-/* The activations of kernels.h (ASK_ACT_*), written as kernels/ref/act.c. */
+/* The activations of kernels.h (ASK_ACT_*), written as kernels/ref/act.c.
+ * The products and sums are rounded one by one (no fused multiply-add that
+ * nvcc may or may not form, differently from kernel to kernel), so that
+ * every kernel applying an activation (glu_rows, the fused gate/up
+ * product, a chained phase, the staging of a fused down product) gives the
+ * same bits for the same input. */
 static __device__ __forceinline__ float ask__act(float x, int act) {
   switch (act) {
   case 1: { /* ASK_ACT_GELU_TANH */
     const float k = 0.7978845608028654f;
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    const float c = __fmul_rn(__fmul_rn(__fmul_rn(0.044715f, x), x), x);
+    return __fmul_rn(__fmul_rn(0.5f, x), __fadd_rn(1.0f, tanhf(__fmul_rn(k, __fadd_rn(x, c)))));
   }
   case 2: /* ASK_ACT_GELU */
-    return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+    return __fmul_rn(__fmul_rn(0.5f, x), __fadd_rn(1.0f, erff(__fmul_rn(x, 0.7071067811865476f))));
   default: /* ASK_ACT_SILU */
-    return x / (1.0f + expf(-x));
+    return __fdiv_rn(x, __fadd_rn(1.0f, expf(-x)));
   }
 }
 
