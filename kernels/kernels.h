@@ -145,6 +145,31 @@ enum {
 };
 #define ASK_MARKS 2 /* mark slots of a backend */
 
+/* One product of a chain (gemv_chain below): one of the one-row device ops
+ * (T = 1) with its arguments, named as in that op. */
+enum {
+  ASK_CHAIN_MATMUL = 1,   /* matmul_bf16 (out, xs, x, w, bias, K, N) */
+  ASK_CHAIN_NORM_MATMUL,  /* norm_matmul_bf16 (out, xo, h, xs, x, r, nw, eps, w_offset, w,
+                             bias, K, N) */
+  ASK_CHAIN_NORM_ROPE_KV, /* norm_matmul_rope_kv (those but N, and kc, vc, pos, slot,
+                             inv_freq, nh, nkv, D) */
+  ASK_CHAIN_GLU_MATMUL    /* glu_matmul_bf16 (out, g, xs, x = gu, act, w, bias, K = F, N) */
+};
+typedef struct ask_chain_op_s {
+  int kind; /* ASK_CHAIN_* */
+  float *out, *xo, *h, *g;
+  uint16_t *xs;
+  const float *x, *r, *nw;
+  float eps, w_offset;
+  const uint16_t *w;
+  const float *bias;
+  int K, N, act;
+  uint16_t *kc, *vc;
+  const int32_t *pos, *slot;
+  const float *inv_freq;
+  int nh, nkv, D;
+} ask_chain_op_t;
+
 typedef struct ask_dev_s {
   /* *p = bytes of device memory (cudaMalloc, never managed memory), 256-byte
    * aligned. Returns 0, AS_ENOMEM, or AS_EIO with err naming the call. */
@@ -265,6 +290,17 @@ typedef struct ask_dev_s {
    * kernel's rows. */
   void (*glu_matmul_bf16)(float *out, float *g, uint16_t *xs, const float *gu, int act,
                           const uint16_t *w, const float *bias, int T, int F, int N);
+  /* gemv_chain: the n one-row products of ops, one after the other, as one
+   * launch: the same results, bit for bit, as calling their ops in order
+   * (a NORM_MATMUL of 2F rows followed by the GLU_MATMUL that reads it
+   * included: norm_matmul_glu's choice, then the down product; the pair's
+   * gate/up rows are then scratch like g, and may be left unwritten). Returns 1
+   * when queued, 0 when the backend does not chain these (its settings, a
+   * shape or an alignment its chained kernel does not take); the caller
+   * then calls the ops one by one. The answer depends only on the
+   * arguments' values, never on device data, so a captured step keeps it.
+   * Optional (NULL). */
+  int (*gemv_chain)(const ask_chain_op_t *ops, int n);
   /* ids (T) = argmax of each row of x (T,n), as the argmax op; stays on the
    * device. */
   void (*argmax_rows)(int32_t *ids, const float *x, int T, int n);

@@ -45,6 +45,7 @@ struct as__dstep_s {
   /* device buffers */
   float *x, *x2, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
   int fuse;            /* the backend's decode fusions, unless ASK_NO_FUSE=1 */
+  int chain;           /* one-row products as chains (gemv_chain), unless ASK_NO_CHAIN=1 */
   float *xlast;        /* x or x2: the residual stream after the last step */
   /* this step's sequences, in batch order (host): first row, rows, first
    * position, offset of the page list in the staged table */
@@ -205,6 +206,8 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
   env = getenv("ASK_NO_FUSE");
   s->fuse = dev->norm_matmul_bf16 != NULL && dev->glu_matmul_bf16 != NULL &&
             !(env != NULL && env[0] != '\0' && env[0] != '0');
+  env = getenv("ASK_NO_CHAIN");
+  s->chain = s->fuse && !(env != NULL && env[0] != '\0' && env[0] != '0');
   env = getenv("ASK_PROFILE");
   s->profile = env != NULL && env[0] != '\0' && env[0] != '0';
   if (s->profile)
@@ -310,6 +313,47 @@ void as__kv_profile_reset(as_kv_t *kv) {
   s->prof_steps = 0;
 }
 
+/* Queues the pending one-row products ch[0 .. *n) and empties the list: as
+ * one launch where the backend chains them (gemv_chain), else op by op,
+ * with norm_matmul_glu's choice for a gate/up product followed by the down
+ * product that reads it, as the unchained step makes it. */
+static void as__chain_flush(const ask_dev_t *dev, ask_chain_op_t *ch, int *n) {
+  if (*n == 0 || (dev->gemv_chain != NULL && dev->gemv_chain(ch, *n))) {
+    *n = 0;
+    return;
+  }
+  for (int i = 0; i < *n; i++) {
+    const ask_chain_op_t *o = &ch[i], *d = i + 1 < *n ? &ch[i + 1] : NULL;
+    switch (o->kind) {
+    case ASK_CHAIN_MATMUL:
+      dev->matmul_bf16(o->out, o->xs, o->x, o->w, o->bias, 1, o->K, o->N);
+      break;
+    case ASK_CHAIN_NORM_MATMUL:
+      if (d != NULL && d->kind == ASK_CHAIN_GLU_MATMUL && d->x == o->out && o->N == 2 * d->K &&
+          dev->norm_matmul_glu != NULL) {
+        if (dev->norm_matmul_glu(d->g, o->out, o->xo, o->h, o->xs, o->x, o->r, o->nw, o->eps,
+                                 o->w_offset, o->w, o->bias, 1, o->K, d->K, d->act))
+          dev->matmul_bf16(d->out, d->xs, d->g, d->w, d->bias, 1, d->K, d->N);
+        else
+          dev->glu_matmul_bf16(d->out, d->g, d->xs, d->x, d->act, d->w, d->bias, 1, d->K, d->N);
+        i++;
+        break;
+      }
+      dev->norm_matmul_bf16(o->out, o->xo, o->h, o->xs, o->x, o->r, o->nw, o->eps, o->w_offset,
+                            o->w, o->bias, 1, o->K, o->N);
+      break;
+    case ASK_CHAIN_NORM_ROPE_KV:
+      dev->norm_matmul_rope_kv(o->out, o->xo, o->h, o->xs, o->x, o->r, o->nw, o->eps,
+                               o->w_offset, o->w, o->bias, 1, o->K, o->kc, o->vc, o->pos, o->slot,
+                               o->inv_freq, o->nh, o->nkv, o->D);
+      break;
+    default: /* ASK_CHAIN_GLU_MATMUL */
+      dev->glu_matmul_bf16(o->out, o->g, o->xs, o->x, o->act, o->w, o->bias, 1, o->K, o->N);
+    }
+  }
+  *n = 0;
+}
+
 /* Queues the ops of one step over the staged rows: T rows, S sampled rows
  * (the rows `last` names), then the mode's sampling. */
 static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
@@ -345,6 +389,19 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     if (s->profile)                                                         \
       as__ptick(s, dev, kind, &t);                                          \
   } while (0)
+  /* At one row the products from a layer's o to the next layer's qkv go
+   * to the backend as one chain (gemv_chain: one launch where it can, the
+   * same bits either way); AS__CH appends one unless its kind is skipped. */
+  const int chain = s->chain && T == 1 && !s->profile && dev->norm_matmul_rope_kv != NULL;
+  ask_chain_op_t ch[4], *co;
+  int nch = 0;
+#define AS__CH(kind_, op_)                                                  \
+  do {                                                                      \
+    if (!(s->skip >> (kind_) & 1u)) {                                       \
+      co = &ch[nch++];                                                      \
+      *co = (ask_chain_op_t)op_;                                            \
+    }                                                                       \
+  } while (0)
   AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, AS__IO(s, s->io, off_ids_out, int32_t),
                                       T, C, m->embed_scale));
   /* With the fusions the residual stream alternates between x and x2 (a
@@ -357,7 +414,16 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     int roped = 0; /* rope_kv done with the qkv product (norm_matmul_rope_kv) */
     if (s->fuse) {
       float *tmp;
-      if (dev->norm_matmul_rope_kv != NULL) {
+      if (chain && l > 0) { /* after the last layer's o, gate/up and down */
+        AS__CH(P_QKV, ((ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = s->qkv, .xo = xn,
+                                        .h = s->h, .xs = s->xs, .x = x, .r = s->r,
+                                        .nw = L->norm1, .eps = eps, .w_offset = off, .w = L->qkv,
+                                        .bias = L->qkv_b, .K = C, .kc = kc, .vc = vc, .pos = pos,
+                                        .slot = slot, .inv_freq = dm->inv_freq, .nh = nh,
+                                        .nkv = nkv, .D = D}));
+        as__chain_flush(dev, ch, &nch);
+        roped = 1;
+      } else if (dev->norm_matmul_rope_kv != NULL) {
         AS__OP(P_QKV, dev->norm_matmul_rope_kv(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
                                                L->norm1, eps, off, L->qkv, L->qkv_b, T, C, kc,
                                                vc, pos, slot, dm->inv_freq, nh, nkv, D));
@@ -396,6 +462,20 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
                                             1, AS_KV_PAGE, as__nsplit(nh, n, s->split_cap), scale));
       }
     }
+    if (chain) {
+      float *tmp;
+      AS__CH(P_O, ((ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = s->r, .xs = s->xs,
+                                    .x = s->att, .w = L->o, .bias = L->o_b, .K = qd, .N = C}));
+      AS__CH(P_GATE_UP, ((ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = s->gu, .xo = xn,
+                                          .h = s->h, .xs = s->xs, .x = x, .r = s->r,
+                                          .nw = L->norm2, .eps = eps, .w_offset = off,
+                                          .w = L->gu, .bias = L->gu_b, .K = C, .N = 2 * F}));
+      tmp = x, x = xn, xn = tmp;
+      AS__CH(P_DOWN, ((ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = s->r, .g = s->g,
+                                       .xs = s->xs, .x = s->gu, .act = c->act, .w = L->down,
+                                       .bias = L->down_b, .K = F, .N = C}));
+      continue; /* the next layer's qkv joins them, or the head flushes them */
+    }
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
     if (s->fuse) {
       float *tmp;
@@ -420,6 +500,8 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       AS__OP(P_DOWN, dev->matmul_bf16(s->r, s->xs, s->g, L->down, L->down_b, T, F, C));
     }
   }
+  as__chain_flush(dev, ch, &nch);
+#undef AS__CH
   s->xlast = x; /* where the final hidden states are (all_positions reads them) */
   if (S == T) {
     /* Every row is wanted, so `last` is 0..T-1 (decode steps, padded or not;

@@ -67,6 +67,17 @@ int ask_cuda_set_fuse_rope(int on);
  * a GPU), or ASK_CUDA_FUSE_GATE=1. Returns the previous value. */
 int ask_cuda_set_fuse_gate(int on);
 
+/* gemv_chain (kernels.h) as one launch of the persistent kernel with a
+ * grid barrier between the products (kernels/cuda/gemv_chain.cu), where a
+ * probe found the chained bits equal to the separate ones (run at the
+ * first request: ASK_CUDA_CHAIN=1 at start-up, or ask_cuda_set_chain(1),
+ * never inside a capture); otherwise gemv_chain returns 0 and the engine
+ * launches each product. Default off (written 2026-11-26, fifth session,
+ * not yet measured on a GPU). ask_cuda_set_chain returns the previous value;
+ * ask_cuda_chain_state says "on", "off", or why the probe failed. */
+int ask_cuda_set_chain(int on);
+const char *ask_cuda_chain_state(void);
+
 /* attention_paged cuts a row's keys into the caller's nsplit parts of at
  * least `keys` keys each (>= 1), so that a short row fills fewer parts
  * (kernels/cuda/paged.cu). Default 64, or ASK_CUDA_SPLIT_MIN. Returns the

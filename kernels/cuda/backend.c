@@ -37,9 +37,13 @@ static struct {
   int fuse_glu;          /* glu_matmul_bf16 too (its kernel restages the activation per block) */
   int fuse_rope;         /* norm_matmul_rope_kv in one kernel at one row */
   int fuse_gate;         /* norm_matmul_glu in one kernel at one row */
+  int chain;             /* gemv_chain as one launch (gemv_chain.cu) */
+  int chain_ok;          /* its probe passed: ask_cuda_set_chain may turn it on */
+  int chain_probed;      /* the probe ran (at the first request for chains) */
+  char chain_why[200];   /* why it cannot be, "" when it can */
   int pdl_ok;            /* the PDL probe passed: ask_cuda_set_pdl may turn it on */
   char pdl_why[200];     /* why PDL is off, "" when on */
-  char desc[800];        /* ask_dev_t's describe */
+  char desc[1024];       /* ask_dev_t's describe */
   cudaEvent_t mark[ASK_MARKS]; /* mark/wait_mark, made at first use */
   int err;               /* first failure since the last sync (AS_E*), 0 if none */
   char msg[256];         /* its message */
@@ -150,6 +154,133 @@ out:
   ask__g.msg[0] = '\0';
 }
 
+/* The chained products (gemv_chain.cu) where two dependent 2048 x 2048
+ * products in one launch give the bits of the two separate launches, run
+ * directly (as a cooperative launch where the device takes one with PDL,
+ * else a plain one) and captured in a graph replayed twice (the barrier's
+ * counter must come back to 0). The first product's output starts as NaN,
+ * so a read of it before the barrier shows. Sets chain_ok or chain_why;
+ * leaves no failure recorded. */
+static void ask__chain_fn(void *ud) {
+  const ask_chain_op_t *ops = ud;
+  ask__cu_check(cudaMemsetAsync(ops[0].out, 0xff, (size_t)ops[0].N * sizeof(float),
+                                ask__g.stream),
+                "cudaMemsetAsync");
+  ask__cu_check(cudaMemsetAsync(ops[1].out, 0xff, (size_t)ops[1].N * sizeof(float),
+                                ask__g.stream),
+                "cudaMemsetAsync");
+  if (!ask__cu_gemv_chain(ask__g.stream, ops, 2, 0))
+    ask__cu_check(cudaErrorInvalidValue, "gemv_chain: the probe's shape was not taken");
+}
+
+static int ask__chain_run(const ask_chain_op_t *ops, float *y1, float *y2, const float *want,
+                          float *host, int n, int graph) {
+  ask__cu_check(cudaMemsetAsync(y1, 0xff, (size_t)n * sizeof(float), ask__g.stream),
+                "cudaMemsetAsync");
+  ask__cu_check(cudaMemsetAsync(y2, 0xff, (size_t)n * sizeof(float), ask__g.stream),
+                "cudaMemsetAsync");
+  if (!graph && !ask__cu_gemv_chain(ask__g.stream, ops, 2, 0)) {
+    snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "the probe's shape was not taken");
+    return 1;
+  }
+  if (graph) {
+    void *gr = NULL;
+    int bad = ask__graph_capture(ask__g.stream, &gr, ask__chain_fn, (void *)ops) ||
+              ask__graph_launch(ask__g.stream, gr) || ask__graph_launch(ask__g.stream, gr);
+    if (gr != NULL)
+      ask__graph_free(ask__g.stream, gr);
+    if (bad)
+      return 1;
+  }
+  if (ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
+      ask__cu_check(cudaMemcpy(host, y2, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost),
+                    "cudaMemcpy (chain probe)"))
+    return 1;
+  if (memcmp(host, want, (size_t)n * sizeof(float)) != 0) {
+    snprintf(ask__g.chain_why, sizeof ask__g.chain_why,
+             "probe: the chained products read %g at 0, the separate ones %g", host[0],
+             want[0]);
+    return 1;
+  }
+  return 0;
+}
+
+static void ask__chain_probe(void) {
+  enum { K = 2048, N = 2048 };
+  uint16_t *w = NULL;
+  float *x = NULL, *y = NULL, *host = NULL, *want = NULL;
+  const char *step = "setting up";
+  ask__g.chain_ok = 0;
+  ask__g.chain_probed = 1;
+  ask__g.chain_why[0] = '\0';
+  cudaError_t e = ask__cu_chain_init();
+  if (e != cudaSuccess) {
+    snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "set-up: %s (%s)", cudaGetErrorString(e),
+             cudaGetErrorName(e));
+    (void)cudaGetLastError();
+    return;
+  }
+  if (ask__cu_gemv_pw <= 0) {
+    snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "the persistent kernel is off");
+    return;
+  }
+  host = malloc(2 * N * sizeof(float));
+  if (host == NULL || ask__cu_check(cudaMalloc((void **)&w, 2 * (size_t)N * K * 2), "cudaMalloc") ||
+      ask__cu_check(cudaMalloc((void **)&x, (K + 4 * N) * sizeof(float)), "cudaMalloc"))
+    goto out;
+  y = x + K; /* y1, y2, then the separate products' z1, z2 */
+  want = host + N;
+  for (int i = 0; i < K; i++)
+    host[i] = (float)(i % 7 - 3) * 0.25f;
+  ask__cu_check(cudaMemset(w, 0x3c, 2 * (size_t)N * K * 2), "cudaMemset");
+  ask__cu_check(cudaMemcpy(x, host, K * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+  ask_chain_op_t ops[2];
+  memset(ops, 0, sizeof ops);
+  ops[0].kind = ops[1].kind = ASK_CHAIN_MATMUL;
+  ops[0].K = ops[1].K = K, ops[0].N = ops[1].N = N;
+  ops[0].x = x, ops[0].out = y, ops[0].w = w;
+  ops[1].x = y, ops[1].out = y + N, ops[1].w = w + (size_t)N * K;
+  ask__cu_gemv_bf16(ask__g.stream, y + 2 * N, x, w, NULL, 1, K, N);
+  ask__cu_gemv_bf16(ask__g.stream, y + 3 * N, y + 2 * N, w + (size_t)N * K, NULL, 1, K, N);
+  if (ask__cu_check(cudaStreamSynchronize(ask__g.stream), "cudaStreamSynchronize") ||
+      ask__cu_check(cudaMemcpy(want, y + 3 * N, N * sizeof(float), cudaMemcpyDeviceToHost),
+                    "cudaMemcpy"))
+    goto out;
+  /* cooperative launches first (every block resident, or the launch fails),
+   * then plain ones (the grid is sized to fit; only a concurrent kernel of
+   * another stream could keep a block out) */
+  for (int coop = 1; coop >= 0; coop--) {
+    ask__cu_chain_coop = coop;
+    step = coop ? "run directly, cooperative" : "run directly";
+    if (ask__chain_run(ops, y, y + N, want, host, N, 0) == 0) {
+      step = coop ? "captured, cooperative" : "captured in a graph, replayed twice";
+      if (ask__chain_run(ops, y, y + N, want, host, N, 1) == 0)
+        break;
+    }
+    if (ask__g.chain_why[0] != '\0' || coop == 0)
+      goto out; /* a wrong result is not retried */
+    (void)cudaGetLastError();
+    ask__g.err = 0;
+    ask__g.msg[0] = '\0';
+  }
+  ask__g.chain_ok = 1;
+out:
+  cudaFree(w);
+  cudaFree(x);
+  if (!ask__g.chain_ok) {
+    char what[200];
+    snprintf(what, sizeof what, "%.190s",
+             ask__g.chain_why[0] != '\0' ? ask__g.chain_why
+             : host == NULL              ? "out of memory"
+                                         : ask__g.msg);
+    snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "probe (%.40s): %.140s", step, what);
+  }
+  free(host);
+  (void)cudaGetLastError();
+  ask__g.err = 0; /* the probe's failures are not the caller's */
+  ask__g.msg[0] = '\0';
+}
+
 static void ask__init(void) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -160,7 +291,8 @@ static void ask__init(void) {
              *kenv = getenv("ASK_CUDA_SPLIT_MIN"), *penv = getenv("ASK_CUDA_GEMV_PW"),
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
-             *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX");
+             *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
+             *cenv = getenv("ASK_CUDA_CHAIN");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -224,6 +356,10 @@ static void ask__init(void) {
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
+  if (cenv != NULL && atoi(cenv) != 0) { /* probed only when asked for */
+    ask__chain_probe();
+    ask__g.chain = ask__g.chain_ok;
+  }
   ask__g.ok = 1;
 }
 
@@ -376,6 +512,37 @@ static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const flo
   ask__d_matmul_bf16(out, xs, g, w, bias, T, F, N);
 }
 
+/* gemv_chain: one launch when every op's own path would be the persistent
+ * kernel (so the bits are the same), else 0 and the engine runs them. */
+static int ask__d_gemv_chain(const ask_chain_op_t *ops, int n) {
+  if (!ask__g.chain || n < 2)
+    return 0;
+  for (int i = 0; i < n; i++) {
+    const ask_chain_op_t *o = &ops[i];
+    int ok;
+    switch (o->kind) {
+    case ASK_CHAIN_MATMUL:
+      ok = ask__d_gemv_path(1, o->K, o->N, 0);
+      break;
+    case ASK_CHAIN_NORM_MATMUL:
+      ok = ask__d_fused_rows(1, o->K, o->N, o->w);
+      break;
+    case ASK_CHAIN_NORM_ROPE_KV:
+      ok = ask__g.fuse_rope && ask__d_fused_rows(1, o->K, (o->nh + 2 * o->nkv) * o->D, o->w);
+      break;
+    case ASK_CHAIN_GLU_MATMUL:
+      ok = ask__g.fuse_glu ? ask__d_fused_rows(1, o->K, o->N, o->w)
+                           : ask__d_gemv_path(1, o->K, o->N, 0);
+      break;
+    default:
+      ok = 0;
+    }
+    if (!ok)
+      return 0;
+  }
+  return ask__cu_gemv_chain(ask__g.stream, ops, n, ask__g.fuse_rope);
+}
+
 static void ask__d_embedding_bf16(float *out, const uint16_t *table, const int32_t *ids,
                                   const int32_t *prev, int T, int C, float scale) {
   ask__cu_embedding(ask__g.stream, out, NULL, table, ids, prev, T, C, scale);
@@ -467,8 +634,8 @@ static const char *ask__d_describe(void) {
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
-           "parts of %d keys at least, decode attention kernel up to %d rows, programmatic "
-           "dependent launch %s%s",
+           "parts of %d keys at least, decode attention kernel up to %d rows, chained "
+           "products %s%s%s, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
            ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
@@ -476,6 +643,9 @@ static const char *ask__d_describe(void) {
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, ask__cu_attn_dec,
+           ask__g.chain ? "on" : ask__g.chain_ok || !ask__g.chain_probed ? "off" : "off: ",
+           ask__g.chain && ask__cu_chain_coop ? " (cooperative)" : "",
+           ask__g.chain || ask__g.chain_ok || !ask__g.chain_probed ? "" : ask__g.chain_why,
            ask__cu_pdl ? "on" : "off: ", ask__cu_pdl ? "" : ask__g.pdl_why);
   return ask__g.desc;
 }
@@ -500,6 +670,7 @@ static const ask_dev_t ask__cuda_dev = {
     .norm_matmul_rope_kv = ask__d_norm_matmul_rope_kv,
     .norm_matmul_glu = ask__d_norm_matmul_glu,
     .glu_matmul_bf16 = ask__d_glu_matmul_bf16,
+    .gemv_chain = ask__d_gemv_chain,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,
     .mem_info = ask__d_mem_info,
@@ -704,6 +875,23 @@ int ask_cuda_set_argmax_parts(int parts) {
   int old = ask__cu_argmax_parts;
   ask__cu_argmax_parts = parts > 0 ? parts : -1;
   return old;
+}
+
+int ask_cuda_set_chain(int on) {
+  pthread_once(&ask__once, ask__init);
+  int old = ask__g.chain;
+  if (on && !ask__g.chain_probed && ask__g.ok)
+    ask__chain_probe();
+  ask__g.chain = on && ask__g.chain_ok;
+  return old;
+}
+
+const char *ask_cuda_chain_state(void) {
+  pthread_once(&ask__once, ask__init);
+  return ask__g.chain      ? "on"
+         : !ask__g.chain_probed ? "off (not probed)"
+         : ask__g.chain_ok ? "off"
+                           : ask__g.chain_why;
 }
 
 int ask_cuda_set_split_min(int keys) {

@@ -58,9 +58,15 @@ static __device__ __forceinline__ void ask__pdl_enter(void) {
   ask__pdl_wait();
 }
 
+/* ASK__LAUNCH_COOP(grid, block, smem, stream, coop, kernel)(args...): the
+ * same, as a cooperative launch when coop is set (every block resident at
+ * once, or the launch fails: gemv_chain.cu's grid barrier). */
 #ifdef ASK_CUDAEMU
 #define ASK__LAUNCH(g, b, smem, s, ...)                                                          \
   ::ask_emu::make_launch_pdl(&__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, g, b, smem, s)
+#define ASK__LAUNCH_COOP(g, b, smem, s, coop, ...)                                               \
+  ((void)(coop), ::ask_emu::make_launch_pdl(&__VA_ARGS__, #__VA_ARGS__, __FILE__, __LINE__, g, \
+                                            b, smem, s))
 #else
 template <class... P> struct ask__launcher {
   void (*k)(P...);
@@ -68,17 +74,25 @@ template <class... P> struct ask__launcher {
   dim3 g, b;
   size_t smem;
   cudaStream_t s;
+  int coop;
   template <class... A> void operator()(A &&...a) const {
-    cudaLaunchAttribute at[1] = {};
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2] = {};
+    unsigned na = 0;
+    if (ask__cu_pdl) {
+      at[na].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      at[na++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (coop) {
+      at[na].id = cudaLaunchAttributeCooperative;
+      at[na++].val.cooperative = 1;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = g;
     cfg.blockDim = b;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = s;
     cfg.attrs = at;
-    cfg.numAttrs = ask__cu_pdl ? 1 : 0;
+    cfg.numAttrs = na;
     cudaError_t e = cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(a)...);
     if (e != cudaSuccess) {
       char what[160];
@@ -89,10 +103,12 @@ template <class... P> struct ask__launcher {
 };
 template <class... P>
 static ask__launcher<P...> ask__launch(void (*k)(P...), const char *name, dim3 g, dim3 b,
-                                       size_t smem, cudaStream_t s) {
-  return ask__launcher<P...>{k, name, g, b, smem, s};
+                                       size_t smem, cudaStream_t s, int coop = 0) {
+  return ask__launcher<P...>{k, name, g, b, smem, s, coop};
 }
 #define ASK__LAUNCH(g, b, smem, s, ...) ask__launch(__VA_ARGS__, #__VA_ARGS__, g, b, smem, s)
+#define ASK__LAUNCH_COOP(g, b, smem, s, coop, ...)                                               \
+  ask__launch(__VA_ARGS__, #__VA_ARGS__, g, b, smem, s, coop)
 #endif
 
 static __device__ __forceinline__ float ask__bf16f(uint16_t h) {

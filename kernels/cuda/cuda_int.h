@@ -14,6 +14,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -151,6 +153,17 @@ int ask__cu_gemv_norm_rope_bf16(cudaStream_t s, float *out, float *xo, const flo
                                 const uint16_t *w, const float *bias, int T, int K, uint16_t *kc,
                                 uint16_t *vc, const int32_t *pos, const int32_t *slot,
                                 const float *inv_freq, int nh, int nkv, int D);
+/* gemv_chain.cu: kernels.h's gemv_chain on the persistent kernel, every op
+ * a phase of one launch with a grid barrier between phases; 1 when
+ * launched, 0 when an op is not taken (the caller runs them one by one).
+ * The caller checks that each op's own path is the persistent kernel (the
+ * same bits). fuse_rope: rope_kv may be fused into the qkv product.
+ * ask__cu_chain_init: shared-memory limits, blocks an SM, the barrier
+ * (once, after ask__cu_gemv_init, before any capture). ask__cu_chain_coop:
+ * launched as cooperative kernels (backend.c's probe). */
+extern int ask__cu_chain_coop;
+cudaError_t ask__cu_chain_init(void);
+int ask__cu_gemv_chain(cudaStream_t s, const ask_chain_op_t *ops, int n, int fuse_rope);
 /* gemv.cu: out (T,N) = x (T,K) f32 · w (N,K) bf16ᵀ + bias, T <= 16. */
 void ask__cu_gemv_bf16(cudaStream_t s, float *out, const float *x, const uint16_t *w,
                        const float *bias, int T, int K, int N);

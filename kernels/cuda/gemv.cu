@@ -415,7 +415,7 @@ extern "C" void ask__cu_gemv_norm_bf16(cudaStream_t s, float *out, float *xo, co
                                        int T, int K, int N) {
   if (T <= 0 || N <= 0 || ask__cu_failed())
     return;
-  ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset};
+  ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset, 0};
   if (!ask__cu_gemv_pw_norm(s, out, xo, x, r, nw, eps, w_offset, w, bias, T, K, N) &&
       ask__gemv_fused(s, out, xp, w, bias, T, K, N)) {
     ask__cu_check(cudaErrorInvalidValue, "gemv_norm_bf16: more than 16 rows or K < 1");

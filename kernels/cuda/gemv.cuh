@@ -23,6 +23,13 @@ static __device__ __forceinline__ void ask__pf_l2(const void *p) {
   asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
+/* An activation: through the read-only path, or, with coh, through L2
+ * only (__ldcg: written by other blocks of the same launch, which the
+ * read-only path may not see). */
+template <class T> static __device__ __forceinline__ T ask__ldx(const T *p, int coh) {
+  return coh ? __ldcg(p) : __ldg(p);
+}
+
 /* acc + the dot product of 8 bf16 (p) with 8 floats (a, b). */
 static __device__ __forceinline__ float ask__dot8(float acc, uint4 p, float4 a, float4 b) {
   acc = fmaf(__uint_as_float(p.x << 16), a.x, acc);
@@ -77,6 +84,7 @@ struct ask__xp_norm {
   const float *x, *r, *nw;
   float *xo;
   float eps, off;
+  int coh; /* x and r through L2 (__ldcg): written earlier in the same launch (gemv_chain.cu) */
 
   __device__ __forceinline__ bool aligned() const {
     return (((uintptr_t)x | (uintptr_t)r | (uintptr_t)nw | (uintptr_t)xo) & 15) == 0;
@@ -88,8 +96,9 @@ struct ask__xp_norm {
   __device__ __forceinline__ raw4 load4(int t, int k, int K) const {
     size_t i = (size_t)t * K + k;
     raw4 a;
-    a.x = __ldg(reinterpret_cast<const float4 *>(x + i));
-    a.r = r != NULL ? __ldg(reinterpret_cast<const float4 *>(r + i)) : make_float4(0, 0, 0, 0);
+    a.x = ask__ldx(reinterpret_cast<const float4 *>(x + i), coh);
+    a.r = r != NULL ? ask__ldx(reinterpret_cast<const float4 *>(r + i), coh)
+                    : make_float4(0, 0, 0, 0);
     a.g = __ldg(reinterpret_cast<const float4 *>(nw + k));
     return a;
   }
@@ -110,9 +119,9 @@ struct ask__xp_norm {
   }
   __device__ __forceinline__ float get1(int t, int k, int K, double &ss) const {
     size_t i = (size_t)t * K + k;
-    float v = __ldg(x + i);
+    float v = ask__ldx(x + i, coh);
     if (r != NULL) {
-      v += __ldg(r + i);
+      v += ask__ldx(r + i, coh);
       if (blockIdx.x == 0)
         xo[i] = v;
     }
@@ -219,18 +228,19 @@ static __device__ __forceinline__ void ask__stage(const XP &xp, float *sh, doubl
 struct ask__xp_copy {
   static constexpr bool kScaled = false;
   const float *x;
+  int coh; /* as ask__xp_norm's */
 
   __device__ __forceinline__ bool aligned() const { return ((uintptr_t)x & 15) == 0; }
   static constexpr int kBatch = 8;
   typedef float4 raw4;
   __device__ __forceinline__ raw4 load4(int t, int k, int K) const {
-    return __ldg(reinterpret_cast<const float4 *>(x + (size_t)t * K + k));
+    return ask__ldx(reinterpret_cast<const float4 *>(x + (size_t)t * K + k), coh);
   }
   __device__ __forceinline__ float4 make4(const raw4 &v, int, int, int, double &) const {
     return v;
   }
   __device__ __forceinline__ float get1(int t, int k, int K, double &) const {
-    return __ldg(x + (size_t)t * K + k);
+    return ask__ldx(x + (size_t)t * K + k, coh);
   }
   __device__ __forceinline__ void row_done(double *, int, double, bool) const {}
   __device__ __forceinline__ float scale(const double *, int, int) const { return 1.0f; }

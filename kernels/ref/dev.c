@@ -527,6 +527,19 @@ static void ask__norm_matmul_bf16(float *out, float *xo, float *h, uint16_t *xs,
   nmm_go(&(struct nmm_a){out, xo, h, x, r, nw, eps, off, w, bias, T, K, N});
 }
 
+/* The two ops, as kernels.h defines norm_matmul_rope_kv (the engine's
+ * chains of one-row products need it: actors/llm/forward_dev.c). */
+static void ask__norm_matmul_rope_kv(float *out, float *xo, float *h, uint16_t *xs,
+                                     const float *x, const float *r, const float *nw, float eps,
+                                     float off, const uint16_t *w, const float *bias, int T, int K,
+                                     uint16_t *kc, uint16_t *vc, const int32_t *pos,
+                                     const int32_t *slot, const float *inv, int nh, int nkv,
+                                     int D) {
+  int N = (nh + 2 * nkv) * D;
+  ask__norm_matmul_bf16(out, xo, h, xs, x, r, nw, eps, off, w, bias, T, K, N);
+  ask__rope_kv(out, kc, vc, pos, slot, inv, T, nh, nkv, D, N);
+}
+
 struct gmm_a {
   float *out, *g;
   const float *gu;
@@ -606,6 +619,7 @@ static const ask_dev_t ask__refdev_dev = {
     .attention_prefill = ask__attention_prefill,
     .glu_rows = ask__glu_rows,
     .norm_matmul_bf16 = ask__norm_matmul_bf16,
+    .norm_matmul_rope_kv = ask__norm_matmul_rope_kv,
     .glu_matmul_bf16 = ask__glu_matmul_bf16,
     .argmax_rows = ask__argmax_rows,
     .sample_rows = ask__sample_rows,

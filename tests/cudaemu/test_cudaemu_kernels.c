@@ -1245,6 +1245,111 @@ TEST(test_gemv_norm_glu) {
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0;
 }
 
+/* ---- gemv_chain.cu: dependent one-row products in one launch ---- */
+
+/* The products from a layer's o to the next layer's qkv as one chain
+ * (ask__cu_gemv_chain) against the separate launches the engine makes
+ * without it (o; the gate/up product, glu_rows and down; qkv with
+ * rope_kv): every output bit for bit — o's and down's rows, the new
+ * residuals, g, the qkv row and the cache rows. The emulator runs the
+ * phases one launch each (blocks run one after another, so the grid barrier
+ * is the GPU's to test: backend.c's probe and test_cuda_ops); the phases'
+ * row orders, their warps and the loads through L2 are the same code.
+ * Shapes: hidden 256, 8 heads of 32, 2 kv heads, F 512 in steps of U 1
+ * (ask__cu_pw_umax 1) on one and two pretend SMs; hidden 2048 (8 heads of
+ * 256, 1 kv head), F 2048, U 8. Then what it refuses: one op, a down
+ * product without its gate/up, K of another U, x misaligned. */
+static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
+  int qd = nh * D, N = (nh + 2 * nkv) * D, kvd = nkv * D, cap = 6;
+  int32_t pos0 = 5, slot0 = 3;
+  int32_t *pos = gdup(&pos0, 4), *slot = gdup(&slot0, 4);
+  float *inv = inv_freq(D), *x = rnd(C, 2), *att = rnd(qd, 1), *nw1 = rnd(C, 1),
+        *nw2 = rnd(C, 1), *bo = rnd(C, 1), *bq = rnd(N, 1);
+  uint16_t *wo = wrnd((size_t)C * qd), *wgu = wrnd((size_t)2 * F * C), *wd = wrnd((size_t)C * F),
+           *wq = wrnd((size_t)N * C);
+  float *r[2], *xo1[2], *xo2[2], *gu[2], *g[2], *qkv[2];
+  uint16_t *kc[2], *vc[2];
+  for (int k = 0; k < 2; k++) {
+    r[k] = galloc((size_t)C * 4), xo1[k] = galloc((size_t)C * 4), xo2[k] = galloc((size_t)C * 4);
+    gu[k] = galloc((size_t)2 * F * 4), g[k] = galloc((size_t)F * 4), qkv[k] = galloc((size_t)N * 4);
+    kc[k] = galloc((size_t)cap * kvd * 2), vc[k] = galloc((size_t)cap * kvd * 2);
+    memset(kc[k], 0, (size_t)cap * kvd * 2);
+    memset(vc[k], 0, (size_t)cap * kvd * 2);
+  }
+  /* k = 0: separate launches; the down product's output overwrites r, as in a step */
+  ask__cu_gemv_bf16(S, r[0], att, wo, bo, 1, qd, C);
+  ask__cu_gemv_norm_bf16(S, gu[0], xo1[0], x, r[0], nw1, 1e-6f, 1.0f, wgu, NULL, 1, C, 2 * F);
+  ask__cu_glu_rows(S, g[0], gu[0], 1, F, act);
+  ask__cu_gemv_bf16(S, r[0], g[0], wd, NULL, 1, F, C);
+  if (ask__cu_gemv_norm_rope_bf16(S, qkv[0], xo2[0], xo1[0], r[0], nw2, 1e-6f, 0.0f, wq, bq, 1,
+                                  C, kc[0], vc[0], pos, slot, inv, nh, nkv, D) != 1)
+    return 1;
+  if (cu_failed)
+    return 2;
+  ask_chain_op_t ops[4];
+  memset(ops, 0, sizeof ops);
+  ops[0] = (ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = r[1], .x = att, .w = wo, .bias = bo,
+                            .K = qd, .N = C};
+  ops[1] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = gu[1], .xo = xo1[1], .x = x,
+                            .r = r[1], .nw = nw1, .eps = 1e-6f, .w_offset = 1.0f, .w = wgu,
+                            .K = C, .N = 2 * F};
+  ops[2] = (ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = r[1], .g = g[1], .x = gu[1],
+                            .act = act, .w = wd, .K = F, .N = C};
+  ops[3] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = qkv[1], .xo = xo2[1],
+                            .x = xo1[1], .r = r[1], .nw = nw2, .eps = 1e-6f, .w = wq, .bias = bq,
+                            .K = C, .kc = kc[1], .vc = vc[1], .pos = pos, .slot = slot,
+                            .inv_freq = inv, .nh = nh, .nkv = nkv, .D = D};
+  if (ask__cu_gemv_chain(S, ops, 4, 1) != 1)
+    return 3;
+  if (cu_failed)
+    return 4;
+  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 || mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(xo2[1], xo2[0], (size_t)C, 0, 0) >= 0 || mismatch(g[1], g[0], (size_t)F, 0, 0) >= 0 ||
+      mismatch(qkv[1], qkv[0], (size_t)N, 0, 0) >= 0 ||
+      mismatch16(kc[1], kc[0], (size_t)cap * kvd) >= 0 ||
+      mismatch16(vc[1], vc[0], (size_t)cap * kvd) >= 0)
+    return 5;
+  /* o alone again: one op is not a chain; the down product without its
+   * gate/up product, and a misaligned x, are not taken */
+  if (ask__cu_gemv_chain(S, ops, 1, 1) != 0 || ask__cu_gemv_chain(S, ops + 2, 2, 1) != 0)
+    return 6;
+  ops[0].x = att + 1;
+  if (ask__cu_gemv_chain(S, ops, 4, 1) != 0)
+    return 7;
+  ops[0].x = att;
+  if (ask__cu_gemv_chain(S, ops + 3, 1, 0) != 0 || ask__cu_gemv_chain(S, ops, 4, 0) != 0)
+    return 8; /* rope_kv not fused: the chain is refused */
+  return 0;
+}
+
+TEST(test_gemv_chain) {
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, u0 = ask__cu_pw_umax;
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_chain_init(), cudaSuccess);
+    ask__cu_pw_umax = 1;
+    for (int sms = 1; sms <= 2; sms++) {
+      ask__cu_sms = sms, ask__cu_gemv_pw = 3 - sms;
+      for (int act = 0; act < 3; act++) {
+        int rc = chain_case(256, 8, 2, 32, 512, act);
+        if (rc != 0)
+          T__FAIL("chain hidden 256, %d SMs, act %d: case %d", sms, act, rc);
+      }
+    }
+    /* K of two U (256 and 512 at most U 8): refused */
+    ask__cu_pw_umax = 8;
+    ask__cu_sms = 1, ask__cu_gemv_pw = 2;
+    ASSERT_EQ(chain_case(256, 8, 2, 32, 512, 0), 3);
+    cu_reset();
+    if (oi == 0) {
+      int rc = chain_case(2048, 8, 1, 256, 2048, ASK_ACT_GELU_TANH);
+      if (rc != 0)
+        T__FAIL("chain hidden 2048: case %d", rc);
+    }
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_umax = u0;
+}
+
 /* ---- sample.cu ---- */
 
 TEST(test_argmax_rows) {
@@ -1537,5 +1642,6 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
-          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu, test_argmax_rows,
+          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu, test_gemv_chain,
+          test_argmax_rows,
           test_sample_rows, test_sample_rows_parts, test_launcher_errors)

@@ -17,7 +17,9 @@
 # only_embed_sample: a step of nothing but the embedding and the argmax,
 # i.e. the fixed cost of a step and the host's turn between steps, and the
 # same with the pipeline, which hides that turn; sampled decoding, now on
-# the sampler in parts).
+# the sampler in parts); and, first, what session 5 wrote: a layer's one-row
+# products chained into one launch (ASK_CUDA_CHAIN), alone and with the
+# others.
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_UNTIL    a time (seconds since the epoch) after which no variant starts
 #   AS_SWEEP_PROMPT   prompt tokens (128); AS_SWEEP_MODEL_DEVICE: where torch makes
@@ -34,6 +36,11 @@ PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
+chain ASK_CUDA_CHAIN=1
+chain_attn_decode ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
+chain_attn16 ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
+chain_pw1 ASK_CUDA_CHAIN=1 ASK_CUDA_GEMV_PW=1
+chain_pipeline_attn ASK_CUDA_CHAIN=1 ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16
 attn_decode ASK_CUDA_ATTN_DECODE=16
 attn_decode_split32 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
 attn_decode_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16

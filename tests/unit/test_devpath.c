@@ -25,10 +25,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels.h"
 #include "llm.h"
 #include "fixture_json.h"
+#include "kernel_data.h"
 #include "test.h"
 
 #ifndef AS_SOURCE_DIR
@@ -400,6 +402,147 @@ static void check_pipeline(float temperature) {
 TEST(test_pipeline_greedy) { check_pipeline(0.0f); }
 TEST(test_pipeline_sampled) { check_pipeline(0.8f); }
 
+/* A random-weight Llama-structured model (bf16, tied) of hidden 256, 8
+ * heads of 32 (2 kv), intermediate 768 and 2 layers, written into dir:
+ * every one-row product's K a multiple of 256 with the same step (U 1), so
+ * the CUDA backend's chained kernel takes them (the fixtures' hidden 64
+ * and tiny-kjv's 688 do not). 0, or -1 with err set. */
+static int write_chain_model(const char *dir) {
+  enum { C = 256, NH = 8, NKV = 2, D = 32, F = 768, L = 2, V = 4096 };
+  static const char *const ln[] = {"input_layernorm", "post_attention_layernorm"};
+  struct {
+    char name[64];
+    int r, c; /* c 0: a vector of r */
+  } t[2 + L * 9];
+  int n = 0;
+  snprintf(t[n].name, 64, "model.embed_tokens.weight"), t[n].r = V, t[n++].c = C;
+  snprintf(t[n].name, 64, "model.norm.weight"), t[n].r = C, t[n++].c = 0;
+  for (int l = 0; l < L; l++) {
+    static const char *const pr[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                      "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                      "mlp.down_proj"};
+    const int rows[] = {NH * D, NKV * D, NKV * D, C, F, F, C},
+              cols[] = {C, C, C, NH * D, C, C, F};
+    for (int i = 0; i < 2; i++)
+      snprintf(t[n].name, 64, "model.layers.%d.%s.weight", l, ln[i]), t[n].r = C, t[n++].c = 0;
+    for (int i = 0; i < 7; i++)
+      snprintf(t[n].name, 64, "model.layers.%d.%s.weight", l, pr[i]), t[n].r = rows[i],
+                                                                      t[n++].c = cols[i];
+  }
+  char hdr[8192], path[800];
+  size_t off = 0, h = 0;
+  h += (size_t)snprintf(hdr + h, sizeof hdr - h, "{");
+  for (int i = 0; i < n; i++) {
+    size_t bytes = (size_t)t[i].r * (t[i].c ? t[i].c : 1) * 2;
+    if (t[i].c)
+      h += (size_t)snprintf(hdr + h, sizeof hdr - h,
+                            "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%d,%d],\"data_offsets\":"
+                            "[%zu,%zu]}",
+                            i ? "," : "", t[i].name, t[i].r, t[i].c, off, off + bytes);
+    else
+      h += (size_t)snprintf(hdr + h, sizeof hdr - h,
+                            "%s\"%s\":{\"dtype\":\"BF16\",\"shape\":[%d],\"data_offsets\":"
+                            "[%zu,%zu]}",
+                            i ? "," : "", t[i].name, t[i].r, off, off + bytes);
+    off += bytes;
+  }
+  h += (size_t)snprintf(hdr + h, sizeof hdr - h, "}");
+  while (h % 8 != 0)
+    hdr[h++] = ' ';
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  FILE *f = fopen(path, "wb");
+  if (f == NULL)
+    return snprintf(err, sizeof err, "%.400s: cannot write", path), -1;
+  uint64_t hl = h;
+  fwrite(&hl, 8, 1, f);
+  fwrite(hdr, 1, h, f);
+  uint64_t rng = ask_rng_seed(7);
+  for (int i = 0; i < n; i++) {
+    size_t k = (size_t)t[i].r * (t[i].c ? t[i].c : 1);
+    for (size_t j = 0; j < k; j++) {
+      /* norms near 1, products ~ N(0, 0.08) by a sum of uniforms */
+      double u = 0;
+      for (int q = 0; q < 4; q++)
+        u += (double)(ask_rng_next(&rng) >> 11) / 9007199254740992.0 - 0.5;
+      uint16_t b = to_bf16(t[i].c ? (float)(u * 0.14) : (float)(1.0 + u * 0.2));
+      fwrite(&b, 2, 1, f);
+    }
+  }
+  fclose(f);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  f = fopen(path, "w");
+  if (f == NULL)
+    return snprintf(err, sizeof err, "%.400s: cannot write", path), -1;
+  fprintf(f,
+          "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+          "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_attention_heads\": %d, "
+          "\"num_key_value_heads\": %d, \"head_dim\": %d, \"num_hidden_layers\": %d, "
+          "\"vocab_size\": %d, \"hidden_act\": \"silu\", \"rms_norm_eps\": 1e-05, "
+          "\"rope_theta\": 10000.0, \"max_position_embeddings\": 512, "
+          "\"tie_word_embeddings\": true, \"dtype\": \"bfloat16\", \"bos_token_id\": 1, "
+          "\"eos_token_id\": 2}\n",
+          C, F, NH, NKV, D, L, V);
+  fclose(f);
+  return 0;
+}
+
+/* One request of 40 new tokens at batch 1 (captured steps, so every decode
+ * step is the one-row path) on model m: greedy, or seeded sampling. */
+static void chain_req(as_model_t *m, float temperature, int32_t *out) {
+  as_gen_t *g;
+  int plen[1] = {9}, join[1] = {0};
+  ASSERT_OK(as_gen_new(&g, m, NULL, 1024, err, sizeof err));
+  run_reqs(g, 1, plen, join, 40, temperature, out);
+  as_gen_free(g);
+}
+
+/* The engine's chains of one-row products (o, gate/up, down, the next
+ * layer's qkv: gemv_chain) against the same products one by one
+ * (ASK_NO_CHAIN=1), with and without the pipeline: the same tokens. With
+ * AS_TEST_DEVICE=cuda the backend is asked for its chained kernel
+ * (ASK_CUDA_CHAIN=1) and must say it is on; on refdev the engine's chain
+ * bookkeeping (the residual buffers, the skipped kinds) runs the ops one by
+ * one. */
+TEST(test_chain_tokens) {
+  char dir[] = "/tmp/as-chain-XXXXXX";
+  setenv("ASK_CUDA_CHAIN", "1", 1);
+  NEED_DEVICE();
+  ASSERT_TRUE(mkdtemp(dir) != NULL);
+  if (write_chain_model(dir) != 0)
+    T__FAIL("%s", err);
+  as_model_t *m = open_on(dir, DEV);
+  const ask_ops_t *ops = ask_backend(DEV, NULL);
+  if (strcmp(DEV, "cuda") == 0) {
+    const char *d = ops->dev->describe != NULL ? ops->dev->describe() : "";
+    if (strstr(d, "chained products on") == NULL)
+      T__FAIL("the backend does not chain: %s", d);
+  }
+  for (int sampled = 0; sampled < 2; sampled++) {
+    float temp = sampled ? 0.8f : 0.0f;
+    int32_t want[40], got[40];
+    setenv("ASK_NO_CHAIN", "1", 1);
+    chain_req(m, temp, want);
+    unsetenv("ASK_NO_CHAIN");
+    for (int pipe = 0; pipe < 2; pipe++) {
+      setenv("ASK_PIPELINE", pipe ? "1" : "0", 1);
+      chain_req(m, temp, got);
+      for (int i = 0; i < 40; i++)
+        if (got[i] != want[i])
+          T__FAIL("%s, pipeline %d, token %d: chained %d, one by one %d",
+                  sampled ? "sampled" : "greedy", pipe, i, got[i], want[i]);
+    }
+    unsetenv("ASK_PIPELINE");
+  }
+  as_model_free(m);
+  char path[800];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  remove(path);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  remove(path);
+  rmdir(dir);
+  unsetenv("ASK_CUDA_CHAIN");
+}
+
 TEST(test_graphs_greedy) { check_graphs(0.0f); }
 TEST(test_graphs_sampled) { check_graphs(0.8f); }
 
@@ -665,6 +808,6 @@ TEST(test_device_errors) {
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
           test_graphs_greedy, test_graphs_sampled, test_pipeline_greedy, test_pipeline_sampled,
-          test_kjv_greedy_64, test_fused_vs_separate,
+          test_chain_tokens, test_kjv_greedy_64, test_fused_vs_separate,
           test_small_step_buffers, test_paging,
           test_device_failure, test_pool_from_memory_fraction, test_device_errors)

@@ -711,6 +711,21 @@ static inline cudaError_t cudaFuncSetAttribute(K *k, enum cudaFuncAttribute attr
   }
   return cudaSuccess;
 }
+/* Blocks of k an SM, as an H100 would fit them by threads (2048 an SM) and
+ * shared memory (228 KiB an SM, 1 KiB of it reserved a block); registers
+ * are not known here (the launch bounds are ignored), so this may say more
+ * than the GPU; kernels/cuda caps it with its own launch bounds. */
+template <class K>
+static inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int *n, K *, int threads,
+                                                                        size_t smem) {
+  if (n == NULL || threads <= 0 || threads > 1024 || smem > (size_t)ASK_EMU_SMEM_OPTIN)
+    return cudaErrorInvalidValue;
+  long by_threads = 2048 / threads, by_smem = (233472L) / (long)(smem + 1024);
+  *n = (int)(by_threads < by_smem ? by_threads : by_smem);
+  if (*n > 32)
+    *n = 32;
+  return cudaSuccess;
+}
 template <class K> static inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *a, K *) {
   a->ptxVersion = 90;
   a->binaryVersion = 90;
