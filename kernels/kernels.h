@@ -153,7 +153,9 @@ enum {
                              bias, K, N) */
   ASK_CHAIN_NORM_ROPE_KV, /* norm_matmul_rope_kv (those but N, and kc, vc, pos, slot,
                              inv_freq, nh, nkv, D) */
-  ASK_CHAIN_GLU_MATMUL    /* glu_matmul_bf16 (out, g, xs, x = gu, act, w, bias, K = F, N) */
+  ASK_CHAIN_GLU_MATMUL,   /* glu_matmul_bf16 (out, g, xs, x = gu, act, w, bias, K = F, N) */
+  ASK_CHAIN_ATTENTION     /* attention_paged of one row (out, part, x = q, kc, vc, table, seq,
+                             pos, nh, nkv, D, q_stride, table_width, page, nsplit, scale) */
 };
 typedef struct ask_chain_op_s {
   int kind; /* ASK_CHAIN_* */
@@ -168,6 +170,10 @@ typedef struct ask_chain_op_s {
   const int32_t *pos, *slot;
   const float *inv_freq;
   int nh, nkv, D;
+  float *part;
+  const int32_t *table, *seq;
+  int q_stride, table_width, page, nsplit;
+  float scale;
 } ask_chain_op_t;
 
 typedef struct ask_dev_s {

@@ -318,11 +318,24 @@ void as__kv_profile_reset(as_kv_t *kv) {
  * with norm_matmul_glu's choice for a gate/up product followed by the down
  * product that reads it, as the unchained step makes it. */
 static void as__chain_flush(const ask_dev_t *dev, ask_chain_op_t *ch, int *n) {
+  int i = 0;
   if (*n == 0 || (dev->gemv_chain != NULL && dev->gemv_chain(ch, *n))) {
     *n = 0;
     return;
   }
-  for (int i = 0; i < *n; i++) {
+  if (ch[0].kind == ASK_CHAIN_ATTENTION && *n > 2 && dev->gemv_chain != NULL) {
+    /* refused with the attention: the products may still chain without it */
+    const ask_chain_op_t *o = &ch[0];
+    dev->attention_paged(o->out, o->part, o->x, o->kc, o->vc, o->table, o->seq, o->pos, 1,
+                         o->nh, o->nkv, o->D, o->q_stride, o->table_width, o->page, o->nsplit,
+                         o->scale);
+    i = 1;
+    if (dev->gemv_chain(ch + 1, *n - 1)) {
+      *n = 0;
+      return;
+    }
+  }
+  for (; i < *n; i++) {
     const ask_chain_op_t *o = &ch[i], *d = i + 1 < *n ? &ch[i + 1] : NULL;
     switch (o->kind) {
     case ASK_CHAIN_MATMUL:
@@ -346,6 +359,11 @@ static void as__chain_flush(const ask_dev_t *dev, ask_chain_op_t *ch, int *n) {
       dev->norm_matmul_rope_kv(o->out, o->xo, o->h, o->xs, o->x, o->r, o->nw, o->eps,
                                o->w_offset, o->w, o->bias, 1, o->K, o->kc, o->vc, o->pos, o->slot,
                                o->inv_freq, o->nh, o->nkv, o->D);
+      break;
+    case ASK_CHAIN_ATTENTION:
+      dev->attention_paged(o->out, o->part, o->x, o->kc, o->vc, o->table, o->seq, o->pos, 1,
+                           o->nh, o->nkv, o->D, o->q_stride, o->table_width, o->page,
+                           o->nsplit, o->scale);
       break;
     default: /* ASK_CHAIN_GLU_MATMUL */
       dev->glu_matmul_bf16(o->out, o->g, o->xs, o->x, o->act, o->w, o->bias, 1, o->K, o->N);
@@ -393,7 +411,7 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
    * to the backend as one chain (gemv_chain: one launch where it can, the
    * same bits either way); AS__CH appends one unless its kind is skipped. */
   const int chain = s->chain && T == 1 && !s->profile && dev->norm_matmul_rope_kv != NULL;
-  ask_chain_op_t ch[4], *co;
+  ask_chain_op_t ch[5], *co;
   int nch = 0;
 #define AS__CH(kind_, op_)                                                  \
   do {                                                                      \
@@ -441,7 +459,13 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     if (!roped)
       AS__OP(P_ROPE_KV,
              dev->rope_kv(s->qkv, kc, vc, pos, slot, dm->inv_freq, T, nh, nkv, D, qkvd));
-    if (!split) {
+    if (!split && chain) { /* the chain's first op: with the products after it */
+      AS__CH(P_ATTN, ((ask_chain_op_t){.kind = ASK_CHAIN_ATTENTION, .out = s->att,
+                                       .part = s->part, .x = s->qkv, .kc = kc, .vc = vc,
+                                       .table = table, .seq = seq, .pos = pos, .nh = nh,
+                                       .nkv = nkv, .D = D, .q_stride = qkvd, .table_width = 1,
+                                       .page = AS_KV_PAGE, .nsplit = nsplit, .scale = scale}));
+    } else if (!split) {
       AS__OP(P_ATTN, dev->attention_paged(s->att, s->part, s->qkv, kc, vc, table, seq, pos, T,
                                           nh, nkv, D, qkvd, 1, AS_KV_PAGE, nsplit, scale));
     } else { /* prefill chunks through attention_prefill, runs of short ones paged */

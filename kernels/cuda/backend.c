@@ -183,6 +183,8 @@ static int ask__chain_run(const ask_chain_op_t *ops, float *y1, float *y2, const
     snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "the probe's shape was not taken");
     return 1;
   }
+  if (ask__cu_failed())
+    return 1; /* the launch was refused: the caller may try another way */
   if (graph) {
     void *gr = NULL;
     int bad = ask__graph_capture(ask__g.stream, &gr, ask__chain_fn, (void *)ops) ||
@@ -207,9 +209,15 @@ static int ask__chain_run(const ask_chain_op_t *ops, float *y1, float *y2, const
 
 static void ask__chain_probe(void) {
   enum { K = 2048, N = 2048 };
+  /* a failure the caller had pending stays the caller's */
+  const int err0 = ask__g.err;
+  char msg0[sizeof ask__g.msg];
+  memcpy(msg0, ask__g.msg, sizeof msg0);
   uint16_t *w = NULL;
   float *x = NULL, *y = NULL, *host = NULL, *want = NULL;
   const char *step = "setting up";
+  if (err0 != 0)
+    return; /* not now: the next request probes */
   ask__g.chain_ok = 0;
   ask__g.chain_probed = 1;
   ask__g.chain_why[0] = '\0';
@@ -257,8 +265,11 @@ static void ask__chain_probe(void) {
       if (ask__chain_run(ops, y, y + N, want, host, N, 1) == 0)
         break;
     }
-    if (ask__g.chain_why[0] != '\0' || coop == 0)
-      goto out; /* a wrong result is not retried */
+    /* a wrong result is not retried; nor a cooperative launch refused for
+     * its size, since a plain one of that size would wait for ever */
+    if (ask__g.chain_why[0] != '\0' || coop == 0 ||
+        strstr(ask__g.msg, "cudaErrorCooperativeLaunchTooLarge") != NULL)
+      goto out;
     (void)cudaGetLastError();
     ask__g.err = 0;
     ask__g.msg[0] = '\0';
@@ -276,9 +287,13 @@ out:
     snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "probe (%.40s): %.140s", step, what);
   }
   free(host);
+  /* the probe's failures are not the caller's, but one that broke the
+   * context (an illegal address) shows at the next wait and is kept */
   (void)cudaGetLastError();
-  ask__g.err = 0; /* the probe's failures are not the caller's */
-  ask__g.msg[0] = '\0';
+  ask__g.err = err0;
+  memcpy(ask__g.msg, msg0, sizeof msg0);
+  if (ask__cu_check(cudaStreamSynchronize(ask__g.stream), "chained products' probe"))
+    ask__g.chain_ok = 0;
 }
 
 static void ask__init(void) {
@@ -533,6 +548,9 @@ static int ask__d_gemv_chain(const ask_chain_op_t *ops, int n) {
     case ASK_CHAIN_GLU_MATMUL:
       ok = ask__g.fuse_glu ? ask__d_fused_rows(1, o->K, o->N, o->w)
                            : ask__d_gemv_path(1, o->K, o->N, 0);
+      break;
+    case ASK_CHAIN_ATTENTION: /* gemv_chain.cu checks the decode kernel's conditions */
+      ok = i == 0;
       break;
     default:
       ok = 0;

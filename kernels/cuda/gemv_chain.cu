@@ -23,13 +23,20 @@
 #include <string.h>
 
 #include "gemv_pw.cuh"
+#include "paged.cuh"
 
 int ask__cu_chain_coop = 0; /* cuda_int.h: launch the chain as a cooperative kernel */
 static int ask__chain_bps;  /* blocks an SM the chained kernel may have (all U), 0: none */
 static unsigned *ask__chain_bar; /* the grid barrier: arrivals, generation */
 
 enum { ASK__PH_COPY, ASK__PH_NORM, ASK__PH_ROPE, ASK__PH_GLU };
-#define ASK__CHAIN_MAX 4
+/* The attention phase's kind: the decode unit's head group GB and lanes a
+ * key KL in one constant (ask__ph_attn_gb, ask__ph_attn_kl take them out). */
+static constexpr int ask__ph_attn(int GB, int KL) { return 16 + 64 * GB + KL; }
+static __host__ __device__ constexpr int ask__ph_attn_gb(int k) { return (k - 16) / 64; }
+static __host__ __device__ constexpr int ask__ph_attn_kl(int k) { return (k - 16) % 64; }
+static __host__ __device__ constexpr bool ask__ph_is_attn(int k) { return k >= 16; }
+#define ASK__CHAIN_MAX 5
 
 /* One phase: the product of one ask_chain_op_t, as the persistent kernel
  * would run it alone (kind: the x policy and row order), with G warps. */
@@ -43,6 +50,12 @@ struct ask__chain_ph {
   uint16_t *kc, *vc;
   const int32_t *pos, *slot;
   const float *inv_freq;
+  /* the attention phase (x: the qkv rows, out: the attention row) */
+  float *part;
+  unsigned *cnt; /* paged.cu's merge counters */
+  const int32_t *table, *seq;
+  int q_stride, tw, page, nsplit, kmin, Gc, nchunk, units;
+  float scale;
 };
 
 struct ask__chain_k {
@@ -65,6 +78,8 @@ static __host__ __device__ __forceinline__ ask__rw_glu ask__ph_glu(const ask__ch
 /* The phase's first row for warp gw (-1: none; warps from G on are idle). */
 template <int KIND>
 static __device__ __forceinline__ int ask__ph_first(const ask__chain_ph &p, int gw) {
+  if constexpr (ask__ph_is_attn(KIND))
+    return -1; /* no weights */
   if (gw >= p.G)
     return -1;
   if constexpr (KIND == ASK__PH_ROPE) {
@@ -91,10 +106,26 @@ static __device__ __forceinline__ void ask__ph_load(const ask__chain_ph &p, int 
 
 /* Phase p of kind KIND: the walk of gemv_pw.cuh with warp gw's first row n
  * (its first step in q). coh: x and r through L2 (written in this launch). */
-template <int U, int KIND>
-static __device__ __forceinline__ void ask__ph_run(const ask__chain_ph &p, int coh, int gw, int n,
+template <int U, int KIND, bool COH>
+static __device__ __forceinline__ void ask__ph_run(const ask__chain_ph &p, int gw, int n,
                                                    uint4 (&q)[U], float4 *sm) {
-  if constexpr (KIND == ASK__PH_COPY) {
+  const int coh = COH;
+  if constexpr (ask__ph_is_attn(KIND)) {
+    /* paged.cu's decode units (the decode kernel's grid: kv head chunk,
+     * then part; row 0), on all 8 warps as the decode kernel for GB <= 4.
+     * One key batch in flight a warp for 4 heads, 2 for 2 (the same bits:
+     * the keys' order is the same): more spilled at 128 registers. */
+    constexpr int GB = ask__ph_attn_gb(KIND), KL = ask__ph_attn_kl(KIND);
+    const int nbx = p.nkv * p.nchunk;
+    for (int u = blockIdx.x; u < p.units; u += gridDim.x) {
+      const int bx = u % nbx;
+      ask__pd_unit<GB, KL, COH, GB >= 4 ? 1 : 2>(p.out, p.part, p.x, p.kc, p.vc, p.table, p.seq, p.pos, p.nh,
+                                p.nkv, p.D, p.q_stride, p.tw, p.page, p.nsplit, p.kmin, p.scale,
+                                p.Gc, p.nchunk, bx, 0, u / nbx, p.nsplit > 1 ? p.cnt + bx : NULL,
+                                reinterpret_cast<float *>(sm));
+      __syncthreads(); /* the unit's shared memory is the next one's */
+    }
+  } else if constexpr (KIND == ASK__PH_COPY) {
     ask__rw_rows rw = ask__ph_rows(p);
     if (n >= 0)
       (void)rw.begin(gw, p.G); /* n is that row */
@@ -136,9 +167,13 @@ static __device__ __forceinline__ void ask__grid_sync(unsigned *bar) {
       __threadfence();
       atomicAdd(bar + 1, 1u);
     } else {
-      unsigned g;
+      /* about 10 s of polls at most: a block that never comes (a grid that
+       * did not fit after all) ends the launch with an error, not a hang */
+      unsigned g, polls = 0;
       do {
         asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
+        if (++polls == (1u << 24))
+          __trap();
       } while (g == gen);
     }
     __threadfence();
@@ -160,7 +195,7 @@ template <int U, int I, int K0, int... Ks>
 static __device__ __forceinline__ void ask__chain_from(const ask__chain_k &c, int gw, int n,
                                                        uint4 (&q)[U], float4 *sm) {
   if (I >= c.first && I < c.last) {
-    ask__ph_run<U, K0>(c.ph[I], I > 0, gw, n, q, sm);
+    ask__ph_run<U, K0, (I > 0)>(c.ph[I], gw, n, q, sm);
     if constexpr (sizeof...(Ks) > 0) {
       if (I + 1 < c.last) {
         /* the next phase's first weights in flight while the grid waits */
@@ -228,6 +263,36 @@ static int ask__ph_takes(int K, const uint16_t *w, int U) {
   return ask__pw_takes(1, K, w) && ask__pw_unroll(K) == U;
 }
 
+static int ask__chain_attn_built(int GB, int KL);
+
+/* An attention op as the attention phase (0: not chainable): only where
+ * attention_paged would run paged.cu's decode kernel on this one row with
+ * the merge inside it (ASK_CUDA_ATTN_DECODE >= 1, D a multiple of 8 from
+ * 32 to 256, 16-byte aligned caches and q rows, the merge counters), with
+ * the same head chunks (ask__pg_heads at one row), so the bits are that
+ * kernel's; and only for the (GB, KL) the kernel is built for. */
+static int ask__ph_make_attn(ask__chain_ph *p, const ask_chain_op_t *op) {
+  const int nh = op->nh, nkv = op->nkv, D = op->D, nsplit = op->nsplit < 1 ? 1 : op->nsplit;
+  if (ask__cu_attn_dec < 1 || ask__pg_cnt == NULL || nkv <= 0 || nh <= 0 || nh % nkv != 0 ||
+      D < 32 || D > 256 || D % 8 != 0 || op->page <= 0 || op->table_width < 0 ||
+      nsplit > 65535 || (nsplit > 1 && op->part == NULL) || op->q_stride % 4 != 0 ||
+      (((uintptr_t)op->kc | (uintptr_t)op->vc | (uintptr_t)op->x) & 15) != 0)
+    return 0;
+  const int G = nh / nkv, Gc = ask__pg_heads(G, nkv, 1, nsplit);
+  const int GB = Gc <= 1 ? 1 : Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8;
+  const int KL = D <= 32 ? 4 : D <= 64 ? 8 : D <= 128 ? 16 : 32, nchunk = (G + Gc - 1) / Gc;
+  if (!ask__chain_attn_built(GB, KL) || (long)nkv * nchunk > ASK__PG_NCNT)
+    return 0;
+  p->kind = ask__ph_attn(GB, KL);
+  p->out = op->out, p->part = op->part, p->x = op->x, p->kc = op->kc, p->vc = op->vc;
+  p->table = op->table, p->seq = op->seq, p->pos = op->pos;
+  p->nh = nh, p->nkv = nkv, p->D = D, p->q_stride = op->q_stride, p->tw = op->table_width;
+  p->page = op->page, p->nsplit = nsplit, p->scale = op->scale;
+  p->kmin = ask__cu_split_min > 0 ? ask__cu_split_min : 1;
+  p->Gc = Gc, p->nchunk = nchunk, p->units = nkv * nchunk * nsplit, p->cnt = ask__pg_cnt;
+  return 1;
+}
+
 /* op as a phase into p (0: not chainable). next: the op after it (or
  * NULL); *pair set when op and next are a gate/up product and the down
  * product that reads it, taken as one GLU phase (g written by the gate/up
@@ -237,6 +302,8 @@ static int ask__ph_make(ask__chain_ph *p, const ask_chain_op_t *op, const ask_ch
                         int fuse_rope, int U, int *pair) {
   memset(p, 0, sizeof *p);
   *pair = 0;
+  if (op->kind == ASK_CHAIN_ATTENTION)
+    return ask__ph_make_attn(p, op);
   p->w = op->w, p->bias = op->bias, p->K = op->K, p->x = op->x, p->r = op->r, p->nw = op->nw;
   p->xo = op->r != NULL ? op->xo : NULL, p->eps = op->eps, p->off = op->w_offset;
   p->out = op->out;
@@ -267,6 +334,8 @@ static int ask__ph_make(ask__chain_ph *p, const ask_chain_op_t *op, const ask_ch
 }
 
 static long ask__ph_units(const ask__chain_ph &p) {
+  if (ask__ph_is_attn(p.kind))
+    return p.units;
   if (p.kind == ASK__PH_ROPE)
     return ask__ph_rope(p).units();
   return p.N;
@@ -278,19 +347,26 @@ static long ask__ph_units(const ask__chain_ph &p) {
  * the parameters to local memory, which at U 8 spilled): a middle layer's
  * o, gate/up with the activation, down and the next layer's qkv with
  * rope_kv; the last layer's first three; two plain products (the probe). */
-enum { ASK__PAT_TAIL4, ASK__PAT_TAIL3, ASK__PAT_TWO, ASK__PATS };
+enum { ASK__PAT_TAIL4, ASK__PAT_TAIL3, ASK__PAT_TWO, ASK__PAT_ATTN5, ASK__PAT_ATTN4, ASK__PATS };
 #define ASK__PAT_KINDS_TAIL4 ASK__PH_COPY, ASK__PH_GLU, ASK__PH_COPY, ASK__PH_ROPE
 #define ASK__PAT_KINDS_TAIL3 ASK__PH_COPY, ASK__PH_GLU, ASK__PH_COPY
 #define ASK__PAT_KINDS_TWO ASK__PH_COPY, ASK__PH_COPY
+/* a layer from its attention on (the decode unit of GB heads, KL lanes a key) */
+#define ASK__PAT_KINDS_ATTN5(GB, KL) ask__ph_attn(GB, KL), ASK__PAT_KINDS_TAIL4
+#define ASK__PAT_KINDS_ATTN4(GB, KL) ask__ph_attn(GB, KL), ASK__PAT_KINDS_TAIL3
 
+/* The pattern of ph[0 .. np) (an attention phase matched by its place
+ * only; the launcher checks its GB and KL), or -1. */
 static int ask__chain_pattern(const ask__chain_ph *ph, int np) {
-  static const int pats[ASK__PATS][5] = {{4, ASK__PAT_KINDS_TAIL4},
+  static const int pats[ASK__PATS][6] = {{4, ASK__PAT_KINDS_TAIL4},
                                          {3, ASK__PAT_KINDS_TAIL3},
-                                         {2, ASK__PAT_KINDS_TWO}};
+                                         {2, ASK__PAT_KINDS_TWO},
+                                         {5, -1, ASK__PAT_KINDS_TAIL4},
+                                         {4, -1, ASK__PAT_KINDS_TAIL3}};
   for (int p = 0; p < ASK__PATS; p++) {
     int same = pats[p][0] == np;
     for (int i = 0; same && i < np; i++)
-      same = ph[i].kind == pats[p][1 + i];
+      same = pats[p][1 + i] < 0 ? ask__ph_is_attn(ph[i].kind) : ph[i].kind == pats[p][1 + i];
     if (same)
       return p;
   }
@@ -301,6 +377,12 @@ template <int U, int... KS> static cudaError_t ask__chain_attr1(int *bps) {
   cudaError_t e = cudaFuncSetAttribute(ask__k_gemv_chain<U, KS...>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)ask__pw_smem(ASK__PW_STAGE));
+  /* the whole carveout as shared memory, so that the blocks an SM counted
+   * below are what the driver gives whatever ran before */
+  if (e == cudaSuccess)
+    e = cudaFuncSetAttribute(ask__k_gemv_chain<U, KS...>,
+                             cudaFuncAttributePreferredSharedMemoryCarveout,
+                             (int)cudaSharedmemCarveoutMaxShared);
   int b = 0;
   if (e == cudaSuccess)
     e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, ask__k_gemv_chain<U, KS...>,
@@ -320,6 +402,19 @@ template <int... KS> static cudaError_t ask__chain_attr(int *bps) {
   if (e == cudaSuccess)
     e = ask__chain_attr1<1, KS...>(bps);
   return e;
+}
+
+/* The attention patterns are built for U 8 (hidden sizes that are
+ * multiples of 2048) and 1 (any multiple of 256 at ASK_CUDA_PW_UMAX=1: the
+ * tests' small shapes) only. */
+template <int... KS> static cudaError_t ask__chain_attr18(int *bps) {
+  cudaError_t e = ask__chain_attr1<8, KS...>(bps);
+  return e == cudaSuccess ? ask__chain_attr1<1, KS...>(bps) : e;
+}
+
+template <int GB, int KL> static cudaError_t ask__chain_attr_attn(int *bps) {
+  cudaError_t e = ask__chain_attr18<ASK__PAT_KINDS_ATTN5(GB, KL)>(bps);
+  return e == cudaSuccess ? ask__chain_attr18<ASK__PAT_KINDS_ATTN4(GB, KL)>(bps) : e;
 }
 
 template <int... KS>
@@ -342,6 +437,33 @@ static void ask__chain_go(cudaStream_t s, int U, unsigned grid, size_t smem,
   }
 }
 
+template <int GB, int KL>
+static void ask__chain_go_attn(int pat, cudaStream_t s, int U, unsigned grid, size_t smem,
+                               const ask__chain_k &c) {
+  dim3 b(32 * ASK__PW_WARPS);
+  const int co = ask__cu_chain_coop;
+  if (pat == ASK__PAT_ATTN5) {
+    if (U == 8)
+      ASK__LAUNCH_COOP(grid, b, smem, s, co,
+                       ask__k_gemv_chain<8, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
+    else
+      ASK__LAUNCH_COOP(grid, b, smem, s, co,
+                       ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
+  } else if (U == 8) {
+    ASK__LAUNCH_COOP(grid, b, smem, s, co, ask__k_gemv_chain<8, ASK__PAT_KINDS_ATTN4(GB, KL)>)(c);
+  } else {
+    ASK__LAUNCH_COOP(grid, b, smem, s, co, ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN4(GB, KL)>)(c);
+  }
+}
+
+/* The (GB, KL) pairs the attention patterns are built for: 2 or 4 heads
+ * (Llama-3.2-1B: 4; gemma-2b: 2, ask__pg_heads at one row), D 64, 128,
+ * 256. 8 heads would hold 128 floats of queries and sums a lane, more than
+ * the 128 registers the chained kernel has. */
+static int ask__chain_attn_built(int GB, int KL) {
+  return (GB == 2 || GB == 4) && (KL == 8 || KL == 16 || KL == 32);
+}
+
 /* cuda_int.h: shared-memory limits, the blocks an SM the chain may use and
  * its barrier (once, before any capture). */
 extern "C" cudaError_t ask__cu_chain_init(void) {
@@ -351,6 +473,18 @@ extern "C" cudaError_t ask__cu_chain_init(void) {
     e = ask__chain_attr<ASK__PAT_KINDS_TAIL3>(&bps);
   if (e == cudaSuccess)
     e = ask__chain_attr<ASK__PAT_KINDS_TWO>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<2, 8>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<2, 16>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<2, 32>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<4, 8>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<4, 16>(&bps);
+  if (e == cudaSuccess)
+    e = ask__chain_attr_attn<4, 32>(&bps);
   if (e == cudaSuccess && ask__chain_bar == NULL) {
     e = cudaMalloc((void **)&ask__chain_bar, 2 * sizeof(unsigned));
     if (e == cudaSuccess)
@@ -366,9 +500,11 @@ extern "C" cudaError_t ask__cu_chain_init(void) {
 extern "C" int ask__cu_gemv_chain(cudaStream_t s, const ask_chain_op_t *ops, int n,
                                   int fuse_rope) {
   if (ask__cu_failed() || n < 2 || ask__chain_bps <= 0 || ask__cu_gemv_pw <= 0 ||
-      ask__cu_sms <= 0 || ops[0].K <= 0)
+      ask__cu_sms <= 0)
     return 0;
-  const int U = ask__pw_unroll(ops[0].K);
+  /* every product's step: the first product's (an attention op has none) */
+  const ask_chain_op_t *p0 = ops[0].kind == ASK_CHAIN_ATTENTION ? &ops[1] : &ops[0];
+  const int U = p0->K > 0 ? ask__pw_unroll(p0->K) : 0;
   if (U == 0)
     return 0;
   ask__chain_k c;
@@ -403,7 +539,14 @@ extern "C" int ask__cu_gemv_chain(cudaStream_t s, const ask_chain_op_t *ops, int
     c.ph[i].G = ask__ph_warps(ask__ph_units(c.ph[i]), most);
   c.bar = ask__chain_bar;
   const unsigned grid = (unsigned)(ask__cu_sms * bps);
-  const size_t smem = ask__pw_smem(kmax);
+  size_t smem = ask__pw_smem(kmax);
+  if (pat == ASK__PAT_ATTN5 || pat == ASK__PAT_ATTN4) {
+    const size_t a = (size_t)ASK__PD_SH(ask__ph_attn_gb(c.ph[0].kind),
+                                        ask__ph_attn_kl(c.ph[0].kind)) * sizeof(float);
+    if (U != 8 && U != 1)
+      return 0; /* not built */
+    smem = a > smem ? a : smem;
+  }
 #ifdef ASK_CUDAEMU
   const int step = 1; /* blocks run one after another: one phase a launch */
 #else
@@ -411,7 +554,21 @@ extern "C" int ask__cu_gemv_chain(cudaStream_t s, const ask_chain_op_t *ops, int
 #endif
   for (c.first = 0; c.first < np; c.first += step) {
     c.last = c.first + step;
-    if (pat == ASK__PAT_TAIL4)
+    if (pat == ASK__PAT_ATTN5 || pat == ASK__PAT_ATTN4) {
+      const int GB = ask__ph_attn_gb(c.ph[0].kind), KL = ask__ph_attn_kl(c.ph[0].kind);
+      if (GB == 2 && KL == 8)
+        ask__chain_go_attn<2, 8>(pat, s, U, grid, smem, c);
+      else if (GB == 2 && KL == 16)
+        ask__chain_go_attn<2, 16>(pat, s, U, grid, smem, c);
+      else if (GB == 2)
+        ask__chain_go_attn<2, 32>(pat, s, U, grid, smem, c);
+      else if (KL == 8)
+        ask__chain_go_attn<4, 8>(pat, s, U, grid, smem, c);
+      else if (KL == 16)
+        ask__chain_go_attn<4, 16>(pat, s, U, grid, smem, c);
+      else
+        ask__chain_go_attn<4, 32>(pat, s, U, grid, smem, c);
+    } else if (pat == ASK__PAT_TAIL4)
       ask__chain_go<ASK__PAT_KINDS_TAIL4>(s, U, grid, smem, c);
     else if (pat == ASK__PAT_TAIL3)
       ask__chain_go<ASK__PAT_KINDS_TAIL3>(s, U, grid, smem, c);

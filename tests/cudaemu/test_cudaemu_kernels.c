@@ -76,7 +76,7 @@ typedef struct {
   unsigned char *map, *p;
   size_t len, bytes;
 } gblk_t;
-static gblk_t gblk[512];
+static gblk_t gblk[2048];
 static int ngblk;
 
 /* bytes of memory whose end (rounded up to 16 bytes, cudaMalloc's alignment
@@ -163,6 +163,13 @@ static void *gdup(const void *src, size_t bytes) {
 static void gfree_all(void) {
   while (ngblk > 0)
     gfree(gblk[0].p);
+}
+
+/* Frees what was allocated since ngblk was mark (fewer guarded regions for
+ * the emulator to protect at each launch). */
+static void gfree_to(int mark) {
+  while (ngblk > mark)
+    gfree(gblk[ngblk - 1].p);
 }
 
 /* After each launcher call: no launch failure, no canary hit. */
@@ -1259,7 +1266,7 @@ TEST(test_gemv_norm_glu) {
  * (ask__cu_pw_umax 1) on one and two pretend SMs; hidden 2048 (8 heads of
  * 256, 1 kv head), F 2048, U 8. Then what it refuses: one op, a down
  * product without its gate/up, K of another U, x misaligned. */
-static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
+static int chain_case_(int C, int nh, int nkv, int D, int F, int act) {
   int qd = nh * D, N = (nh + 2 * nkv) * D, kvd = nkv * D, cap = 6;
   int32_t pos0 = 5, slot0 = 3;
   int32_t *pos = gdup(&pos0, 4), *slot = gdup(&slot0, 4);
@@ -1322,6 +1329,89 @@ static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
   return 0;
 }
 
+/* A layer from its attention on (the decode kernel's unit as the chain's
+ * first phase: ASK_CUDA_ATTN_DECODE on) against attention_paged's decode
+ * kernel and the separate products: the attention row, then every output,
+ * bit for bit. One sequence at position p (p + 1 keys in shuffled pages of
+ * 16) in nsplit parts; 4 heads of 64 over 2 kv heads (2 a block: GB 2,
+ * KL 8). */
+static int chain_attn_case_(int p, int nsplit, int last) {
+  enum { C = 256, NH = 4, NKV = 2, D = 64, F = 768, PAGE = 16, NP = 40 };
+  const int qd = NH * D, N = (NH + 2 * NKV) * D, kvd = NKV * D, cap = NP * PAGE;
+  int32_t tab0[NP], seq0 = 0, pos0 = p, slot0 = 5;
+  for (int i = 0; i < NP; i++)
+    tab0[i] = (i * 7 + 3) % NP;
+  int32_t *tab = gdup(tab0, sizeof tab0), *seq = gdup(&seq0, 4), *pos = gdup(&pos0, 4),
+          *slot = gdup(&slot0, 4);
+  float *inv = inv_freq(D), *x = rnd(C, 2), *qkv0 = rnd(N, 1), *nw1 = rnd(C, 1),
+        *nw2 = rnd(C, 1), *bo = rnd(C, 1), *bq = rnd(N, 1);
+  uint16_t *wo = wrnd((size_t)C * qd), *wgu = wrnd((size_t)2 * F * C), *wd = wrnd((size_t)C * F),
+           *wq = wrnd((size_t)N * C), *cache = wrnd((size_t)cap * kvd);
+  float *att[2], *part[2], *r[2], *xo1[2], *xo2[2], *gu[2], *g[2], *qkv[2];
+  uint16_t *kc[2], *vc[2];
+  for (int k = 0; k < 2; k++) {
+    att[k] = galloc((size_t)qd * 4), part[k] = galloc((size_t)nsplit * NH * (D + 2) * 4);
+    r[k] = galloc((size_t)C * 4), xo1[k] = galloc((size_t)C * 4), xo2[k] = galloc((size_t)C * 4);
+    gu[k] = galloc((size_t)2 * F * 4), g[k] = galloc((size_t)F * 4);
+    qkv[k] = gdup(qkv0, (size_t)N * 4);
+    kc[k] = gdup(cache, (size_t)cap * kvd * 2), vc[k] = gdup(cache + 8, (size_t)cap * kvd * 2);
+  }
+  const float scale = 0.125f;
+  ask__cu_attention_paged(S, att[0], part[0], qkv[0], kc[0], vc[0], tab, seq, pos, 1, NH, NKV, D,
+                          N, NP, PAGE, nsplit, scale);
+  ask__cu_gemv_bf16(S, r[0], att[0], wo, bo, 1, qd, C);
+  ask__cu_gemv_norm_bf16(S, gu[0], xo1[0], x, r[0], nw1, 1e-6f, 1.0f, wgu, NULL, 1, C, 2 * F);
+  ask__cu_glu_rows(S, g[0], gu[0], 1, F, ASK_ACT_SILU);
+  ask__cu_gemv_bf16(S, r[0], g[0], wd, NULL, 1, F, C);
+  if (!last &&
+      ask__cu_gemv_norm_rope_bf16(S, qkv[0], xo2[0], xo1[0], r[0], nw2, 1e-6f, 0.0f, wq, bq, 1, C,
+                                  kc[0], vc[0], pos, slot, inv, NH, NKV, D) != 1)
+    return 1;
+  if (cu_failed)
+    return 2;
+  ask_chain_op_t ops[5];
+  ops[0] = (ask_chain_op_t){.kind = ASK_CHAIN_ATTENTION, .out = att[1], .part = part[1],
+                            .x = qkv[1], .kc = kc[1], .vc = vc[1], .table = tab, .seq = seq,
+                            .pos = pos, .nh = NH, .nkv = NKV, .D = D, .q_stride = N,
+                            .table_width = NP, .page = PAGE, .nsplit = nsplit, .scale = scale};
+  ops[1] = (ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = r[1], .x = att[1], .w = wo,
+                            .bias = bo, .K = qd, .N = C};
+  ops[2] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = gu[1], .xo = xo1[1], .x = x,
+                            .r = r[1], .nw = nw1, .eps = 1e-6f, .w_offset = 1.0f, .w = wgu,
+                            .K = C, .N = 2 * F};
+  ops[3] = (ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = r[1], .g = g[1], .x = gu[1],
+                            .act = ASK_ACT_SILU, .w = wd, .K = F, .N = C};
+  ops[4] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = qkv[1], .xo = xo2[1],
+                            .x = xo1[1], .r = r[1], .nw = nw2, .eps = 1e-6f, .w = wq, .bias = bq,
+                            .K = C, .kc = kc[1], .vc = vc[1], .pos = pos, .slot = slot,
+                            .inv_freq = inv, .nh = NH, .nkv = NKV, .D = D};
+  if (ask__cu_gemv_chain(S, ops, last ? 4 : 5, 1) != 1)
+    return 3;
+  if (cu_failed)
+    return 4;
+  if (mismatch(att[1], att[0], (size_t)qd, 0, 0) >= 0)
+    return 5;
+  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 || mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(qkv[1], qkv[0], (size_t)N, 0, 0) >= 0 ||
+      mismatch16(kc[1], kc[0], (size_t)cap * kvd) >= 0 ||
+      mismatch16(vc[1], vc[0], (size_t)cap * kvd) >= 0 ||
+      (!last && mismatch(xo2[1], xo2[0], (size_t)C, 0, 0) >= 0))
+    return 6;
+  return 0;
+}
+
+static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
+  const int mark = ngblk, rc = chain_case_(C, nh, nkv, D, F, act);
+  gfree_to(mark);
+  return rc;
+}
+
+static int chain_attn_case(int p, int nsplit, int last) {
+  const int mark = ngblk, rc = chain_attn_case_(p, nsplit, last);
+  gfree_to(mark);
+  return rc;
+}
+
 TEST(test_gemv_chain) {
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, u0 = ask__cu_pw_umax;
   FOR_ORDERS {
@@ -1336,6 +1426,20 @@ TEST(test_gemv_chain) {
           T__FAIL("chain hidden 256, %d SMs, act %d: case %d", sms, act, rc);
       }
     }
+    /* from the attention on: short, split and long rows; the last layer's
+     * four; not with the decode kernel off */
+    ask__cu_attn_dec = 1;
+    static const int ps[][2] = {{0, 1}, {40, 4}, {150, 8}, {300, 32}};
+    for (int i = 0; i < 4; i++)
+      for (int last = 0; last < 2; last++) {
+        int rc = chain_attn_case(ps[i][0], ps[i][1], last);
+        if (rc != 0)
+          T__FAIL("chain from attention, position %d, %d parts, last %d: case %d", ps[i][0],
+                  ps[i][1], last, rc);
+      }
+    ask__cu_attn_dec = 0;
+    ASSERT_EQ(chain_attn_case(40, 4, 0), 3);
+    cu_reset();
     /* K of two U (256 and 512 at most U 8): refused */
     ask__cu_pw_umax = 8;
     ask__cu_sms = 1, ask__cu_gemv_pw = 2;

@@ -1085,28 +1085,36 @@ TEST(test_cuda_graph_fused) {
 
 /* gemv_chain (ask_cuda_set_chain(1)): a layer's o, gate/up with the
  * activation, down and the next layer's qkv with rope_kv as one launch,
- * against the same ops launched one by one (chain off: gemv_chain returns
- * 0): every output bit for bit, run once, run 100 times back to back (the
- * grid barrier 300 times; a race shows as a changed bit), and captured in
- * a graph replayed three times with new inputs. On the GPU the shapes of
- * Llama-3.2-1B (F 8192, silu) and gemma-2b (8 heads of 256, one kv head, F
+ * and the same from the layer's attention on (ask_cuda_set_attn_decode(1):
+ * the decode kernel's unit as the chain's first phase; one sequence at
+ * position 300 in 32 parts), against the same ops launched one by one
+ * (chain off: gemv_chain returns 0): every output bit for bit, run once,
+ * run 100 times back to back (the grid barrier 300 or 400 times; a race
+ * shows as a changed bit), and captured in a graph replayed three times
+ * with new inputs. On the GPU the shapes of Llama-3.2-1B (32 heads of 64, 8
+ * kv heads, F 8192, silu) and gemma-2b (8 heads of 256, one kv head, F
  * 16384, gelu-tanh); on the emulated backend small ones of one U. */
+enum { CH_PAGE = 16, CH_NP = 24, CH_POS = 300 };
 typedef struct {
-  ask_chain_op_t op[4];
-  float *x, *att, *r, *xo1, *xo2, *gu, *g, *qkv, *h;
+  ask_chain_op_t op[5], *o; /* o: the four products (op + attn) */
+  float *x, *q, *att, *part, *r, *xo1, *xo2, *gu, *g, *qkv, *h;
   uint16_t *kc, *vc, *xs;
-  int C, F, N, kvd, cap;
+  int attn, C, F, N, qd, kvd, cap;
 } chain_t;
 
 static void chain_run(void *ud) {
   chain_t *c = ud;
-  if (!dev->gemv_chain(c->op, 4))
+  if (!dev->gemv_chain(c->op, 4 + c->attn))
     fprintf(stderr, "  gemv_chain: not taken\n");
 }
 
-/* The four ops one by one, as the engine runs them unchained. */
+/* The ops one by one, as the engine runs them unchained. */
 static void chain_each(const chain_t *c) {
-  const ask_chain_op_t *o = c->op;
+  const ask_chain_op_t *o = c->o, *a = &c->op[0];
+  if (c->attn)
+    dev->attention_paged(a->out, a->part, a->x, a->kc, a->vc, a->table, a->seq, a->pos, 1, a->nh,
+                         a->nkv, a->D, a->q_stride, a->table_width, a->page, a->nsplit,
+                         a->scale);
   dev->matmul_bf16(o[0].out, c->xs, o[0].x, o[0].w, o[0].bias, 1, o[0].K, o[0].N);
   if (dev->norm_matmul_glu(c->g, c->gu, c->xo1, c->h, c->xs, o[1].x, o[1].r, o[1].nw, o[1].eps,
                            o[1].w_offset, o[1].w, NULL, 1, o[1].K, c->F, o[2].act))
@@ -1119,15 +1127,16 @@ static void chain_each(const chain_t *c) {
 }
 
 /* Everything the chain writes but its scratch (gu and g of the gate/up and
- * down pair), downloaded into one host buffer. */
+ * down pair, the attention's parts), downloaded into one host buffer. */
 static uint8_t *chain_get(const chain_t *c, size_t *n) {
-  size_t a = (size_t)c->C * 4, q = (size_t)c->N * 4, kv = (size_t)c->cap * c->kvd * 2;
-  *n = 3 * a + q + 2 * kv;
+  size_t a = (size_t)c->C * 4, q = (size_t)c->N * 4, kv = (size_t)c->cap * c->kvd * 2,
+         t = (size_t)c->qd * 4;
+  *n = 3 * a + q + 2 * kv + t;
   uint8_t *h = malloc(*n);
-  void *parts[6] = {down(c->r, a),   down(c->xo1, a), down(c->xo2, a),
-                    down(c->qkv, q), down(c->kc, kv), down(c->vc, kv)};
-  size_t sz[6] = {a, a, a, q, kv, kv}, o = 0;
-  for (int i = 0; i < 6; i++) {
+  void *parts[7] = {down(c->r, a),   down(c->xo1, a), down(c->xo2, a), down(c->qkv, q),
+                    down(c->kc, kv), down(c->vc, kv), down(c->att, t)};
+  size_t sz[7] = {a, a, a, q, kv, kv, t}, o = 0;
+  for (int i = 0; i < 7; i++) {
     memcpy(h + o, parts[i], sz[i]);
     o += sz[i];
     free(parts[i]);
@@ -1135,44 +1144,58 @@ static uint8_t *chain_get(const chain_t *c, size_t *n) {
   return h;
 }
 
-static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
+static int chain_case(int C, int nh, int nkv, int D, int F, int act, int attn) {
   chain_t c;
   memset(&c, 0, sizeof c);
-  int qd = nh * D, N = (nh + 2 * nkv) * D, kvd = nkv * D, cap = 8;
-  c.C = C, c.F = F, c.N = N, c.kvd = kvd, c.cap = cap;
-  int32_t hp[2] = {77, 5};
-  float *x = rnd(C, 2), *att = rnd(qd, 1), *nw1 = rnd(C, 1), *nw2 = rnd(C, 1), *bo = rnd(C, 1),
-        *bq = rnd(N, 1), *invf = inv_freq(D);
+  int qd = nh * D, N = (nh + 2 * nkv) * D, kvd = nkv * D, cap = CH_NP * CH_PAGE, nsplit = 32;
+  c.attn = attn, c.o = c.op + attn;
+  c.C = C, c.F = F, c.N = N, c.qd = qd, c.kvd = kvd, c.cap = cap;
+  /* keys 0..CH_POS in shuffled pages; the new k and v go to a page no key
+   * of the row is in, so that every run reads the same keys */
+  int32_t tab[CH_NP], ints[3] = {CH_POS, 0, 0};
+  for (int i = 0; i < CH_NP; i++)
+    tab[i] = (i * 5 + 3) % CH_NP;
+  ints[1] = tab[CH_NP - 1] * CH_PAGE + 5;
+  float *x = rnd(C, 2), *att = rnd(qd, 1), *q = rnd(N, 1), *nw1 = rnd(C, 1), *nw2 = rnd(C, 1),
+        *bo = rnd(C, 1), *bq = rnd(N, 1), *invf = inv_freq(D);
   uint16_t *wo = rnd16((size_t)C * qd), *wgu = rnd16((size_t)2 * F * C),
            *wd = rnd16((size_t)C * F), *wq = rnd16((size_t)N * C), *cache = rnd16((size_t)cap * kvd);
-  c.x = up(x, C * 4), c.att = up(att, qd * 4);
+  c.x = up(x, C * 4), c.att = up(att, qd * 4), c.q = up(q, N * 4);
+  c.part = up(NULL, (size_t)nsplit * nh * (D + 2) * 4);
   c.r = up(NULL, C * 4), c.xo1 = up(NULL, C * 4), c.xo2 = up(NULL, C * 4), c.h = up(NULL, F * 4);
   c.gu = up(NULL, (size_t)2 * F * 4), c.g = up(NULL, F * 4), c.qkv = up(NULL, N * 4);
   c.kc = up(cache, (size_t)cap * kvd * 2), c.vc = up(cache, (size_t)cap * kvd * 2);
   c.xs = up(NULL, (size_t)F * 2);
   void *dv[] = {up(nw1, C * 4), up(nw2, C * 4), up(bo, C * 4), up(bq, N * 4), up(invf, D / 2 * 4),
-                up(hp, 4), up(hp + 1, 4), up(wo, (size_t)C * qd * 2),
+                up(ints, 4), up(ints + 1, 4), up(wo, (size_t)C * qd * 2),
                 up(wgu, (size_t)2 * F * C * 2), up(wd, (size_t)C * F * 2),
-                up(wq, (size_t)N * C * 2)};
-  c.op[0] = (ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = c.r, .xs = c.xs, .x = c.att,
-                             .w = dv[7], .bias = dv[2], .K = qd, .N = C};
-  c.op[1] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = c.gu, .xo = c.xo1, .h = c.h,
-                             .xs = c.xs, .x = c.x, .r = c.r, .nw = dv[0], .eps = 1e-6f,
-                             .w_offset = 1.0f, .w = dv[8], .K = C, .N = 2 * F};
-  c.op[2] = (ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = c.r, .g = c.g, .xs = c.xs,
-                             .x = c.gu, .act = act, .w = dv[9], .K = F, .N = C};
-  c.op[3] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = c.qkv, .xo = c.xo2,
-                             .h = c.h, .xs = c.xs, .x = c.xo1, .r = c.r, .nw = dv[1],
-                             .eps = 1e-6f, .w = dv[10], .bias = dv[3], .K = C, .kc = c.kc,
-                             .vc = c.vc, .pos = dv[5], .slot = dv[6], .inv_freq = dv[4],
-                             .nh = nh, .nkv = nkv, .D = D};
+                up(wq, (size_t)N * C * 2), up(tab, sizeof tab), up(ints + 2, 4)};
+  if (attn)
+    c.op[0] = (ask_chain_op_t){.kind = ASK_CHAIN_ATTENTION, .out = c.att, .part = c.part,
+                               .x = c.q, .kc = c.kc, .vc = c.vc, .table = dv[11],
+                               .seq = dv[12], .pos = dv[5], .nh = nh, .nkv = nkv, .D = D,
+                               .q_stride = N, .table_width = CH_NP, .page = CH_PAGE,
+                               .nsplit = nsplit, .scale = 1.0f / sqrtf((float)D)};
+  c.o[0] = (ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = c.r, .xs = c.xs, .x = c.att,
+                            .w = dv[7], .bias = dv[2], .K = qd, .N = C};
+  c.o[1] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = c.gu, .xo = c.xo1, .h = c.h,
+                            .xs = c.xs, .x = c.x, .r = c.r, .nw = dv[0], .eps = 1e-6f,
+                            .w_offset = 1.0f, .w = dv[8], .K = C, .N = 2 * F};
+  c.o[2] = (ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = c.r, .g = c.g, .xs = c.xs,
+                            .x = c.gu, .act = act, .w = dv[9], .K = F, .N = C};
+  c.o[3] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = c.qkv, .xo = c.xo2,
+                            .h = c.h, .xs = c.xs, .x = c.xo1, .r = c.r, .nw = dv[1],
+                            .eps = 1e-6f, .w = dv[10], .bias = dv[3], .K = C, .kc = c.kc,
+                            .vc = c.vc, .pos = dv[5], .slot = dv[6], .inv_freq = dv[4],
+                            .nh = nh, .nkv = nkv, .D = D};
+  const int n = 4 + attn;
   int rc = 0;
-  size_t n = 0, n2 = 0;
+  size_t nb = 0, n2 = 0;
   ask_cuda_set_chain(0);
-  if (dev->gemv_chain(c.op, 4) != 0)
+  if (dev->gemv_chain(c.op, n) != 0)
     rc = 7; /* off: not taken */
   chain_each(&c);
-  uint8_t *want = chain_get(&c, &n), *got = NULL;
+  uint8_t *want = chain_get(&c, &nb), *got = NULL;
   ask_cuda_set_chain(1);
 #ifdef AS_CUDAEMU_BACKEND
   const int reps = 3; /* the emulator has no race to find */
@@ -1180,29 +1203,30 @@ static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
   const int reps = 100;
 #endif
   for (int k = 0; k < reps && rc == 0; k++)
-    if (!dev->gemv_chain(c.op, 4))
+    if (!dev->gemv_chain(c.op, n))
       rc = 1;
   char err[256] = "";
   if (rc == 0 && dev->sync(err, sizeof err) != 0)
     rc = 2, fprintf(stderr, "  chain: %s\n", err);
-  if (rc == 0 && (got = chain_get(&c, &n2), memcmp(got, want, n) != 0))
+  if (rc == 0 && (got = chain_get(&c, &n2), memcmp(got, want, nb) != 0))
     rc = 3;
   free(got), got = NULL;
   void *g = NULL;
   if (rc == 0 && dev->graph_capture(&g, chain_run, &c, err, sizeof err) != 0)
     rc = 4, fprintf(stderr, "  graph_capture: %s\n", err);
   for (int k = 0; k < 3 && rc == 0; k++) {
-    float *x2 = rnd(C, 2);
+    float *x2 = rnd(C, 2), *q2 = rnd(N, 1);
     put(c.x, x2, C * 4);
-    free(x2);
+    put(attn ? c.q : c.att, q2, (size_t)(attn ? N : qd) * 4);
+    free(x2), free(q2);
     ask_cuda_set_chain(0);
     chain_each(&c);
     free(want);
-    want = chain_get(&c, &n);
+    want = chain_get(&c, &nb);
     ask_cuda_set_chain(1);
     if (dev->graph_launch(g, err, sizeof err) != 0 || dev->sync(err, sizeof err) != 0)
       rc = 5, fprintf(stderr, "  graph: %s\n", err);
-    else if (got = chain_get(&c, &n2), memcmp(got, want, n) != 0)
+    else if (got = chain_get(&c, &n2), memcmp(got, want, nb) != 0)
       rc = 6;
     free(got), got = NULL;
   }
@@ -1210,10 +1234,10 @@ static int chain_case(int C, int nh, int nkv, int D, int F, int act) {
   free(want);
   for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++)
     dev->free(dv[i]);
-  dev->free(c.x), dev->free(c.att), dev->free(c.r), dev->free(c.xo1), dev->free(c.xo2);
-  dev->free(c.h), dev->free(c.gu), dev->free(c.g), dev->free(c.qkv), dev->free(c.kc);
-  dev->free(c.vc), dev->free(c.xs);
-  free(x), free(att), free(nw1), free(nw2), free(bo), free(bq), free(invf);
+  dev->free(c.x), dev->free(c.att), dev->free(c.q), dev->free(c.part), dev->free(c.r);
+  dev->free(c.xo1), dev->free(c.xo2), dev->free(c.h), dev->free(c.gu), dev->free(c.g);
+  dev->free(c.qkv), dev->free(c.kc), dev->free(c.vc), dev->free(c.xs);
+  free(x), free(att), free(q), free(nw1), free(nw2), free(bo), free(bq), free(invf);
   free(wo), free(wgu), free(wd), free(wq), free(cache);
   return rc;
 }
@@ -1223,20 +1247,25 @@ TEST(test_cuda_chain) {
   ask_cuda_set_gemv_rows(1);
   ask_cuda_set_fuse_rows(1);
   int pw0 = ask_cuda_set_gemv_pw(2), fr0 = ask_cuda_set_fuse_rope(1);
-  int c0 = ask_cuda_set_chain(1);
+  int c0 = ask_cuda_set_chain(1), ad0 = ask_cuda_set_attn_decode(0);
   const char *st = ask_cuda_chain_state();
   printf("  chained products: %s\n", st);
   ASSERT_TRUE(strcmp(st, "on") == 0);
-  for (int gate = 0; gate < 2; gate++) { /* the activation in gate/up's warps, or glu_rows */
+  for (int v = 0; v < 4; v++) {
+    /* the activation in gate/up's warps or in glu_rows; the attention in
+     * the chain (its decode kernel on) or not */
+    const int gate = v & 1, attn = v >> 1;
     int fg0 = ask_cuda_set_fuse_gate(gate);
+    ask_cuda_set_attn_decode(attn);
 #ifdef AS_CUDAEMU_BACKEND
-    ASSERT_EQ(chain_case(256, 8, 2, 32, 768, gate ? ASK_ACT_GELU_TANH : ASK_ACT_SILU), 0);
+    ASSERT_EQ(chain_case(256, 4, 2, 64, 768, gate ? ASK_ACT_GELU_TANH : ASK_ACT_SILU, attn), 0);
 #else
-    ASSERT_EQ(chain_case(2048, 32, 8, 64, 8192, ASK_ACT_SILU), 0);
-    ASSERT_EQ(chain_case(2048, 8, 1, 256, 16384, ASK_ACT_GELU_TANH), 0);
+    ASSERT_EQ(chain_case(2048, 32, 8, 64, 8192, ASK_ACT_SILU, attn), 0);
+    ASSERT_EQ(chain_case(2048, 8, 1, 256, 16384, ASK_ACT_GELU_TANH, attn), 0);
 #endif
     ask_cuda_set_fuse_gate(fg0);
   }
+  ask_cuda_set_attn_decode(ad0);
   ask_cuda_set_chain(c0);
   ask_cuda_set_gemv_pw(pw0);
   ask_cuda_set_fuse_rope(fr0);

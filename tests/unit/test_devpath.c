@@ -402,13 +402,14 @@ static void check_pipeline(float temperature) {
 TEST(test_pipeline_greedy) { check_pipeline(0.0f); }
 TEST(test_pipeline_sampled) { check_pipeline(0.8f); }
 
-/* A random-weight Llama-structured model (bf16, tied) of hidden 256, 8
- * heads of 32 (2 kv), intermediate 768 and 2 layers, written into dir:
+/* A random-weight Llama-structured model (bf16, tied) of hidden 256, 4
+ * heads of 64 (2 kv), intermediate 768 and 2 layers, written into dir:
  * every one-row product's K a multiple of 256 with the same step (U 1), so
  * the CUDA backend's chained kernel takes them (the fixtures' hidden 64
- * and tiny-kjv's 688 do not). 0, or -1 with err set. */
+ * and tiny-kjv's 688 do not), and heads of 64 in pairs, which its
+ * attention phase takes. 0, or -1 with err set. */
 static int write_chain_model(const char *dir) {
-  enum { C = 256, NH = 8, NKV = 2, D = 32, F = 768, L = 2, V = 4096 };
+  enum { C = 256, NH = 4, NKV = 2, D = 64, F = 768, L = 2, V = 4096 };
   static const char *const ln[] = {"input_layernorm", "post_attention_layernorm"};
   struct {
     char name[64];
@@ -496,16 +497,18 @@ static void chain_req(as_model_t *m, float temperature, int32_t *out) {
   as_gen_free(g);
 }
 
-/* The engine's chains of one-row products (o, gate/up, down, the next
- * layer's qkv: gemv_chain) against the same products one by one
+/* The engine's chains of one-row products (attention, o, gate/up, down,
+ * the next layer's qkv: gemv_chain) against the same ops one by one
  * (ASK_NO_CHAIN=1), with and without the pipeline: the same tokens. With
  * AS_TEST_DEVICE=cuda the backend is asked for its chained kernel
- * (ASK_CUDA_CHAIN=1) and must say it is on; on refdev the engine's chain
- * bookkeeping (the residual buffers, the skipped kinds) runs the ops one by
- * one. */
+ * (ASK_CUDA_CHAIN=1) and for the decode attention kernel that the chain's
+ * attention phase stands for (ASK_CUDA_ATTN_DECODE=1), and must say the
+ * chain is on; on refdev the engine's chain bookkeeping (the residual
+ * buffers, the skipped kinds) runs the ops one by one. */
 TEST(test_chain_tokens) {
   char dir[] = "/tmp/as-chain-XXXXXX";
   setenv("ASK_CUDA_CHAIN", "1", 1);
+  setenv("ASK_CUDA_ATTN_DECODE", "1", 1);
   NEED_DEVICE();
   ASSERT_TRUE(mkdtemp(dir) != NULL);
   if (write_chain_model(dir) != 0)
@@ -541,6 +544,7 @@ TEST(test_chain_tokens) {
   remove(path);
   rmdir(dir);
   unsetenv("ASK_CUDA_CHAIN");
+  unsetenv("ASK_CUDA_ATTN_DECODE");
 }
 
 TEST(test_graphs_greedy) { check_graphs(0.0f); }
