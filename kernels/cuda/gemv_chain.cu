@@ -119,10 +119,10 @@ static __device__ __forceinline__ void ask__ph_run(const ask__chain_ph &p, int g
     const int nbx = p.nkv * p.nchunk;
     for (int u = blockIdx.x; u < p.units; u += gridDim.x) {
       const int bx = u % nbx;
-      ask__pd_unit<GB, KL, COH, GB >= 4 ? 1 : 2>(p.out, p.part, p.x, p.kc, p.vc, p.table, p.seq, p.pos, p.nh,
-                                p.nkv, p.D, p.q_stride, p.tw, p.page, p.nsplit, p.kmin, p.scale,
-                                p.Gc, p.nchunk, bx, 0, u / nbx, p.nsplit > 1 ? p.cnt + bx : NULL,
-                                reinterpret_cast<float *>(sm));
+      ask__pd_unit<GB, KL, COH, GB >= 4 ? 1 : 2>(
+          p.out, p.part, p.x, p.kc, p.vc, p.table, p.seq, p.pos, p.nh, p.nkv, p.D, p.q_stride,
+          p.tw, p.page, p.nsplit, p.kmin, p.scale, p.Gc, p.nchunk, bx, 0, u / nbx,
+          p.nsplit > 1 ? p.cnt + bx : NULL, reinterpret_cast<float *>(sm));
       __syncthreads(); /* the unit's shared memory is the next one's */
     }
   } else if constexpr (KIND == ASK__PH_COPY) {

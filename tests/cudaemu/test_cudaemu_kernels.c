@@ -1310,8 +1310,10 @@ static int chain_case_(int C, int nh, int nkv, int D, int F, int act) {
     return 3;
   if (cu_failed)
     return 4;
-  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 || mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
-      mismatch(xo2[1], xo2[0], (size_t)C, 0, 0) >= 0 || mismatch(g[1], g[0], (size_t)F, 0, 0) >= 0 ||
+  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(xo2[1], xo2[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(g[1], g[0], (size_t)F, 0, 0) >= 0 ||
       mismatch(qkv[1], qkv[0], (size_t)N, 0, 0) >= 0 ||
       mismatch16(kc[1], kc[0], (size_t)cap * kvd) >= 0 ||
       mismatch16(vc[1], vc[0], (size_t)cap * kvd) >= 0)
@@ -1391,7 +1393,8 @@ static int chain_attn_case_(int p, int nsplit, int last) {
     return 4;
   if (mismatch(att[1], att[0], (size_t)qd, 0, 0) >= 0)
     return 5;
-  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 || mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
+  if (mismatch(r[1], r[0], (size_t)C, 0, 0) >= 0 ||
+      mismatch(xo1[1], xo1[0], (size_t)C, 0, 0) >= 0 ||
       mismatch(qkv[1], qkv[0], (size_t)N, 0, 0) >= 0 ||
       mismatch16(kc[1], kc[0], (size_t)cap * kvd) >= 0 ||
       mismatch16(vc[1], vc[0], (size_t)cap * kvd) >= 0 ||
@@ -1746,6 +1749,6 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
-          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu, test_gemv_chain,
-          test_argmax_rows,
+          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu,
+          test_gemv_chain, test_argmax_rows,
           test_sample_rows, test_sample_rows_parts, test_launcher_errors)

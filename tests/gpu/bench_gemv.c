@@ -27,6 +27,15 @@
  * the mean of 10) and prefill's f32 FMA rate (2 D FMAs per visible
  * (row, head, key)).
  *
+ * Then the chained one-row products (gemv_chain, kernels/cuda/gemv_chain.cu):
+ * a layer's o, gate/up with the activation, down and the next qkv with
+ * rope_kv at one row, for 8 layers of distinct weights (more than L2 holds)
+ * of each shape, captured once with the chain off (four launches a layer,
+ * the fused ops of the persistent kernel) and once on (one launch a
+ * layer), one JSON line per shape with the time of a layer both ways, the
+ * weights' read rate and what a chain saves a layer; where the chained
+ * kernel's probe failed, the line says why.
+ *
  * Each timing is 50 calls captured into one CUDA graph (as the engine's
  * decode step runs them) after an eager warm-up, launched 5 times; the
  * calls cycle through enough copies of the weights (>= 256 MiB in all,
@@ -340,6 +349,138 @@ static void bench_prefill(void) {
   }
 }
 
+/* ---- chained products ---- */
+
+enum { CH_LAYERS = 8 };
+typedef struct {
+  ask_chain_op_t op[CH_LAYERS][4];
+  int F, C;
+  float *g, *gu, *h;
+  uint16_t *xs;
+} chain_bench_t;
+
+static void chain_layers(void *ud) {
+  const chain_bench_t *b = ud;
+  for (int l = 0; l < CH_LAYERS; l++) {
+    const ask_chain_op_t *o = b->op[l];
+    if (dev->gemv_chain(o, 4))
+      continue;
+    dev->matmul_bf16(o[0].out, b->xs, o[0].x, o[0].w, NULL, 1, o[0].K, o[0].N);
+    if (dev->norm_matmul_glu(b->g, b->gu, o[1].xo, b->h, b->xs, o[1].x, o[1].r, o[1].nw, 1e-5f,
+                             0.0f, o[1].w, NULL, 1, o[1].K, b->F, ASK_ACT_SILU))
+      dev->matmul_bf16(o[2].out, b->xs, b->g, o[2].w, NULL, 1, b->F, b->C);
+    else
+      dev->glu_matmul_bf16(o[2].out, b->g, b->xs, b->gu, ASK_ACT_SILU, o[2].w, NULL, 1, b->F,
+                           b->C);
+    dev->norm_matmul_rope_kv(o[3].out, o[3].xo, b->h, b->xs, o[3].x, o[3].r, o[3].nw, 1e-5f,
+                             0.0f, o[3].w, NULL, 1, o[3].K, o[3].kc, o[3].vc, o[3].pos,
+                             o[3].slot, o[3].inv_freq, o[3].nh, o[3].nkv, o[3].D);
+  }
+}
+
+/* Microseconds per layer of chain_layers captured in a graph, chain on or off. */
+static double chain_time(chain_bench_t *b, int on, char *err, size_t errlen) {
+  void *g = NULL;
+  ask_cuda_set_chain(on);
+  chain_layers(b); /* warm-up */
+  if (dev->sync(err, errlen) != 0 || dev->graph_capture(&g, chain_layers, b, err, errlen) != 0)
+    return -1;
+  double t0 = 0;
+  int rc = 0;
+  for (int i = 0; i < 1 + LAUNCHES && rc == 0; i++) {
+    if (i == 1)
+      t0 = now_us();
+    rc = dev->graph_launch(g, err, errlen);
+  }
+  rc = rc != 0 ? rc : dev->sync(err, errlen);
+  double t1 = now_us();
+  dev->graph_free(g);
+  return rc != 0 ? -1 : (t1 - t0) / (LAUNCHES * CH_LAYERS);
+}
+
+static void bench_chain(void) {
+  static const struct {
+    const char *model;
+    int C, nh, nkv, D, F;
+  } ms[2] = {{"Llama-3.2-1B", 2048, 32, 8, 64, 8192}, {"gemma-2b", 2048, 8, 1, 256, 16384}};
+  ask_cuda_set_gemv_rows(1);
+  ask_cuda_set_fuse_rows(1);
+  ask_cuda_set_gemv_max_n(65536);
+  ask_cuda_set_fuse_glu(0);
+  ask_cuda_set_chain(1);
+  const char *state = ask_cuda_chain_state();
+  for (int mi = 0; mi < 2; mi++) {
+    const int C = ms[mi].C, F = ms[mi].F, nh = ms[mi].nh, nkv = ms[mi].nkv, D = ms[mi].D;
+    const int qd = nh * D, N = (nh + 2 * nkv) * D;
+    const size_t wl = (size_t)C * qd + (size_t)2 * F * C + (size_t)C * F + (size_t)N * C;
+    chain_bench_t b;
+    char err[256] = "";
+    void *mem[12] = {NULL};
+    memset(&b, 0, sizeof b);
+    b.F = F, b.C = C;
+    int32_t ints[2] = {77, 5};
+    float *fh = malloc((size_t)2 * F * 4);
+    for (int i = 0; fh != NULL && i < 2 * F; i++)
+      fh[i] = (float)((i % 13) - 6) / 8.0f;
+    uint16_t *w = NULL;
+    float *x1, *x2, *r, *att, *qkv, *nw, *inv;
+    int32_t *ip;
+    uint16_t *kc, *vc;
+    int ok = fh != NULL &&
+             dev->alloc((void **)&w, (size_t)CH_LAYERS * wl * 2, err, sizeof err) == 0 &&
+             fill_bf16(w, (size_t)CH_LAYERS * wl, err, sizeof err) == 0;
+    size_t fl[11] = {(size_t)C, (size_t)C, (size_t)C, (size_t)qd, (size_t)N, (size_t)C,
+                     (size_t)D, (size_t)2 * F, (size_t)F, (size_t)F, (size_t)C};
+    for (int i = 0; ok && i < 11; i++)
+      ok = dev->alloc(&mem[i], fl[i] * 4, err, sizeof err) == 0 &&
+           dev->copy(mem[i], fh, fl[i] * 4, ASK_COPY_H2D, err, sizeof err) == 0;
+    ok = ok && dev->alloc(&mem[11], (size_t)2 * 8 * nkv * D * 2 + 16, err, sizeof err) == 0;
+    if (!ok) {
+      printf("{\"chain\": \"%s\", \"error\": \"%s\"}\n", ms[mi].model,
+             fh == NULL ? "out of host memory" : err);
+    } else {
+      x1 = mem[0], x2 = mem[1], r = mem[2], att = mem[3], qkv = mem[4], nw = mem[5];
+      inv = mem[6], b.gu = mem[7], b.g = mem[8], b.h = mem[9];
+      ip = mem[10]; /* pos and slot */
+      dev->copy(ip, ints, sizeof ints, ASK_COPY_H2D, err, sizeof err);
+      kc = mem[11], vc = kc + (size_t)8 * nkv * D;
+      b.xs = (uint16_t *)b.h; /* never used at one row */
+      for (int l = 0; l < CH_LAYERS; l++) {
+        const uint16_t *wo = w + (size_t)l * wl, *wgu = wo + (size_t)C * qd,
+                       *wd = wgu + (size_t)2 * F * C, *wq = wd + (size_t)C * F;
+        ask_chain_op_t *o = b.op[l];
+        o[0] = (ask_chain_op_t){.kind = ASK_CHAIN_MATMUL, .out = r, .x = att, .w = wo, .K = qd,
+                                .N = C};
+        o[1] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_MATMUL, .out = b.gu, .xo = x2, .x = x1,
+                                .r = r, .nw = nw, .eps = 1e-5f, .w = wgu, .K = C, .N = 2 * F};
+        o[2] = (ask_chain_op_t){.kind = ASK_CHAIN_GLU_MATMUL, .out = r, .g = b.g, .x = b.gu,
+                                .act = ASK_ACT_SILU, .w = wd, .K = F, .N = C};
+        o[3] = (ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = qkv, .xo = x1, .x = x2,
+                                .r = r, .nw = nw, .eps = 1e-5f, .w = wq, .K = C, .kc = kc,
+                                .vc = vc, .pos = ip, .slot = ip + 1, .inv_freq = inv, .nh = nh,
+                                .nkv = nkv, .D = D};
+      }
+      double ts = chain_time(&b, 0, err, sizeof err);
+      double tc = ts < 0 ? -1 : chain_time(&b, 1, err, sizeof err);
+      double bytes = (double)wl * 2;
+      printf("{\"chain\": \"%s\", \"layers\": %d, \"state\": \"%s\", ", ms[mi].model,
+             CH_LAYERS, state);
+      if (tc < 0)
+        printf("\"error\": \"%s\"}\n", err);
+      else
+        printf("\"separate_us_per_layer\": %.2f, \"chained_us_per_layer\": %.2f, "
+               "\"separate_gbps\": %.1f, \"chained_gbps\": %.1f, \"saved_us_per_layer\": %.2f}\n",
+               ts, tc, bytes / (ts * 1e3), bytes / (tc * 1e3), ts - tc);
+      fflush(stdout);
+    }
+    for (int i = 0; i < 12; i++)
+      dev->free(mem[i]);
+    dev->free(w);
+    free(fh);
+  }
+  ask_cuda_set_chain(0);
+}
+
 int main(void) {
   const ask_ops_t *ops = ask_cuda_ops();
   static double us[NSHAPES][NT][2];
@@ -413,5 +554,6 @@ int main(void) {
   ask_cuda_set_gemv_rows(16);
   bench_fusions();
   bench_prefill();
+  bench_chain();
   return 0;
 }

@@ -1159,7 +1159,8 @@ static int chain_case(int C, int nh, int nkv, int D, int F, int act, int attn) {
   float *x = rnd(C, 2), *att = rnd(qd, 1), *q = rnd(N, 1), *nw1 = rnd(C, 1), *nw2 = rnd(C, 1),
         *bo = rnd(C, 1), *bq = rnd(N, 1), *invf = inv_freq(D);
   uint16_t *wo = rnd16((size_t)C * qd), *wgu = rnd16((size_t)2 * F * C),
-           *wd = rnd16((size_t)C * F), *wq = rnd16((size_t)N * C), *cache = rnd16((size_t)cap * kvd);
+           *wd = rnd16((size_t)C * F), *wq = rnd16((size_t)N * C),
+           *cache = rnd16((size_t)cap * kvd);
   c.x = up(x, C * 4), c.att = up(att, qd * 4), c.q = up(q, N * 4);
   c.part = up(NULL, (size_t)nsplit * nh * (D + 2) * 4);
   c.r = up(NULL, C * 4), c.xo1 = up(NULL, C * 4), c.xo2 = up(NULL, C * 4), c.h = up(NULL, F * 4);
