@@ -404,12 +404,22 @@ template <int... KS> static cudaError_t ask__chain_attr(int *bps) {
   return e;
 }
 
-/* The attention patterns are built for U 8 (hidden sizes that are
- * multiples of 2048) and 1 (any multiple of 256 at ASK_CUDA_PW_UMAX=1: the
- * tests' small shapes) only. */
+/* The attention patterns are built for U 8 only (hidden sizes that are
+ * multiples of 2048; each pattern's kernel is ~300 KB of machine code and
+ * PTX, and the GPU bundle must stay under the device tool's 64 MiB), and,
+ * on the CPU emulator, for U 1 too (the tests' small shapes). */
+#ifdef ASK_CUDAEMU
+#define ASK__ATTN_U1 1
+#else
+#define ASK__ATTN_U1 0
+#endif
 template <int... KS> static cudaError_t ask__chain_attr18(int *bps) {
   cudaError_t e = ask__chain_attr1<8, KS...>(bps);
-  return e == cudaSuccess ? ask__chain_attr1<1, KS...>(bps) : e;
+#if ASK__ATTN_U1
+  if (e == cudaSuccess)
+    e = ask__chain_attr1<1, KS...>(bps);
+#endif
+  return e;
 }
 
 template <int GB, int KL> static cudaError_t ask__chain_attr_attn(int *bps) {
@@ -442,17 +452,19 @@ static void ask__chain_go_attn(int pat, cudaStream_t s, int U, unsigned grid, si
                                const ask__chain_k &c) {
   dim3 b(32 * ASK__PW_WARPS);
   const int co = ask__cu_chain_coop;
-  if (pat == ASK__PAT_ATTN5) {
-    if (U == 8)
-      ASK__LAUNCH_COOP(grid, b, smem, s, co,
-                       ask__k_gemv_chain<8, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
-    else
-      ASK__LAUNCH_COOP(grid, b, smem, s, co,
-                       ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
+  if (pat == ASK__PAT_ATTN5 && U == 8) {
+    ASK__LAUNCH_COOP(grid, b, smem, s, co, ask__k_gemv_chain<8, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
   } else if (U == 8) {
     ASK__LAUNCH_COOP(grid, b, smem, s, co, ask__k_gemv_chain<8, ASK__PAT_KINDS_ATTN4(GB, KL)>)(c);
   } else {
-    ASK__LAUNCH_COOP(grid, b, smem, s, co, ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN4(GB, KL)>)(c);
+#if ASK__ATTN_U1
+    if (pat == ASK__PAT_ATTN5)
+      ASK__LAUNCH_COOP(grid, b, smem, s, co,
+                       ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN5(GB, KL)>)(c);
+    else
+      ASK__LAUNCH_COOP(grid, b, smem, s, co,
+                       ask__k_gemv_chain<1, ASK__PAT_KINDS_ATTN4(GB, KL)>)(c);
+#endif
   }
 }
 
@@ -543,7 +555,7 @@ extern "C" int ask__cu_gemv_chain(cudaStream_t s, const ask_chain_op_t *ops, int
   if (pat == ASK__PAT_ATTN5 || pat == ASK__PAT_ATTN4) {
     const size_t a = (size_t)ASK__PD_SH(ask__ph_attn_gb(c.ph[0].kind),
                                         ask__ph_attn_kl(c.ph[0].kind)) * sizeof(float);
-    if (U != 8 && U != 1)
+    if (U != 8 && !(U == 1 && ASK__ATTN_U1))
       return 0; /* not built */
     smem = a > smem ? a : smem;
   }

@@ -72,9 +72,15 @@ else
   echo "bundle.sh: warning: no $ANCHOR: the benchmark will run without the transformers anchor" >&2
 fi
 # The device tool carries at most 64 MiB: the libraries (OpenBLAS alone is
-# 35 MB) travel as one gzip archive that run.sh unpacks beside itself.
+# 35 MB) and the binaries (~25 MB each with the kernels' machine code and
+# PTX, ~7 MB compressed) travel as one gzip archive that run.sh, sweep.sh
+# and ncu_attention.sh unpack beside themselves.
 ls "$DEST/lib" "$DEST/lib-fallback"
-tar -C "$DEST" -czf "$DEST/libs.tar.gz" lib lib-fallback
-rm -rf "${DEST:?}/lib" "${DEST:?}/lib-fallback"
+BINS=$(cd "$DEST" && for f in test_cuda_* bench_gemv actorserve test_devpath libactorserve_cuda.so; do
+  [ -f "$f" ] && echo "$f"; done)
+# shellcheck disable=SC2086 # a list of plain file names
+tar -C "$DEST" -czf "$DEST/libs.tar.gz" lib lib-fallback $BINS
+# shellcheck disable=SC2086
+(cd "$DEST" && rm -rf lib lib-fallback $BINS)
 echo "gpu bundle: $DEST ($(du -sh "$DEST" | cut -f1)):"
 ls "$DEST"

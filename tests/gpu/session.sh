@@ -12,10 +12,12 @@
 #   OUT/sweep/   sweep.jsonl, sweep.txt            OUT/run/   run.sh's files
 #   OUT/choice.txt  the ratios of every candidate and the choice
 # Environment: AS_SESSION_BUDGET_S (default 570) for the whole call; no
-# sweep variant starts after AS_SESSION_SWEEP_S (default 230; one runs
-# ~3-5 s, at most 120), run.sh gets the rest
-# (it needs ~250 s with the transformers anchor, ~130 without:
-# AS_GPU_ANCHOR=0); AS_SWEEP_* pass through to sweep.sh.
+# sweep variant starts after AS_SESSION_SWEEP_S (default 200; one runs
+# ~3-5 s, at most 120), run.sh gets the rest (~360 s: the tests ~1 min,
+# bench_gemv, hf_compare and the benchmark ~3 min), without the
+# transformers anchor (~80 s more) unless AS_GPU_ANCHOR=1 (its figures from
+# an earlier run on the same kind of GPU serve for the ratios);
+# AS_SWEEP_* pass through to sweep.sh.
 # With the device tool: run(command="sh build/gpu-bundle/session.sh",
 # carry=["build/gpu-bundle"], timeout_s=600).
 set -u
@@ -24,7 +26,7 @@ RES=${1:-${OUT:-./gpu-results}}
 mkdir -p "$RES/sweep" "$RES/run"
 START=$(date +%s)
 BUDGET=${AS_SESSION_BUDGET_S:-570}
-SWEEP_S=${AS_SESSION_SWEEP_S:-230}
+SWEEP_S=${AS_SESSION_SWEEP_S:-200}
 
 echo "== sweep (variants start until $SWEEP_S s have passed)"
 AS_SWEEP_UNTIL=$((START + SWEEP_S)) sh "$HERE/sweep.sh" "$RES/sweep"
@@ -64,7 +66,8 @@ SETTINGS=$(sed -n 's/^choice: [^|]*| *//p' "$RES/choice.txt")
 
 LEFT=$((START + BUDGET - $(date +%s)))
 echo "== run.sh with: ${SETTINGS:-the defaults} ($LEFT s left)"
-env $SETTINGS AS_GPU_BUDGET_S=$((LEFT - 5)) sh "$HERE/run.sh" "$RES/run"
+env $SETTINGS AS_GPU_ANCHOR="${AS_GPU_ANCHOR:-0}" AS_GPU_BUDGET_S=$((LEFT - 5)) \
+  sh "$HERE/run.sh" "$RES/run"
 rc=$?
 echo "== summary"
 cat "$RES/run/summary.txt" 2>/dev/null
