@@ -313,8 +313,9 @@ void as__kv_profile_reset(as_kv_t *kv) {
   s->prof_steps = 0;
 }
 
-/* Queues the pending one-row products ch[0 .. *n) and empties the list: as
- * one launch where the backend chains them (gemv_chain), else op by op,
+/* Queues the pending one-row ops ch[0 .. *n) and empties the list: as one
+ * launch where the backend chains them (gemv_chain; refused with the
+ * attention first, the products after it may still chain), else op by op,
  * with norm_matmul_glu's choice for a gate/up product followed by the down
  * product that reads it, as the unchained step makes it. */
 static void as__chain_flush(const ask_dev_t *dev, ask_chain_op_t *ch, int *n) {
@@ -407,18 +408,17 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     if (s->profile)                                                         \
       as__ptick(s, dev, kind, &t);                                          \
   } while (0)
-  /* At one row the products from a layer's o to the next layer's qkv go
-   * to the backend as one chain (gemv_chain: one launch where it can, the
-   * same bits either way); AS__CH appends one unless its kind is skipped. */
+  /* At one row a layer's ops from its attention to the next layer's qkv
+   * go to the backend as one chain (gemv_chain: one launch where it can,
+   * the same bits either way); AS__CH appends one unless its kind is
+   * skipped. */
   const int chain = s->chain && T == 1 && !s->profile && dev->norm_matmul_rope_kv != NULL;
-  ask_chain_op_t ch[5], *co;
+  ask_chain_op_t ch[5];
   int nch = 0;
 #define AS__CH(kind_, op_)                                                  \
   do {                                                                      \
-    if (!(s->skip >> (kind_) & 1u)) {                                       \
-      co = &ch[nch++];                                                      \
-      *co = (ask_chain_op_t)op_;                                            \
-    }                                                                       \
+    if (!(s->skip >> (kind_) & 1u))                                         \
+      ch[nch++] = (ask_chain_op_t)op_;                                      \
   } while (0)
   AS__OP(P_EMBED, dev->embedding_bf16(s->x, dm->embed, ids, AS__IO(s, s->io, off_ids_out, int32_t),
                                       T, C, m->embed_scale));

@@ -7,7 +7,9 @@
  * phase i + 1 (weights are never written, so they may be in flight early),
  * then the grid waits at a barrier for phase i's outputs, and the loads
  * overlap the wait. The phases are gemv_pw.cuh's walks, so the results are
- * the separate kernels' bits.
+ * the separate kernels' bits. The layer's attention may come first, as a
+ * phase of paged.cuh's decode units (the decode attention kernel's body,
+ * the same bits as that kernel): then a layer is one launch.
  *
  * The barrier needs every block resident at once: the grid is at most the
  * blocks an SM that the occupancy calculator allows times the SMs, the
