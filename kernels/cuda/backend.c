@@ -69,6 +69,18 @@ int ask__cu_check(cudaError_t e, const char *what) {
 
 int ask__cu_failed(void) { return ask__g.err != 0; }
 
+/* A start-up probe's failure as "probe (step): why" into why (n bytes):
+ * what why already says (a wrong result), else out of host memory, else the
+ * failure ask__cu_check recorded. */
+static void ask__probe_why(char *why, size_t n, const char *step, int host_ok) {
+  char what[200];
+  snprintf(what, sizeof what, "%.190s",
+           why[0] != '\0' ? why
+           : !host_ok     ? "out of memory"
+                          : ask__g.msg);
+  snprintf(why, n, "probe (%.40s): %.140s", step, what);
+}
+
 /* Programmatic dependent launch (common.cuh) where the device has it
  * (compute capability 9.0+) and runs kernels built with the waits (the
  * sm_90a code, not the portable compute_80 PTX), ASK_NO_PDL is unset or 0,
@@ -140,12 +152,7 @@ out:
   cudaFree(ab[0]);
   cudaFree(ab[1]);
   if (!ask__g.pdl_ok) {
-    char what[200];
-    snprintf(what, sizeof what, "%.190s",
-             ask__g.pdl_why[0] != '\0' ? ask__g.pdl_why
-             : host == NULL            ? "out of memory"
-                                       : ask__g.msg);
-    snprintf(ask__g.pdl_why, sizeof ask__g.pdl_why, "probe (%.40s): %.140s", step, what);
+    ask__probe_why(ask__g.pdl_why, sizeof ask__g.pdl_why, step, host != NULL);
     ask__cu_pdl = 0;
   }
   free(host);
@@ -278,14 +285,8 @@ static void ask__chain_probe(void) {
 out:
   cudaFree(w);
   cudaFree(x);
-  if (!ask__g.chain_ok) {
-    char what[200];
-    snprintf(what, sizeof what, "%.190s",
-             ask__g.chain_why[0] != '\0' ? ask__g.chain_why
-             : host == NULL              ? "out of memory"
-                                         : ask__g.msg);
-    snprintf(ask__g.chain_why, sizeof ask__g.chain_why, "probe (%.40s): %.140s", step, what);
-  }
+  if (!ask__g.chain_ok)
+    ask__probe_why(ask__g.chain_why, sizeof ask__g.chain_why, step, host != NULL);
   free(host);
   /* the probe's failures are not the caller's, but one that broke the
    * context (an illegal address) shows at the next wait and is kept */
