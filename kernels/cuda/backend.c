@@ -358,7 +358,7 @@ static void ask__init(void) {
     ask__g.fuse_rows = 1;
   ask__g.fuse_glu = genv != NULL && atoi(genv) != 0;
   ask__g.fuse_rope = renv == NULL || atoi(renv) != 0;
-  ask__g.fuse_gate = aenv != NULL && atoi(aenv) != 0;
+  ask__g.fuse_gate = aenv == NULL || atoi(aenv) != 0;
   if (denv != NULL && atoi(denv) >= 0)
     ask__cu_attn_dec = atoi(denv);
   if (kenv != NULL && atoi(kenv) > 0)
@@ -650,10 +650,15 @@ static int ask__d_graph_launch(void *graph, char *err, size_t errlen) {
 static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, graph); }
 
 static const char *ask__d_describe(void) {
+  char dec[64];
+  if (ask__cu_attn_dec < 0)
+    snprintf(dec, sizeof dec, "up to %d rows with at most 2 kv heads", ask__pg_dec_rows(1));
+  else
+    snprintf(dec, sizeof dec, "up to %d rows", ask__cu_attn_dec);
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
-           "parts of %d keys at least, decode attention kernel up to %d rows, chained "
+           "parts of %d keys at least, decode attention kernel %s, chained "
            "products %s%s%s, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
@@ -661,7 +666,7 @@ static const char *ask__d_describe(void) {
            ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
-           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, ask__cu_attn_dec,
+           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, dec,
            ask__g.chain ? "on" : ask__g.chain_ok || !ask__g.chain_probed ? "off" : "off: ",
            ask__g.chain && ask__cu_chain_coop ? " (cooperative)" : "",
            ask__g.chain || ask__g.chain_ok || !ask__g.chain_probed ? "" : ask__g.chain_why,
@@ -880,7 +885,7 @@ int ask_cuda_set_fuse_gate(int on) {
 
 int ask_cuda_set_attn_decode(int rows) {
   int old = ask__cu_attn_dec;
-  ask__cu_attn_dec = rows > 0 ? rows : 0;
+  ask__cu_attn_dec = rows < 0 ? -1 : rows;
   return old;
 }
 

@@ -44,9 +44,11 @@ extern int ask__cu_pdl;
 extern int ask__cu_split_min;
 /* paged.cu: attention_paged takes its decode kernel (one barrier, keys
  * straight into registers) for up to this many rows when the shape allows
- * (D % 8 == 0 and >= 32, 16-byte aligned caches and queries); 0: never
- * (ask_cuda_set_attn_decode). */
+ * (D % 8 == 0 and >= 32, 16-byte aligned caches and queries); 0: never;
+ * -1: automatic, by the kv heads (ask_cuda_set_attn_decode). ask__pg_dec_rows
+ * says the rows for nkv kv heads. */
 extern int ask__cu_attn_dec;
+int ask__pg_dec_rows(int nkv);
 /* elementwise.cu: two dependent launches for backend.c's PDL probe: a[i] =
  * i + seed (after a delay), then b[i] = 3 a[i] + 1 (n ints each). */
 void ask__cu_pdl_pair(cudaStream_t s, int *a, int *b, int n, int seed);

@@ -21,6 +21,11 @@
  * launcher launches each phase alone, so there the barrier is never
  * reached; the phases, their row orders and the coherent loads are the
  * same code.
+ *
+ * Measured on an H200 (sixth session): a chained layer is still 2.4-3 µs
+ * slower than its four launches with programmatic dependent launch, and
+ * decode 7-9% slower at batch 1, so the chain stays off by default: a
+ * barrier costs more than the hardware's handover between two grids.
  */
 #include <string.h>
 
@@ -29,7 +34,7 @@
 
 int ask__cu_chain_coop = 0; /* cuda_int.h: launch the chain as a cooperative kernel */
 static int ask__chain_bps;  /* blocks an SM the chained kernel may have (all U), 0: none */
-static unsigned *ask__chain_bar; /* the grid barrier: arrivals, generation */
+static unsigned long long *ask__chain_bar; /* the grid barrier's count of arrivals */
 
 enum { ASK__PH_COPY, ASK__PH_NORM, ASK__PH_ROPE, ASK__PH_GLU };
 /* The attention phase's kind: the decode unit's head group GB and lanes a
@@ -63,7 +68,7 @@ struct ask__chain_ph {
 struct ask__chain_k {
   ask__chain_ph ph[ASK__CHAIN_MAX];
   int first, last; /* the phases this launch runs */
-  unsigned *bar;
+  unsigned long long *bar;
 };
 
 static __host__ __device__ __forceinline__ ask__rw_rows ask__ph_rows(const ask__chain_ph &p) {
@@ -153,36 +158,66 @@ static __device__ __forceinline__ void ask__ph_run(const ask__chain_ph &p, int g
   }
 }
 
-/* Every block of the grid has arrived (all of its threads); what any block
- * wrote before is then visible to every other one's L2 loads. bar[0]
- * counts arrivals and goes back to 0 with each barrier, bar[1] is the
- * generation, which only grows. */
-static __device__ __forceinline__ void ask__grid_sync(unsigned *bar) {
+/* The grid barrier: bar is a 64-bit count of arrivals that only grows,
+ * by exactly ASK__BAR_M a barrier (block 0 adds M - grid + 1, every other
+ * block 1), so a launch starts with it at a multiple of M whatever the
+ * grids before were. ask__grid_base, after the PDL wait (every launch
+ * before has finished), reads it and rounds down to M: blocks that arrived
+ * at this launch's first barrier already have added less than M, since
+ * it cannot complete without this one. Barrier k of the launch is passed
+ * once the count reaches base + k M. Arrival is one fenced add with no
+ * reply awaited, the wait a poll of the count: where a last arriver
+ * resetting a counter and bumping a generation put three dependent round
+ * trips to L2 on the path (an H200, bench_gemv's chained layer against
+ * its four launches: -5.3 µs then, -3.0 now on Llama-3.2-1B's shapes,
+ * -4.8 / -2.4 on gemma-2b's). ask__grid_arrive counts the block in
+ * once all of its threads are done (thread 0 fences first: a fence waits
+ * for the thread's loads in flight, so the next phase's loads go out after
+ * it, before ask__grid_wait); then what any block wrote before arriving is
+ * visible to every other one's L2 loads. Thread 0's values count. */
+#define ASK__BAR_M 65536ull
+
+static __device__ __forceinline__ unsigned long long ask__grid_base(unsigned long long *bar) {
+  unsigned long long v = 0;
+#ifndef ASK_CUDAEMU
+  if (threadIdx.x == 0)
+    asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
+#else
+  (void)bar; /* the launcher runs one phase a launch on the emulator */
+#endif
+  return v - v % ASK__BAR_M;
+}
+
+static __device__ __forceinline__ void ask__grid_arrive(unsigned long long *bar) {
 #ifndef ASK_CUDAEMU
   __syncthreads();
   if (threadIdx.x == 0) {
-    unsigned gen;
-    asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(gen) : "l"(bar + 1) : "memory");
     __threadfence();
-    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-      atomicExch(bar, 0u);
-      __threadfence();
-      atomicAdd(bar + 1, 1u);
-    } else {
-      /* about 10 s of polls at most: a block that never comes (a grid that
-       * did not fit after all) ends the launch with an error, not a hang */
-      unsigned g, polls = 0;
-      do {
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(g) : "l"(bar + 1) : "memory");
-        if (++polls == (1u << 24))
-          __trap();
-      } while (g == gen);
-    }
+    atomicAdd(bar, blockIdx.x == 0 ? ASK__BAR_M - gridDim.x + 1 : 1ull);
+  }
+#else
+  (void)bar;
+#endif
+}
+
+static __device__ __forceinline__ void ask__grid_wait(unsigned long long *bar,
+                                                      unsigned long long target) {
+#ifndef ASK_CUDAEMU
+  if (threadIdx.x == 0) {
+    /* about 10 s of polls at most: a block that never comes (a grid that
+     * did not fit after all) ends the launch with an error, not a hang */
+    unsigned long long v;
+    unsigned polls = 0;
+    do {
+      asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(bar) : "memory");
+      if (++polls == (1u << 24))
+        __trap();
+    } while (v < target);
     __threadfence();
   }
   __syncthreads();
 #else
-  (void)bar; /* the launcher runs one phase a launch on the emulator */
+  (void)bar, (void)target;
 #endif
 }
 
@@ -195,21 +230,25 @@ template <int K0, int... Ks> struct ask__first_kind {
  * is read from the kernel's parameters where they lie. */
 template <int U, int I, int K0, int... Ks>
 static __device__ __forceinline__ void ask__chain_from(const ask__chain_k &c, int gw, int n,
-                                                       uint4 (&q)[U], float4 *sm) {
+                                                       uint4 (&q)[U], float4 *sm,
+                                                       unsigned long long &tgt) {
   if (I >= c.first && I < c.last) {
     ask__ph_run<U, K0, (I > 0)>(c.ph[I], gw, n, q, sm);
     if constexpr (sizeof...(Ks) > 0) {
       if (I + 1 < c.last) {
-        /* the next phase's first weights in flight while the grid waits */
+        /* the next phase's first weights in flight while the grid waits,
+         * loaded once this block has arrived */
         n = ask__ph_first<ask__first_kind<Ks...>::v>(c.ph[I + 1], gw);
+        ask__grid_arrive(c.bar);
         if (n >= 0)
           ask__ph_load<U>(c.ph[I + 1], n, q);
-        ask__grid_sync(c.bar);
+        tgt += ASK__BAR_M;
+        ask__grid_wait(c.bar, tgt);
       }
     }
   }
   if constexpr (sizeof...(Ks) > 0)
-    ask__chain_from<U, I + 1, Ks...>(c, gw, n, q, sm);
+    ask__chain_from<U, I + 1, Ks...>(c, gw, n, q, sm, tgt);
 }
 
 /* The first step of phase I (the launch's first) on its way: to L2 before
@@ -247,8 +286,9 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
   ask__pdl_start();
   const int gw = blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5);
   uint4 q[U];
-  const int n = ask__chain_start<U, 0, KS...>(c, gw, q);
-  ask__chain_from<U, 0, KS...>(c, gw, n, q, ask__gemv_sh);
+  const int n = ask__chain_start<U, 0, KS...>(c, gw, q); /* after the PDL wait */
+  unsigned long long tgt = ask__grid_base(c.bar);
+  ask__chain_from<U, 0, KS...>(c, gw, n, q, ask__gemv_sh, tgt);
 }
 
 /* ---- host side --------------------------------------------------------- */
@@ -275,8 +315,8 @@ static int ask__chain_attn_built(int GB, int KL);
  * kernel's; and only for the (GB, KL) the kernel is built for. */
 static int ask__ph_make_attn(ask__chain_ph *p, const ask_chain_op_t *op) {
   const int nh = op->nh, nkv = op->nkv, D = op->D, nsplit = op->nsplit < 1 ? 1 : op->nsplit;
-  if (ask__cu_attn_dec < 1 || ask__pg_cnt == NULL || nkv <= 0 || nh <= 0 || nh % nkv != 0 ||
-      D < 32 || D > 256 || D % 8 != 0 || op->page <= 0 || op->table_width < 0 ||
+  if (nkv <= 0 || ask__pg_dec_rows(nkv) < 1 || ask__pg_cnt == NULL || nh <= 0 ||
+      nh % nkv != 0 || D < 32 || D > 256 || D % 8 != 0 || op->page <= 0 || op->table_width < 0 ||
       nsplit > 65535 || (nsplit > 1 && op->part == NULL) || op->q_stride % 4 != 0 ||
       (((uintptr_t)op->kc | (uintptr_t)op->vc | (uintptr_t)op->x) & 15) != 0)
     return 0;
@@ -500,9 +540,9 @@ extern "C" cudaError_t ask__cu_chain_init(void) {
   if (e == cudaSuccess)
     e = ask__chain_attr_attn<4, 32>(&bps);
   if (e == cudaSuccess && ask__chain_bar == NULL) {
-    e = cudaMalloc((void **)&ask__chain_bar, 2 * sizeof(unsigned));
+    e = cudaMalloc((void **)&ask__chain_bar, sizeof *ask__chain_bar);
     if (e == cudaSuccess)
-      e = cudaMemset(ask__chain_bar, 0, 2 * sizeof(unsigned));
+      e = cudaMemset(ask__chain_bar, 0, sizeof *ask__chain_bar);
   }
   ask__chain_bps = e == cudaSuccess ? bps : 0;
   return e;

@@ -512,7 +512,16 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
 
 /* ---- the decode kernel: paged.cuh's ask__pd_unit, a block of
  * ASK__PD_W(GB) warps per (kv head chunk, row, part) ---- */
-int ask__cu_attn_dec = 0; /* cuda_int.h */
+int ask__cu_attn_dec = -1; /* cuda_int.h; -1: automatic (ask__pg_dec_rows) */
+
+/* cuda_int.h: rows up to which attention_paged takes the decode kernel for
+ * nkv kv heads: ask__cu_attn_dec, or automatically 16 with at most 2 kv
+ * heads and 0 with more (an H200 at batch 1, 2026-11-26, sixth session:
+ * gemma-2b, 1 kv head, +1.6% and +1.7% in two runs; Llama-3.2-1B, 8 kv
+ * heads, -1.7% and -2.1%). */
+int ask__pg_dec_rows(int nkv) {
+  return ask__cu_attn_dec >= 0 ? ask__cu_attn_dec : nkv <= 2 ? 16 : 0;
+}
 
 template <int GB, int KL>
 static __global__ void __launch_bounds__(32 * ASK__PD_W(GB))
@@ -557,7 +566,7 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
   size_t xs = Gc <= 1 ? (size_t)nh : (size_t)nkv * (size_t)((G + Gc - 1) / Gc);
   unsigned *cnt = nsplit > 1 && xs * (size_t)T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
   const int vec16 = D % 8 == 0 && ((uintptr_t)kc | (uintptr_t)vc) % 16 == 0;
-  if (T <= ask__cu_attn_dec && vec16 && D >= 32 && q_stride % 4 == 0 &&
+  if (T <= ask__pg_dec_rows(nkv) && vec16 && D >= 32 && q_stride % 4 == 0 &&
       (uintptr_t)q % 16 == 0) {
     const int GB = Gc <= 1 ? 1 : Gc <= 2 ? 2 : Gc <= 4 ? 4 : 8, nchunk = (G + Gc - 1) / Gc;
     const int KL = D <= 32 ? 4 : D <= 64 ? 8 : D <= 128 ? 16 : 32;
