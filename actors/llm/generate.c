@@ -86,8 +86,9 @@ struct as_gen_s {
   float *s_temp, *s_topp;
   int32_t *s_topk, *s_ids;
   uint64_t *s_rng;
-  /* ASK_PIPELINE=1 (device models): decode steps queued one ahead of the
-   * host (as__forward_dev_begin/_end). The step in flight: */
+  /* The pipeline (device models, unless ASK_PIPELINE=0): decode steps
+   * queued one ahead of the host (as__forward_dev_begin/_end). The step in
+   * flight: */
   int pipe;
   int fly;                /* its entries; 0: none */
   int fly_slot;           /* its slot */
@@ -208,7 +209,7 @@ int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
   }
   g->dev = m->dm != NULL;
   const char *pipe = getenv("ASK_PIPELINE");
-  g->pipe = g->dev && pipe != NULL && pipe[0] != '\0' && pipe[0] != '0';
+  g->pipe = g->dev && (pipe == NULL || pipe[0] != '0'); /* on unless ASK_PIPELINE=0 */
   g->w = malloc((size_t)g->vocab * sizeof(double));
   g->idx = malloc((size_t)g->vocab * sizeof(int32_t));
   if (g->w == NULL || g->idx == NULL) {

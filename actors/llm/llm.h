@@ -341,7 +341,7 @@ int as_gen_new_ex(as_gen_t **out, const as_model_t *m, const char *model_dir,
 void as_gen_free(as_gen_t *g); /* NULL is fine; ends every request */
 /* Decode steps captured as graphs so far (device models; 0 on the CPU). */
 int as_gen_graphs(const as_gen_t *g);
-/* Device models with ASK_PIPELINE=1 in the environment (read by
+/* Device models, unless ASK_PIPELINE=0 is in the environment (read by
  * as_gen_new): while every request decodes, each step is queued before the
  * host reads the one before, its input ids taken on the device from what
  * that one sampled, so the device never waits for the host between steps.

@@ -290,8 +290,8 @@ static void check_graphs(float temperature) {
   as_model_free(m);
 }
 
-/* The pipeline (ASK_PIPELINE=1: decode steps queued one ahead of the host,
- * fed on the device) against plain steps: requests all joining at once
+/* The pipeline (the default, ASK_PIPELINE=0 turns it off: decode steps
+ * queued one ahead of the host, fed on the device) against plain steps: requests all joining at once
  * with different max_new_tokens (the pipeline drains and starts again as
  * each leaves), the same tokens; then, on refdev (whose arithmetic does not
  * depend on the batch), late joins, a request stopping on a stop token
@@ -350,7 +350,10 @@ static void check_pipeline(float temperature) {
   as_model_t *m = open_on(KJV, DEV);
   as_gen_t *g;
   for (int mode = 0; mode < 2; mode++) {
-    setenv("ASK_PIPELINE", mode ? "1" : "0", 1);
+    if (mode) /* the default: on unless ASK_PIPELINE=0 */
+      unsetenv("ASK_PIPELINE");
+    else
+      setenv("ASK_PIPELINE", "0", 1);
     ASSERT_OK(as_gen_new(&g, m, NULL, 2048, err, sizeof err));
     pipe_run(g, N, plen, join0, news, temperature, NULL, -1, mode ? b : a, mode ? nb : na,
              mode ? wb : wa);
