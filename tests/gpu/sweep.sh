@@ -10,16 +10,16 @@
 # wrong, the time is right; docs/engine.md). ~3 s a variant and shape after
 # the models are made. Writes sweep.jsonl (one line per variant, shape and
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
-# bench/results/gpu-h200-20261126-s2/ and -s3/ (docs/benchmarks.md). The
-# default list asks what session 3 left open (the decode attention kernel,
-# the fused gate, split minimum 32) and session 4 wrote (the pipeline of
-# decode steps, alone and with the others; argmax in parts;
-# only_embed_sample: a step of nothing but the embedding and the argmax,
-# i.e. the fixed cost of a step and the host's turn between steps, and the
-# same with the pipeline, which hides that turn; sampled decoding, now on
-# the sampler in parts); and, first, what session 5 wrote: a layer's one-row
-# products chained into one launch (ASK_CUDA_CHAIN), alone and with the
-# others.
+# bench/results/gpu-h200-20261126-s2/, -s3/ and -s6/ (docs/benchmarks.md).
+# The default list starts from the sixth session's defaults (the pipeline,
+# the fused gate, the decode attention kernel with at most 2 kv heads) and
+# asks each of them again, alone and against the defaults before
+# (old_defaults); then the chained layer (ASK_CUDA_CHAIN, measured slower),
+# the knobs still untimed (argmax in parts, the early loads at 1 block an
+# SM, short steps), what each kind of op costs inside a step
+# (ASK_PROFILE_SKIP: no_*, only_embed_sample: the fixed cost of a step and
+# the host's turn, hidden by the pipeline, exposed without it) and sampled
+# decoding.
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_UNTIL    a time (seconds since the epoch) after which no variant starts
 #   AS_SWEEP_PROMPT   prompt tokens (128); AS_SWEEP_MODEL_DEVICE: where torch makes
@@ -36,28 +36,20 @@ PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
-chain ASK_CUDA_CHAIN=1
-chain_attn_decode ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
-chain_attn16 ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
-chain_pw1 ASK_CUDA_CHAIN=1 ASK_CUDA_GEMV_PW=1
-chain_pipeline_attn ASK_CUDA_CHAIN=1 ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16
-attn_decode ASK_CUDA_ATTN_DECODE=16
-attn_decode_split32 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
-attn_decode_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
-attn_decode_split8 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=8
-fuse_gate ASK_CUDA_FUSE_GATE=1
-attn_decode_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
-attn_decode_split16_fuse_gate ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
+old_defaults ASK_PIPELINE=0 ASK_CUDA_FUSE_GATE=0 ASK_CUDA_ATTN_DECODE=0
+pipeline_off ASK_PIPELINE=0
+fuse_gate_off ASK_CUDA_FUSE_GATE=0
+attn_decode_all ASK_CUDA_ATTN_DECODE=16
+attn_decode_off ASK_CUDA_ATTN_DECODE=0
+attn_decode_all_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
 split_min_32 ASK_CUDA_SPLIT_MIN=32
-pipeline ASK_PIPELINE=1
-pipeline_attn_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_FUSE_GATE=1
-pipeline_attn16_gate ASK_PIPELINE=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16 ASK_CUDA_FUSE_GATE=1
+chain ASK_CUDA_CHAIN=1
+chain_attn ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
 lm_head_pw ASK_CUDA_GEMV_MAX_N=1000000
 pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
 pw2_early ASK_CUDA_PW_EARLY=1
 pw_u4 ASK_CUDA_PW_UMAX=4
-pw_u4_early ASK_CUDA_PW_UMAX=4 ASK_CUDA_PW_EARLY=1
 no_attention ASK_PROFILE_SKIP=attention
 no_qkv ASK_PROFILE_SKIP=qkv
 no_o ASK_PROFILE_SKIP=o
@@ -65,7 +57,7 @@ no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
 only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
-only_embed_sample_pipeline ASK_PIPELINE=1 ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
+only_embed_sample_nopipe ASK_PIPELINE=0 ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 sampled_p095 --temperature 0.8 --top-p 0.95
 sampled_k50 --temperature 0.8 --top-k 50"}
 : > "$RES/sweep.jsonl"
