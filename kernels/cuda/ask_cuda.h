@@ -44,6 +44,16 @@ int ask_cuda_set_gemv_pw(int blocks);
  * an H200; to be timed at 1 block an SM, where the next kernel's block can
  * run beside the one before. Returns the previous value. */
 int ask_cuda_set_pw_early(int on);
+/* The persistent kernel's weights streamed through a ring of `steps` steps
+ * a warp in shared memory by asynchronous copies (cp.async), `steps` in
+ * flight a warp where the default keeps one in registers (the register
+ * file bounds the bytes in flight; shared memory bounds these). As many
+ * blocks an SM as the ring and x leave room for (at most
+ * ask_cuda_set_gemv_pw's); a product whose block would not fit at all
+ * keeps the register walk. 0 (the default, or ASK_CUDA_PW_RING) off; 2 to
+ * 16. The same bits either way. Written in the sixth session after its
+ * last device call: not yet measured. Returns the previous value. */
+int ask_cuda_set_pw_ring(int steps);
 
 /* The decode fusions run their fused kernels for T <= rows where
  * matmul_bf16 would use the matrix-vector kernel, the separate ops

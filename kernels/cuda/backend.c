@@ -308,7 +308,7 @@ static void ask__init(void) {
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
              *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
-             *cenv = getenv("ASK_CUDA_CHAIN");
+             *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -331,7 +331,8 @@ static void ask__init(void) {
   }
   if (ask__gemm_init(ask__g.why, sizeof ask__g.why) != 0)
     return;
-  if ((e = ask__cu_gemv_init(prop.multiProcessorCount)) != cudaSuccess) {
+  if ((e = ask__cu_gemv_init(prop.multiProcessorCount, prop.sharedMemPerBlockOptin)) !=
+      cudaSuccess) {
     snprintf(ask__g.why, sizeof ask__g.why, "gemv.cu's shared-memory limit: %s (%s)",
              cudaGetErrorString(e), cudaGetErrorName(e));
     return;
@@ -369,6 +370,8 @@ static void ask__init(void) {
     ask__cu_pw_early = atoi(eenv) != 0;
   if (uenv != NULL && atoi(uenv) >= 1 && atoi(uenv) <= 8)
     ask__cu_pw_umax = atoi(uenv);
+  if (ringenv != NULL)
+    (void)ask_cuda_set_pw_ring(atoi(ringenv));
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
@@ -656,7 +659,7 @@ static const char *ask__d_describe(void) {
   else
     snprintf(dec, sizeof dec, "up to %d rows", ask__cu_attn_dec);
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s), "
+           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
            "parts of %d keys at least, decode attention kernel %s, chained "
            "products %s%s%s, programmatic dependent launch %s%s",
@@ -664,6 +667,7 @@ static const char *ask__d_describe(void) {
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
            ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
            ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
+           ask__cu_gemv_pw > 0 && ask__cu_pw_ring > 0 ? ", weights through shared memory" : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, dec,
@@ -892,6 +896,12 @@ int ask_cuda_set_attn_decode(int rows) {
 int ask_cuda_set_pw_early(int on) {
   int old = ask__cu_pw_early;
   ask__cu_pw_early = on != 0;
+  return old;
+}
+
+int ask_cuda_set_pw_ring(int steps) {
+  int old = ask__cu_pw_ring;
+  ask__cu_pw_ring = steps < 2 ? 0 : steps > 16 ? 16 : steps;
   return old;
 }
 

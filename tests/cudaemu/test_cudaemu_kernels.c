@@ -1070,7 +1070,7 @@ TEST(test_gemv_pw) {
   const int Ks[] = {2048, 4096, 3072, 1536, 1280, 1000};
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
   FOR_ORDERS {
-    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     for (int pw = 1; pw <= 2; pw++) {
       ask__cu_gemv_pw = pw;
       for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
@@ -1107,7 +1107,7 @@ TEST(test_gemv_pw) {
 TEST(test_gemv_pw_early) {
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early, u0 = ask__cu_pw_umax;
   FOR_ORDERS {
-    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     for (int pw = 1; pw <= 2; pw++) {
       ask__cu_gemv_pw = pw;
       ask__cu_pw_umax = pw == 1 ? 8 : 4; /* K 2048 in steps of U 8, then of U 4 */
@@ -1152,7 +1152,7 @@ TEST(test_gemv_norm_rope) {
   } cs[] = {{4, 2, 64, 256, 1}, {4, 2, 64, 2048, 2}, {8, 1, 256, 512, 1}, {8, 1, 256, 2048, 2}};
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
   FOR_ORDERS {
-    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
       int nh = cs[c].nh, nkv = cs[c].nkv, D = cs[c].D, K = cs[c].K, kvd = nkv * D, cap = 12;
       int N = (nh + 2 * nkv) * D;
@@ -1216,7 +1216,7 @@ TEST(test_gemv_norm_glu) {
   } cs[] = {{77, 256, 1}, {1024, 2048, 2}, {300, 512, 2}};
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms;
   FOR_ORDERS {
-    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
       int F = cs[c].F, K = cs[c].K, N = 2 * F;
       ask__cu_gemv_pw = cs[c].pw;
@@ -1418,7 +1418,7 @@ static int chain_attn_case(int p, int nsplit, int last) {
 TEST(test_gemv_chain) {
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, u0 = ask__cu_pw_umax;
   FOR_ORDERS {
-    ASSERT_EQ(ask__cu_gemv_init(1), cudaSuccess);
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     ASSERT_EQ(ask__cu_chain_init(), cudaSuccess);
     ask__cu_pw_umax = 1;
     for (int sms = 1; sms <= 2; sms++) {
