@@ -472,6 +472,23 @@ static void bench_chain(void) {
                "\"separate_gbps\": %.1f, \"chained_gbps\": %.1f, \"saved_us_per_layer\": %.2f}\n",
                ts, tc, bytes / (ts * 1e3), bytes / (tc * 1e3), ts - tc);
       fflush(stdout);
+      /* the same layers launched one by one with the weights through a
+       * ring of R steps a warp in shared memory (ask_cuda_set_pw_ring) */
+      static const int rings[] = {2, 3, 4, 6};
+      for (int k = 0; tc >= 0 && k < (int)(sizeof rings / sizeof rings[0]); k++) {
+        const int r0 = ask_cuda_set_pw_ring(rings[k]);
+        double tr = chain_time(&b, 0, err, sizeof err);
+        ask_cuda_set_pw_ring(r0);
+        if (tr < 0)
+          printf("{\"ring\": \"%s\", \"steps\": %d, \"error\": \"%s\"}\n", ms[mi].model,
+                 rings[k], err);
+        else
+          printf("{\"ring\": \"%s\", \"steps\": %d, \"us_per_layer\": %.2f, "
+                 "\"registers_us_per_layer\": %.2f, \"gbps\": %.1f, \"saved_us_per_layer\": "
+                 "%.2f}\n",
+                 ms[mi].model, rings[k], tr, ts, bytes / (tr * 1e3), ts - tr);
+        fflush(stdout);
+      }
     }
     for (int i = 0; i < 12; i++)
       dev->free(mem[i]);

@@ -14,9 +14,11 @@
 # The default list starts from the sixth session's defaults (the pipeline,
 # the fused gate, the decode attention kernel with at most 2 kv heads) and
 # asks each of them again, alone and against the defaults before
-# (old_defaults); then the chained layer (ASK_CUDA_CHAIN, measured slower),
-# the knobs still untimed (argmax in parts, the early loads at 1 block an
-# SM, short steps), what each kind of op costs inside a step
+# (old_defaults); then the weights through a ring in shared memory
+# (ASK_CUDA_PW_RING: written after the sixth session's last device call),
+# the chained layer (ASK_CUDA_CHAIN, measured slower), argmax in one block
+# a row, lm_head on the persistent kernel, the early loads (at 1 block an
+# SM still untimed), short steps, what each kind of op costs inside a step
 # (ASK_PROFILE_SKIP: no_*, only_embed_sample: the fixed cost of a step and
 # the host's turn, hidden by the pipeline, exposed without it) and sampled
 # decoding.
@@ -43,6 +45,12 @@ attn_decode_all ASK_CUDA_ATTN_DECODE=16
 attn_decode_off ASK_CUDA_ATTN_DECODE=0
 attn_decode_all_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
 split_min_32 ASK_CUDA_SPLIT_MIN=32
+ring2 ASK_CUDA_PW_RING=2
+ring3 ASK_CUDA_PW_RING=3
+ring4 ASK_CUDA_PW_RING=4
+ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
+ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
+ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
 chain ASK_CUDA_CHAIN=1
 chain_attn ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
