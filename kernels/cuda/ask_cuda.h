@@ -50,7 +50,9 @@ int ask_cuda_set_pw_early(int on);
  * file bounds the bytes in flight; shared memory bounds these). As many
  * blocks an SM as the ring and x leave room for (at most
  * ask_cuda_set_gemv_pw's); a product whose block would not fit at all
- * keeps the register walk. 0 (the default, or ASK_CUDA_PW_RING) off; 2 to
+ * keeps the register walk. Its own kernel of at most 80 registers: with
+ * ASK_CUDA_PW_EARLY=1 the next product's blocks, beside this one's, fill
+ * their rings before the programmatic-launch wait. 0 (the default, or ASK_CUDA_PW_RING) off; 2 to
  * 16. The same bits either way. Written in the sixth session after its
  * last device call: not yet measured. Returns the previous value. */
 int ask_cuda_set_pw_ring(int steps);

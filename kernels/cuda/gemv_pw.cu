@@ -20,23 +20,11 @@ static size_t ask__pw_optin; /* shared memory a block may have (the device's opt
 template <int U, class XP, class RW>
 static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, U <= 4 ? 3 : 2)
     ask__k_gemv_pw(RW rw, const XP xp, const uint16_t *__restrict__ w,
-                   const float *__restrict__ bias, int K, int early, int ring) {
+                   const float *__restrict__ bias, int K, int early) {
   extern __shared__ float4 ask__gemv_sh[];
   ask__pdl_start();
   const int lane = threadIdx.x & 31;
   int n = rw.begin(blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5), gridDim.x * ASK__PW_WARPS);
-  if (ring > 0) { /* the weights through a ring in shared memory after x */
-    uint4 *rb = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(ask__gemv_sh) +
-                                          ask__pw_smem(K)) +
-                (size_t)(threadIdx.x >> 5) * ring * 32 * U;
-    if (!early)
-      ask__pdl_wait();
-    ask__pw_ring<RW> g = ask__pw_ring_fill<U>(rw, n, w, K, rb, ring);
-    if (early)
-      ask__pdl_wait();
-    ask__pw_walk_ring<U>(rw, xp, w, bias, K, n, g, ask__gemv_sh);
-    return;
-  }
   /* this lane's first piece of the first step */
   const uint4 *cur = reinterpret_cast<const uint4 *>(w) + lane + (size_t)max(n, 0) * (K >> 3);
   /* the first step on its way to L2 before the PDL wait, into registers
@@ -62,6 +50,30 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, U <= 4 ? 3 : 2)
       p[u] = ask__ld_w(cur + 32 * u);
   }
   ask__pw_walk<U>(rw, xp, w, bias, K, n, p, ask__gemv_sh);
+}
+
+/* The same product with the weights through a ring of `ring` steps a warp
+ * in shared memory after x (gemv_pw.cuh's ask__pw_walk_ring), filled
+ * before the PDL wait with `early`. Its own kernel, kept to 80 registers
+ * (no steps held in registers): two of its blocks an SM leave registers
+ * for a block of the next kernel, which can then fill its ring while this
+ * one finishes. */
+template <int U, class XP, class RW>
+static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 3)
+    ask__k_gemv_pw_ring(RW rw, const XP xp, const uint16_t *__restrict__ w,
+                        const float *__restrict__ bias, int K, int early, int ring) {
+  extern __shared__ float4 ask__gemv_sh[];
+  ask__pdl_start();
+  int n = rw.begin(blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5), gridDim.x * ASK__PW_WARPS);
+  uint4 *rb = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(ask__gemv_sh) +
+                                        ask__pw_smem(K)) +
+              (size_t)(threadIdx.x >> 5) * ring * 32 * U;
+  if (!early)
+    ask__pdl_wait();
+  ask__pw_ring<RW> g = ask__pw_ring_fill<U>(rw, n, w, K, rb, ring);
+  if (early)
+    ask__pdl_wait();
+  ask__pw_walk_ring<U>(rw, xp, w, bias, K, n, g, ask__gemv_sh);
 }
 
 /* The ring's bytes a block (ASK__PW_WARPS warps of R steps of 32 U pieces). */
@@ -93,19 +105,28 @@ static void ask__gemv_pw_launch(cudaStream_t s, const RW &rw, int units, const X
   unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
   dim3 b(32 * ASK__PW_WARPS);
   const int e = ask__cu_pw_early;
+#define ASK__PW_GO(UU)                                                                     \
+  do {                                                                                     \
+    if (ring > 0)                                                                          \
+      ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw_ring<UU, XP, RW>)(rw, xp, w, bias, K, e,  \
+                                                                    ring);                 \
+    else                                                                                   \
+      ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<UU, XP, RW>)(rw, xp, w, bias, K, e);      \
+  } while (0)
   switch (U) {
   case 8:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<8, XP, RW>)(rw, xp, w, bias, K, e, ring);
+    ASK__PW_GO(8);
     break;
   case 4:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<4, XP, RW>)(rw, xp, w, bias, K, e, ring);
+    ASK__PW_GO(4);
     break;
   case 2:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<2, XP, RW>)(rw, xp, w, bias, K, e, ring);
+    ASK__PW_GO(2);
     break;
   default:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<1, XP, RW>)(rw, xp, w, bias, K, e, ring);
+    ASK__PW_GO(1);
   }
+#undef ASK__PW_GO
 }
 
 /* The persistent kernel for a plain one-row product when it takes the
@@ -121,12 +142,17 @@ static int ask__gemv_pw(cudaStream_t s, float *out, const XP &xp, const uint16_t
 }
 
 template <class XP, class RW> static cudaError_t ask__pw_attr(size_t most) {
-  void (*const k[4])(RW, const XP, const uint16_t *, const float *, int, int, int) = {
+  void (*const k[4])(RW, const XP, const uint16_t *, const float *, int, int) = {
       ask__k_gemv_pw<8, XP, RW>, ask__k_gemv_pw<4, XP, RW>, ask__k_gemv_pw<2, XP, RW>,
       ask__k_gemv_pw<1, XP, RW>};
+  void (*const kr[4])(RW, const XP, const uint16_t *, const float *, int, int, int) = {
+      ask__k_gemv_pw_ring<8, XP, RW>, ask__k_gemv_pw_ring<4, XP, RW>,
+      ask__k_gemv_pw_ring<2, XP, RW>, ask__k_gemv_pw_ring<1, XP, RW>};
   cudaError_t e = cudaSuccess;
   for (int i = 0; i < 4 && e == cudaSuccess; i++)
     e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+  for (int i = 0; i < 4 && e == cudaSuccess; i++)
+    e = cudaFuncSetAttribute(kr[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
   return e;
 }
 
