@@ -12,7 +12,7 @@
 #     used only where the machine has none (a newer one there must win: its
 #     CUDA libraries need it);
 #   - the scripts: run.sh, sweep.sh, session.sh, ncu_attention.sh, ncu_step.sh,
-#     hf_compare.py, ../../bench/llm_gpu.py, ../../tools/make_random_model.py,
+#     ncu_common.sh, hf_compare.py, ../../bench/llm_gpu.py, ../../tools/make_random_model.py,
 #     and the transformers anchor
 #     ../shared/anchors/hf_generate.py (outside the repository: copied when
 #     present, else the benchmark runs without it).
@@ -62,7 +62,8 @@ else
   echo "bundle.sh: warning: no $BUILD/libactorserve_cuda.so: actorserve --device cuda will fail" >&2
 fi
 
-cp "$HERE/run.sh" "$HERE/sweep.sh" "$HERE/session.sh" "$HERE/ncu_attention.sh" "$HERE/ncu_step.sh" "$HERE/hf_compare.py" \
+cp "$HERE/run.sh" "$HERE/sweep.sh" "$HERE/session.sh" "$HERE/ncu_attention.sh" \
+   "$HERE/ncu_step.sh" "$HERE/ncu_common.sh" "$HERE/hf_compare.py" \
    "$ROOT/bench/llm_gpu.py" \
    "$ROOT/tools/make_random_model.py" "$DEST/"
 ANCHOR="$ROOT/../shared/anchors/hf_generate.py"

@@ -10,20 +10,11 @@
 # Writes ncu-attn-<shape>.txt (the sections) and ncu-attn-<shape>-src.csv
 # (per-instruction samples) into $1, and prints a summary. ~30 s a shape.
 HERE=$(cd "$(dirname "$0")" && pwd)
-RES=${1:-${OUT:-./gpu-results}}
-mkdir -p "$RES"
-MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
-NCU=${NCU:-/usr/local/cuda/bin/ncu}
-[ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
-BINLIB="$HERE/lib:/usr/local/cuda/lib64"
+. "$HERE/ncu_common.sh"
 IDS=$(seq -s, 5 134)
 for shape in ${AS_NCU_SHAPES:-llama-3.2-1b gemma-2b}; do
   d="$MODELS/$shape"
-  env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" --out "$d" \
-    --device cuda --reuse > "$RES/ncu-model-$shape.log" 2>&1 || {
-    echo "$shape: making the model failed"
-    continue
-  }
+  ncu_model "$shape" || continue
   # the prompt's layers first (prefill attention has another name), then
   # decode launches: skip the first decode step's
   env LD_LIBRARY_PATH="$BINLIB" ASK_NO_GRAPHS=1 timeout 150 "$NCU" --clock-control none \

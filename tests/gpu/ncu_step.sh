@@ -16,19 +16,10 @@
 # Writes ncu-step-<shape>.csv (ncu's metrics) and ncu-step-<shape>.txt (the
 # summary) into $1. ~30-60 s a shape.
 HERE=$(cd "$(dirname "$0")" && pwd)
-RES=${1:-${OUT:-./gpu-results}}
-mkdir -p "$RES"
-MODELS=${AS_GPU_MODELS:-/tmp/actorserve-gpu-models}
-NCU=${NCU:-/usr/local/cuda/bin/ncu}
-[ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
-BINLIB="$HERE/lib:/usr/local/cuda/lib64"
+. "$HERE/ncu_common.sh"
 for shape in ${AS_NCU_SHAPES:-llama-3.2-1b gemma-2b}; do
   d="$MODELS/$shape"
-  env LD_LIBRARY_PATH= python3 "$HERE/make_random_model.py" --shape "$shape" --out "$d" \
-    --device cuda --reuse > "$RES/ncu-model-$shape.log" 2>&1 || {
-    echo "$shape: making the model failed"
-    continue
-  }
+  ncu_model "$shape" || continue
   env LD_LIBRARY_PATH="$BINLIB" ASK_NO_GRAPHS=1 timeout 240 "$NCU" --clock-control none \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum --csv --launch-count 2000 \
     "$HERE/actorserve" generate "$d" --ids "$(seq -s, 5 20)" --max-new-tokens 2 \
