@@ -52,8 +52,9 @@ int ask_cuda_set_pw_early(int on);
  * ask_cuda_set_gemv_pw's); a product whose block would not fit at all
  * keeps the register walk. Its own kernel of at most 80 registers: with
  * ASK_CUDA_PW_EARLY=1 the next product's blocks, beside this one's, fill
- * their rings before the programmatic-launch wait. 0 (the default, or ASK_CUDA_PW_RING) off; 2 to
- * 16. The same bits either way. Written in the sixth session after its
+ * their rings before the programmatic-launch wait. 0 (the default, or
+ * ASK_CUDA_PW_RING) off; 2 to 8 (cuda_pipeline.h's waits count at most 8
+ * groups). The same bits either way. Written in the sixth session after its
  * last device call: not yet measured. Returns the previous value. */
 int ask_cuda_set_pw_ring(int steps);
 

@@ -667,7 +667,9 @@ static const char *ask__d_describe(void) {
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
            ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
            ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
-           ask__cu_gemv_pw > 0 && ask__cu_pw_ring > 0 ? ", weights through shared memory" : "",
+           ask__cu_gemv_pw > 0 && ask__cu_pw_ring > 0 ? ", weights through shared memory"
+                                                       " where a block fits"
+                                                     : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, dec,
@@ -901,7 +903,7 @@ int ask_cuda_set_pw_early(int on) {
 
 int ask_cuda_set_pw_ring(int steps) {
   int old = ask__cu_pw_ring;
-  ask__cu_pw_ring = steps < 2 ? 0 : steps > 16 ? 16 : steps;
+  ask__cu_pw_ring = steps < 2 ? 0 : steps > 8 ? 8 : steps; /* cp.async waits count 8 at most */
   return old;
 }
 

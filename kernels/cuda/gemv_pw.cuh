@@ -230,9 +230,9 @@ static __device__ __forceinline__ void ask__pw_walk(RW &rw, const XP &xp,
  * (cp.async), R - 1 to R steps in flight where the walk above keeps one in
  * registers: its bytes in flight are bound by the register file, these by
  * shared memory. Each lane copies its own U pieces of a step and reads
- * only those, so no lane waits for another's. The first R steps go out
- * with pre set before the caller's PDL wait (weights are never written),
- * else after it: the caller calls ask__pw_ring_fill, then this. The same
+ * only those, so no lane waits for another's. The caller sends the first
+ * R steps (ask__pw_ring_fill; before its PDL wait when early, as weights
+ * are never written, else after it), then calls this. The same
  * steps in the same order and the same arithmetic as ask__pw_walk, so the
  * same bits. */
 template <class RW> struct ask__pw_ring {
@@ -296,6 +296,7 @@ static __device__ __forceinline__ void ask__pw_walk_ring(RW &rw, const XP &xp,
      * have); once multiplied, its slot takes the step R further (the
      * multiply has read the slot into registers before the copy is sent) */
     __pipeline_wait_prior(g.R - 1);
+    asm volatile("" ::: "memory"); /* the slot's reads stay after the wait */
     const uint4 *c = g.ring + (size_t)slot * 32 * U + lane;
     const bool last = s == S - 1;
     const float4 *xc = sh + 64 * U * s + lane;

@@ -956,11 +956,11 @@ static unsigned char *ring_run(int kind, int K, int N, const float *dx, const fl
 /* The persistent kernel's weights through a ring in shared memory
  * (ask_cuda_set_pw_ring) against the register walk, bit for bit: plain,
  * fused norm, fused glu, fused rope and fused gate products, at every U (K
- * 2048, 1024, 512, 256) and a long row (8192), with rings of 2, 3 and 5
+ * 2048, 1024, 512, 256) and a long row (8192), with rings of 2, 3 and 8
  * steps (rows ending inside the ring, warps with fewer steps than it). */
 TEST(test_cuda_pw_ring) {
   NEED_DEVICE();
-  static const int Ks[5] = {2048, 1024, 512, 256, 8192}, rings[3] = {2, 3, 5};
+  static const int Ks[5] = {2048, 1024, 512, 256, 8192}, rings[3] = {2, 3, 8};
   ask_cuda_set_gemv_rows(1);
   ask_cuda_set_fuse_rows(1);
   int pw0 = ask_cuda_set_gemv_pw(2), r0 = ask_cuda_set_pw_ring(0);
