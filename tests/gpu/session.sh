@@ -17,7 +17,8 @@
 # bench_gemv, hf_compare and the benchmark ~3 min), without the
 # transformers anchor (~80 s more) unless AS_GPU_ANCHOR=1 (its figures from
 # an earlier run on the same kind of GPU serve for the ratios);
-# AS_SWEEP_* pass through to sweep.sh.
+# AS_SWEEP_* pass through to sweep.sh; AS_SESSION_NCU=1 runs ncu_step.sh
+# before the sweep (its time counts in the budget).
 # With the device tool: run(command="sh build/gpu-bundle/session.sh",
 # carry=["build/gpu-bundle"], timeout_s=600).
 set -u
@@ -28,8 +29,15 @@ START=$(date +%s)
 BUDGET=${AS_SESSION_BUDGET_S:-570}
 SWEEP_S=${AS_SESSION_SWEEP_S:-200}
 
+# Nsight Compute on one decode step a shape first, when asked for
+# (AS_SESSION_NCU=1, ~1-2 min): ncu_step.sh's per-kernel table in OUT/ncu/.
+if [ "${AS_SESSION_NCU:-0}" = 1 ]; then
+  echo "== ncu_step.sh"
+  sh "$HERE/ncu_step.sh" "$RES/ncu"
+fi
+
 echo "== sweep (variants start until $SWEEP_S s have passed)"
-AS_SWEEP_UNTIL=$((START + SWEEP_S)) sh "$HERE/sweep.sh" "$RES/sweep"
+AS_SWEEP_UNTIL=$(($(date +%s) + SWEEP_S)) sh "$HERE/sweep.sh" "$RES/sweep"
 echo "sweep: rc=$? after $(($(date +%s) - START)) s"
 
 # variant settings shape batch tok_s, one a line, from sweep.jsonl
