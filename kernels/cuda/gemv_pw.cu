@@ -149,16 +149,18 @@ template <class XP, class RW> static cudaError_t ask__pw_attr(size_t most) {
       ask__k_gemv_pw_ring<8, XP, RW>, ask__k_gemv_pw_ring<4, XP, RW>,
       ask__k_gemv_pw_ring<2, XP, RW>, ask__k_gemv_pw_ring<1, XP, RW>};
   cudaError_t e = cudaSuccess;
+  /* the register walk's kernels keep the limit they were measured with */
   for (int i = 0; i < 4 && e == cudaSuccess; i++)
-    e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+    e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)ask__pw_smem(ASK__PW_STAGE));
   for (int i = 0; i < 4 && e == cudaSuccess; i++)
     e = cudaFuncSetAttribute(kr[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
   return e;
 }
 
-/* cuda_int.h: the persistent kernels' shared-memory limit raised to what
- * the device lets a block opt in to (x staged, and the weight ring; once,
- * before any capture), ask__cu_sms set. */
+/* cuda_int.h: the persistent kernels' shared-memory limit raised (x
+ * staged; for the ring's kernels, to what the device lets a block opt in
+ * to; once, before any capture), ask__cu_sms set. */
 extern "C" cudaError_t ask__cu_gemv_init(int sms, size_t optin) {
   const size_t most = optin > ask__pw_smem(ASK__PW_STAGE) ? optin : ask__pw_smem(ASK__PW_STAGE);
   cudaError_t e = ask__pw_attr<ask__xp_copy, ask__rw_rows>(most);
