@@ -106,6 +106,17 @@ int ask_cuda_set_split_min(int keys);
  * at most 2 kv heads, never with more (an H200 at batch 1: gemma-2b's one
  * kv head +1.6%, Llama-3.2-1B's eight -1.7%). Returns the previous value. */
 int ask_cuda_set_attn_decode(int rows);
+/* attention_paged's decode kernel reads the page table and each warp's
+ * first batch of keys and values before its programmatic-launch wait, all
+ * but a row's last T keys (T: the launch's rows), so that they load while
+ * the kernel before (the qkv product) finishes; q and those last keys after
+ * it (1), or everything after it (0, the default, or ASK_CUDA_ATTN_EARLY).
+ * The caller promises that a row's keys before its last T were written
+ * before the stream's last copy or full dependency (the engine: by earlier
+ * steps, each step starting with its inputs' copy). The same bits either
+ * way. Written in the seventh session without a device: not yet measured.
+ * Returns the previous value. */
+int ask_cuda_set_attn_early(int on);
 
 /* argmax_rows (greedy sampling) cuts each row into `parts` parts of one
  * block each, merged by the last block to finish (kernels/cuda/sample.cu);

@@ -308,7 +308,8 @@ static void ask__init(void) {
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
              *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
-             *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING");
+             *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING"),
+             *aeenv = getenv("ASK_CUDA_ATTN_EARLY");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -368,6 +369,8 @@ static void ask__init(void) {
     ask__cu_argmax_parts = atoi(menv);
   if (eenv != NULL)
     ask__cu_pw_early = atoi(eenv) != 0;
+  if (aeenv != NULL)
+    ask__cu_attn_early = atoi(aeenv) != 0;
   if (uenv != NULL && atoi(uenv) >= 1 && atoi(uenv) <= 8)
     ask__cu_pw_umax = atoi(uenv);
   if (ringenv != NULL)
@@ -653,11 +656,13 @@ static int ask__d_graph_launch(void *graph, char *err, size_t errlen) {
 static void ask__d_graph_free(void *graph) { ask__graph_free(ask__g.stream, graph); }
 
 static const char *ask__d_describe(void) {
-  char dec[64];
+  char dec[112];
   if (ask__cu_attn_dec < 0)
     snprintf(dec, sizeof dec, "up to %d rows with at most 2 kv heads", ask__pg_dec_rows(1));
   else
     snprintf(dec, sizeof dec, "up to %d rows", ask__cu_attn_dec);
+  if (ask__cu_attn_early)
+    snprintf(dec + strlen(dec), sizeof dec - strlen(dec), ", cache read before the wait");
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
@@ -898,6 +903,12 @@ int ask_cuda_set_attn_decode(int rows) {
 int ask_cuda_set_pw_early(int on) {
   int old = ask__cu_pw_early;
   ask__cu_pw_early = on != 0;
+  return old;
+}
+
+int ask_cuda_set_attn_early(int on) {
+  int old = ask__cu_attn_early;
+  ask__cu_attn_early = on != 0;
   return old;
 }
 

@@ -48,6 +48,9 @@ extern int ask__cu_split_min;
  * -1: automatic, by the kv heads (ask_cuda_set_attn_decode). ask__pg_dec_rows
  * says the rows for nkv kv heads. */
 extern int ask__cu_attn_dec;
+/* paged.cu: 1: the decode kernel reads the keys of earlier steps before
+ * its PDL wait (ask_cuda_set_attn_early). */
+extern int ask__cu_attn_early;
 int ask__pg_dec_rows(int nkv);
 /* elementwise.cu: two dependent launches for backend.c's PDL probe: a[i] =
  * i + seed (after a delay), then b[i] = 3 a[i] + 1 (n ints each). */

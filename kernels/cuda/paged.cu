@@ -523,7 +523,12 @@ int ask__pg_dec_rows(int nkv) {
   return ask__cu_attn_dec >= 0 ? ask__cu_attn_dec : nkv <= 2 ? 16 : 0;
 }
 
-template <int GB, int KL>
+/* cuda_int.h: 1 reads the cache before the PDL wait (ask_cuda_set_attn_early) */
+int ask__cu_attn_early = 0;
+
+/* EARLY: the keys of earlier steps and the step's inputs are read before
+ * the PDL wait, all but the last gridDim.y keys of a row (ask__pd_unit). */
+template <int GB, int KL, bool EARLY>
 static __global__ void __launch_bounds__(32 * ASK__PD_W(GB))
     ask__k_attention_dec(float *out, float *part, const float *q, const uint16_t *kc,
                          const uint16_t *vc, const int32_t *table, const int32_t *seq,
@@ -531,13 +536,15 @@ static __global__ void __launch_bounds__(32 * ASK__PD_W(GB))
                          int page, int nsplit, int kmin, float scale, int Gc, int nchunk,
                          unsigned *cnt) {
   __shared__ float sh[ASK__PD_SH(GB, KL)];
-  ask__pdl_enter();
-  ask__pd_unit<GB, KL, false>(out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, tw,
-                              page, nsplit, kmin, scale, Gc, nchunk, blockIdx.x, blockIdx.y,
-                              blockIdx.z, cnt != NULL ? cnt + (size_t)blockIdx.y * gridDim.x +
-                                                            blockIdx.x
-                                                      : NULL,
-                              sh);
+  if (EARLY)
+    ask__pdl_start(); /* the unit waits */
+  else
+    ask__pdl_enter();
+  ask__pd_unit<GB, KL, false, 0, EARLY>(
+      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, tw, page, nsplit, kmin, scale,
+      Gc, nchunk, blockIdx.x, blockIdx.y, blockIdx.z,
+      cnt != NULL ? cnt + (size_t)blockIdx.y * gridDim.x + blockIdx.x : NULL, sh,
+      (int)gridDim.y);
 }
 
 extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part,
@@ -574,9 +581,16 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
     /* the grid's (x, row) pairs are nkv * nchunk * T: counters as above */
     unsigned *dcnt = nsplit > 1 && (size_t)nkv * nchunk * T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
 #define ASK__PD_LAUNCH(B, K)                                                                 \
-  ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K>)(                      \
-      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
-      kmin, scale, Gc, nchunk, dcnt)
+  do {                                                                                       \
+    if (ask__cu_attn_early)                                                                  \
+      ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K, true>)(            \
+          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
+          nsplit, kmin, scale, Gc, nchunk, dcnt);                                            \
+    else                                                                                     \
+      ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K, false>)(           \
+          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
+          nsplit, kmin, scale, Gc, nchunk, dcnt);                                            \
+  } while (0)
 #define ASK__PD_KL(B)                                                                        \
   do {                                                                                       \
     if (KL == 4)                                                                             \

@@ -166,13 +166,21 @@ static inline int ask__pg_heads(int G, int nkv, int T, int nsplit) {
  * same launch wrote them. KBX: key batches a warp loads before it uses
  * them (0: the decode kernel's own choice); fewer hold fewer registers
  * (the chained kernel has 128 a thread) and give the same bits, since a
- * lane group takes its keys in the same order either way. */
-template <int GB, int KL, bool COH, int KBX = 0>
+ * lane group takes its keys in the same order either way. EARLY: the
+ * caller has not passed its PDL wait (only ask__pdl_start): the unit reads
+ * pos, seq, the page table and each warp's first batch of keys and values
+ * before it waits, all but a row's last nnew keys (a launch's rows hold at
+ * most nnew new positions of a sequence, written by the kernel before;
+ * the keys before them, like the step's inputs, were written before the
+ * step's copy, which every kernel of the step follows), then waits and
+ * reads q and those last keys; the same keys in the same order, so the
+ * same bits. */
+template <int GB, int KL, bool COH, int KBX = 0, bool EARLY = false>
 static __device__ __forceinline__ void
 ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const uint16_t *vc,
              const int32_t *table, const int32_t *seq, const int32_t *pos, int nh, int nkv,
              int D, int q_stride, int tw, int page, int nsplit, int kmin, float scale, int Gc,
-             int nchunk, int bx, int t, int spl, unsigned *cnt, float *sh) {
+             int nchunk, int bx, int t, int spl, unsigned *cnt, float *sh, int nnew = 0) {
   constexpr int KPW = 32 / KL, KB = KBX > 0 ? KBX : GB >= 8 ? 2 : GB == 4 ? 4 : 8;
   constexpr int W = ASK__PD_W(GB);
   float(*sm)[GB] = reinterpret_cast<float(*)[GB]>(sh);
@@ -191,6 +199,43 @@ ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const 
   const bool dl = slice * 8 < D;
   const uint16_t *kr = kc + (size_t)g * D + slice * 8, *vr = vc + (size_t)g * D + slice * 8;
 
+  /* A batch of the warp: keys jw + grp + k * step (k < KB), jw warp-uniform;
+   * rows() looks their cache rows up, fetch() loads them (zero: after
+   * clearing the batch; part: only the keys in [lo, hi)). */
+  const int step = W * KPW;
+  int row[KB];
+  uint4 kk[KB], vv[KB];
+  auto rows = [&](int jw) {
+#pragma unroll
+    for (int k = 0; k < KB; k++) {
+      const int j = jw + grp + k * step;
+      row[k] = j < j1 ? ask__pg_row(tab, j, page) : -1;
+    }
+  };
+  auto fetch = [&](int jw, bool zero, bool part, int lo, int hi) {
+#pragma unroll
+    for (int k = 0; k < KB; k++) {
+      const int j = jw + grp + k * step;
+      if (zero)
+        kk[k] = vv[k] = make_uint4(0u, 0u, 0u, 0u);
+      if (row[k] >= 0 && dl && (!part || (j >= lo && j < hi))) {
+        const uint4 *kp = reinterpret_cast<const uint4 *>(kr + (size_t)row[k] * kvd),
+                    *vp = reinterpret_cast<const uint4 *>(vr + (size_t)row[k] * kvd);
+        kk[k] = COH ? __ldcg(kp) : __ldg(kp);
+        vv[k] = COH ? __ldcg(vp) : __ldg(vp);
+      }
+    }
+  };
+  int jw = j0 + wid * KPW;
+  /* keys from jnew on may be the kernel before's (EARLY: fetched after the wait) */
+  const int jnew = EARLY ? max(L - nnew, 0) : 0;
+  if (EARLY) {
+    if (work && jw < j1) {
+      rows(jw);
+      fetch(jw, true, true, 0, jnew);
+    }
+    ask__pdl_wait();
+  }
   if (work) {
     float qr[GB][8], acc[GB][8], m[GB], l[GB];
 #pragma unroll
@@ -208,25 +253,12 @@ ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const 
         qr[h][4] = b.x, qr[h][5] = b.y, qr[h][6] = b.z, qr[h][7] = b.w;
       }
     }
-    /* batches of the warp: keys jw + grp + k * step (k < KB), warp-uniform jw */
-    const int step = W * KPW;
-    for (int jw = j0 + wid * KPW; jw < j1; jw += step * KB) {
-      int row[KB];
-#pragma unroll
-      for (int k = 0; k < KB; k++) {
-        const int j = jw + grp + k * step;
-        row[k] = j < j1 ? ask__pg_row(tab, j, page) : -1;
-      }
-      uint4 kk[KB], vv[KB];
-#pragma unroll
-      for (int k = 0; k < KB; k++) {
-        kk[k] = vv[k] = make_uint4(0u, 0u, 0u, 0u);
-        if (row[k] >= 0 && dl) {
-          const uint4 *kp = reinterpret_cast<const uint4 *>(kr + (size_t)row[k] * kvd),
-                      *vp = reinterpret_cast<const uint4 *>(vr + (size_t)row[k] * kvd);
-          kk[k] = COH ? __ldcg(kp) : __ldg(kp);
-          vv[k] = COH ? __ldcg(vp) : __ldg(vp);
-        }
+    for (bool first = true; jw < j1; jw += step * KB, first = false) {
+      if (EARLY && first) {
+        fetch(jw, false, true, jnew, j1);
+      } else {
+        rows(jw);
+        fetch(jw, true, false, 0, 0);
       }
 #pragma unroll
       for (int k = 0; k < KB; k++) {

@@ -865,6 +865,103 @@ TEST(test_attention_paged) {
   }
 }
 
+/* The decode kernel reading the cache before its PDL wait
+ * (ask__cu_attn_early) against reading it after: the same bits, and near
+ * refdev. The cache, page table, seq and pos lie in memory the emulator
+ * does not guard (the step's copy and earlier steps wrote them), except
+ * the cache pages that hold each sequence's new positions (the first of
+ * them at a page's start, pages of 8 or 16 KB: whole host pages), which
+ * are guarded like q, out and the parts: reading those before the wait
+ * faults. Block (0,0,0)'s first warp, the one the emulator guards, has the
+ * new key of row 0 (position 32) in its first batch. Rows: decode rows of
+ * three sequences, padding, and a chunk of two rows (64, 65); gemma-like
+ * and Llama-like heads; one part, 4 parts, parts of at least 1 key. */
+enum { PE_NSEQ = 4, PE_PAGE = 16, PE_TW = 6 };
+static const int pe_len[PE_NSEQ] = {33, 49, 1, 66}, pe_first_new[PE_NSEQ] = {32, 48, 0, 64};
+
+/* Guards (add 1) or frees (0) the cache pages that hold new keys; not
+ * under AddressSanitizer, whose builds guard nothing (galloc). */
+static void guard_new_pages(int on, uint16_t *kc, uint16_t *vc, const int32_t *table,
+                            size_t pbytes, int add) {
+#if !defined(__SANITIZE_ADDRESS__)
+  for (int s = 0; on && s < PE_NSEQ; s++)
+    for (int c = pe_first_new[s] / PE_PAGE; c * PE_PAGE < pe_len[s]; c++) {
+      size_t off = (size_t)table[s * PE_TW + c] * pbytes;
+      ask_emu_global((char *)kc + off, pbytes, add), ask_emu_global((char *)vc + off, pbytes, add);
+    }
+#else
+  (void)on, (void)kc, (void)vc, (void)table, (void)pbytes, (void)add;
+#endif
+}
+
+static long paged_early_case(int T, int nh, int nkv, int D, int nsplit) {
+  enum { NSEQ = PE_NSEQ, PAGE = PE_PAGE, TW = PE_TW };
+  const int *len = pe_len;
+  static const int32_t seq0[6] = {0, 1, 2, 3, 3, 0}, pos0[6] = {32, 48, 0, 64, 65, -1};
+  int kvd = nkv * D, qs = (nh + 2 * nkv) * D, npages = 0;
+  size_t pbytes = (size_t)PAGE * kvd * 2; /* a multiple of 4096 here */
+  int32_t *table = aligned_alloc(4096, 4096), *seq = aligned_alloc(4096, 4096),
+          *pos = aligned_alloc(4096, 4096);
+  for (int s = 0; s < NSEQ; s++)
+    npages += (len[s] + PAGE - 1) / PAGE;
+  int perm[32];
+  for (int i = 0; i < npages; i++)
+    perm[i] = i;
+  for (int i = npages - 1; i > 0; i--) {
+    int j = irand(i + 1), t = perm[i];
+    perm[i] = perm[j], perm[j] = t;
+  }
+  for (int s = 0, k = 0; s < NSEQ; s++)
+    for (int c = 0; c < TW; c++)
+      table[s * TW + c] = c < (len[s] + PAGE - 1) / PAGE ? perm[k++] : 1 << 28;
+  memcpy(seq, seq0, sizeof seq0), memcpy(pos, pos0, sizeof pos0);
+  uint16_t *kc = aligned_alloc(4096, npages * pbytes), *vc = aligned_alloc(4096, npages * pbytes);
+  for (size_t i = 0; i < npages * pbytes / 2; i++) {
+    kc[i] = to_bf16(frand() * 2);
+    vc[i] = to_bf16(frand() * 2);
+  }
+  float *q = rnd((size_t)T * qs, 1), *out[2], *want = galloc((size_t)T * nh * D * 4);
+  float *part = galloc((size_t)nsplit * T * nh * (D + 2) * 4), scale = 1.0f / sqrtf((float)D);
+  rdev->attention_paged(want, NULL, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, TW, PAGE, 1,
+                        scale);
+  for (int e = 0; e < 2; e++) {
+    out[e] = galloc((size_t)T * nh * D * 4);
+    ask__cu_attn_early = e;
+    guard_new_pages(e == 1, kc, vc, table, pbytes, 1);
+    ask__cu_attention_paged_gb(S, out[e], part, q, kc, vc, table, seq, pos, T, nh, nkv, D, qs, TW,
+                               PAGE, nsplit, scale, 0);
+    guard_new_pages(e == 1, kc, vc, table, pbytes, 0);
+  }
+  ask__cu_attn_early = 0;
+  long bad = cu_failed ? 0 : mismatch(out[0], want, (size_t)T * nh * D, 1e-4, 1e-4);
+  if (bad < 0 && !cu_failed && memcmp(out[0], out[1], (size_t)T * nh * D * 4) != 0)
+    bad = 0;
+  if (bad >= 0)
+    fprintf(stderr, "  attention_paged early T=%d nh=%d nkv=%d D=%d nsplit=%d kmin=%d\n", T, nh,
+            nkv, D, nsplit, ask__cu_split_min);
+  free(table), free(seq), free(pos), free(kc), free(vc);
+  gfree(q), gfree(out[0]), gfree(out[1]), gfree(want), gfree(part);
+  return bad;
+}
+
+TEST(test_attention_paged_early) {
+  static const int heads[2][3] = {{8, 1, 256}, {32, 8, 64}}; /* gemma, llama */
+  int dec0 = ask__cu_attn_dec, kmin0 = ask__cu_split_min;
+  FOR_ORDERS {
+    ask__cu_attn_dec = 64;
+    for (int hc = 0; hc < 2; hc++)
+      for (int T = 1; T <= 6; T += 5)
+        for (int nsplit = 1; nsplit <= 4; nsplit += 3)
+          for (int kmin = 1; kmin <= 64; kmin += 63) {
+            ask__cu_split_min = kmin;
+            long bad = paged_early_case(T, heads[hc][0], heads[hc][1], heads[hc][2], nsplit);
+            LAUNCHED();
+            ASSERT_EQ(bad, -1);
+          }
+  }
+  ask__cu_attn_dec = dec0, ask__cu_split_min = kmin0;
+}
+
 /* ---- gemv.cu ---- */
 
 /* out (T,N) = x · wᵀ + bias with w bf16, against ref->matmul on the widened
@@ -1754,6 +1851,7 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_embedding, test_rmsnorm, test_layernorm, test_rope, test_rope_kv, test_glu,
           test_glu_rows, test_add_softmax_bias, test_f32_to_bf16, test_attention,
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
+          test_attention_paged_early,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
           test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu,
           test_gemv_chain, test_argmax_rows,

@@ -16,6 +16,8 @@
 # asks each of them again, alone and against the defaults before
 # (old_defaults); then the weights through a ring in shared memory
 # (ASK_CUDA_PW_RING: written after the sixth session's last device call),
+# the decode attention reading the cache before its PDL wait
+# (ASK_CUDA_ATTN_EARLY, written in the seventh session, without a device),
 # the chained layer (ASK_CUDA_CHAIN, measured slower), argmax in one block
 # a row, lm_head on the persistent kernel, the early loads (at 1 block an
 # SM still untimed), short steps, what each kind of op costs inside a step
@@ -51,6 +53,9 @@ ring4 ASK_CUDA_PW_RING=4
 ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
 ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
 ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
+attn_early ASK_CUDA_ATTN_EARLY=1
+attn_early_all ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16
+attn_early_all_split32 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
 chain ASK_CUDA_CHAIN=1
 chain_attn ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1

@@ -641,6 +641,85 @@ TEST(test_cuda_attention_paged) {
   }
 }
 
+/* attention_paged's decode kernel reading the cache before its PDL wait
+ * (ask_cuda_set_attn_early(1)) against reading it after, as the engine runs
+ * it: each of S decode steps of one sequence copies its position and cache
+ * slot to the device (ASK_COPY_H2D_ASYNC), then norm_matmul_rope_kv writes
+ * q and the new key and value (the cache row at that slot, which starts
+ * random: a read before the write gives other bits), then attention_paged
+ * reads keys 0..pos. Every step's output bit for bit, on the head shapes
+ * of Llama-3.2-1B (32/8/64) and gemma-2b (8/1/256), parts 1 and 32. On
+ * the emulated backend, whose device memory is all guarded before the
+ * wait, the early reads would fault by design: there the test checks the
+ * steps without them only. */
+TEST(test_cuda_attention_early) {
+  NEED_DEVICE();
+  enum { S = 24, PAGE = 16, P0 = 100, K = 2048 };
+  static const int hs[2][3] = {{32, 8, 64}, {8, 1, 256}};
+  int dec0 = ask_cuda_set_attn_decode(64), pw0 = ask_cuda_set_gemv_pw(2);
+  int fr0 = ask_cuda_set_fuse_rope(1), e0 = ask_cuda_set_attn_early(0);
+  ask_cuda_set_gemv_rows(1);
+  ask_cuda_set_fuse_rows(1);
+  for (int c = 0; c < 4; c++) {
+    int nh = hs[c & 1][0], nkv = hs[c & 1][1], D = hs[c & 1][2], nsplit = c & 2 ? 32 : 1;
+    int N = (nh + 2 * nkv) * D, kvd = nkv * D, qd = nh * D;
+    int tw = (P0 + S + PAGE - 1) / PAGE, rows = tw * PAGE;
+    int32_t *table = malloc((size_t)tw * 4), seq0 = 0, io[S][2];
+    for (int i = 0; i < tw; i++)
+      table[i] = tw - 1 - i; /* pages in reverse */
+    for (int i = 0; i < S; i++) {
+      io[i][0] = P0 + i;
+      io[i][1] = table[(P0 + i) / PAGE] * PAGE + (P0 + i) % PAGE;
+    }
+    float *x = rnd(K, 2), *nw = rnd(K, 1), *invf = inv_freq(D);
+    uint16_t *w16 = rnd16((size_t)N * K), *cache = rnd16((size_t)rows * kvd);
+    float *dx = up(x, K * 4), *dnw = up(nw, K * 4), *dinv = up(invf, D / 2 * 4);
+    float *dh = up(NULL, (size_t)K * 4), *dqkv = up(NULL, (size_t)N * 4);
+    float *dpart = up(NULL, (size_t)nsplit * nh * (D + 2) * 4);
+    uint16_t *dw = up(w16, (size_t)N * K * 2), *dxs = up(NULL, (size_t)K * 2);
+    int32_t *dtab = up(table, (size_t)tw * 4), *dseq = up(&seq0, 4), *dio = up(NULL, 8);
+    float *got[2] = {NULL, NULL};
+#ifdef AS_CUDAEMU_BACKEND
+    const int runs = 1;
+#else
+    const int runs = 2;
+#endif
+    for (int e = 0; e < runs; e++) {
+      uint16_t *dkc = up(cache, (size_t)rows * kvd * 2), *dvc = up(cache, (size_t)rows * kvd * 2);
+      float *dout = up(NULL, (size_t)S * qd * 4);
+      char err[256];
+      ask_cuda_set_attn_early(e);
+      for (int i = 0; i < S; i++) {
+        ASSERT_EQ(dev->copy(dio, io[i], 8, ASK_COPY_H2D_ASYNC, err, sizeof err), 0);
+        dev->norm_matmul_rope_kv(dqkv, NULL, dh, dxs, dx, NULL, dnw, 1e-6f, 0.0f, dw, NULL, 1, K,
+                                 dkc, dvc, dio, dio + 1, dinv, nh, nkv, D);
+        dev->attention_paged(dout + (size_t)i * qd, dpart, dqkv, dkc, dvc, dtab, dseq, dio, 1, nh,
+                             nkv, D, N, tw, PAGE, nsplit, 1.0f / sqrtf((float)D));
+      }
+      got[e] = down(dout, (size_t)S * qd * 4);
+      dev->free(dkc), dev->free(dvc), dev->free(dout);
+    }
+    ask_cuda_set_attn_early(0);
+    double mx = 0.0; /* finite, not all zeros */
+    for (size_t i = 0; i < (size_t)S * qd; i++)
+      mx = isfinite(got[0][i]) ? fmax(mx, fabs((double)got[0][i])) : INFINITY;
+    ASSERT_TRUE(mx > 0.0 && isfinite(mx));
+    if (runs == 2)
+      ASSERT_MEM_EQ(got[1], got[0], (size_t)S * qd * 4);
+    free(got[0]), free(got[1]);
+    dev->free(dx), dev->free(dnw), dev->free(dinv), dev->free(dh), dev->free(dqkv);
+    dev->free(dpart), dev->free(dw), dev->free(dxs), dev->free(dtab), dev->free(dseq);
+    dev->free(dio);
+    free(table), free(x), free(nw), free(invf), free(w16), free(cache);
+  }
+  ask_cuda_set_attn_decode(dec0);
+  ask_cuda_set_gemv_pw(pw0);
+  ask_cuda_set_fuse_rope(fr0);
+  ask_cuda_set_attn_early(e0);
+  ask_cuda_set_gemv_rows(16);
+  ask_cuda_set_fuse_rows(16);
+}
+
 /* attention_prefill against the twin: one chunk of n rows at positions p0
  * .. p0 + n - 1 of a sequence whose p0 + n keys sit in shuffled pages,
  * query rows inside fused qkv rows plus qextra floats, the device caches
@@ -1862,7 +1941,8 @@ TEST(test_cuda_errors) {
 
 TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda_marks,
           test_cuda_norms, test_cuda_rope, test_cuda_rope_kv, test_cuda_activations,
-          test_cuda_attention, test_cuda_attention_paged, test_cuda_attention_prefill,
+          test_cuda_attention, test_cuda_attention_paged, test_cuda_attention_early,
+          test_cuda_attention_prefill,
           test_cuda_matmul_f32, test_cuda_matmul_bf16, test_cuda_fused_matmul,
           test_cuda_gemv_pw, test_cuda_pw_ring, test_cuda_norm_rope, test_cuda_norm_glu, test_cuda_chain,
           test_cuda_argmax, test_cuda_sample, test_cuda_graph,
