@@ -40,9 +40,12 @@ size_t ask_cuda_set_gemv_max_bytes(size_t bytes);
 int ask_cuda_set_gemv_pw(int blocks);
 /* The persistent kernel's first weight step loaded into registers before
  * the programmatic-launch wait (1) rather than only sent to L2 (0, the
- * default, or ASK_CUDA_PW_EARLY). Measured 5% slower at 2 blocks an SM on
- * an H200; to be timed at 1 block an SM, where the next kernel's block can
- * run beside the one before. Returns the previous value. */
+ * default, or ASK_CUDA_PW_EARLY); 2: only in the product launched right
+ * after attention_paged (the o projection), whose small grid leaves room
+ * on every SM for a block of the product while it runs. 1 measured 3-6%
+ * slower at 2 blocks an SM on an H200 (the product before holds the
+ * register file until its blocks leave); 2 written in the seventh
+ * session, not yet measured. Returns the previous value. */
 int ask_cuda_set_pw_early(int on);
 /* The persistent kernel's weights streamed through a ring of `steps` steps
  * a warp in shared memory by asynchronous copies (cp.async), `steps` in
@@ -106,15 +109,17 @@ int ask_cuda_set_split_min(int keys);
  * at most 2 kv heads, never with more (an H200 at batch 1: gemma-2b's one
  * kv head +1.6%, Llama-3.2-1B's eight -1.7%). Returns the previous value. */
 int ask_cuda_set_attn_decode(int rows);
-/* attention_paged's decode kernel reads the page table and each warp's
- * first batch of keys and values before its programmatic-launch wait, all
- * but a row's last T keys (T: the launch's rows), so that they load while
- * the kernel before (the qkv product) finishes; q and those last keys after
- * it (1), or everything after it (0, the default, or ASK_CUDA_ATTN_EARLY).
- * The caller promises that a row's keys before its last T were written
- * before the stream's last copy or full dependency (the engine: by earlier
- * steps, each step starting with its inputs' copy). The same bits either
- * way. Written in the seventh session without a device: not yet measured.
+/* attention_paged's decode and grouped kernels read the page table and
+ * their first batch (tile) of keys and values before the programmatic-launch
+ * wait, all but a row's last T keys (T: the launch's rows), so that they
+ * load while the kernel before (the qkv product) finishes; q and those last
+ * keys after it (1), or everything after it (0, the default, or
+ * ASK_CUDA_ATTN_EARLY). The per-head kernel (no grouped-query heads) does not.
+ * The caller promises that nothing launched since the stream's last copy
+ * or other full dependency writes what is read before the wait: pos, seq,
+ * the page table and a row's keys before its last T (the engine: earlier
+ * steps wrote them, and each step starts with its inputs' copy). The same
+ * bits either way. Written in the seventh session without a device: not yet measured.
  * Returns the previous value. */
 int ask_cuda_set_attn_early(int on);
 

@@ -368,7 +368,7 @@ static void ask__init(void) {
   if (menv != NULL && atoi(menv) > 0)
     ask__cu_argmax_parts = atoi(menv);
   if (eenv != NULL)
-    ask__cu_pw_early = atoi(eenv) != 0;
+    (void)ask_cuda_set_pw_early(atoi(eenv));
   if (aeenv != NULL)
     ask__cu_attn_early = atoi(aeenv) != 0;
   if (uenv != NULL && atoi(uenv) >= 1 && atoi(uenv) <= 8)
@@ -670,7 +670,10 @@ static const char *ask__d_describe(void) {
            "products %s%s%s, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
-           ask__cu_gemv_pw > 0 && ask__cu_pw_early ? ", first weights before the wait" : "",
+           ask__cu_gemv_pw > 0 && ask__cu_pw_early == 1 ? ", first weights before the wait"
+           : ask__cu_gemv_pw > 0 && ask__cu_pw_early == 2
+               ? ", first weights before the wait after the attention"
+               : "",
            ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
            ask__cu_gemv_pw > 0 && ask__cu_pw_ring > 0 ? ", weights through shared memory"
                                                        " where a block fits"
@@ -902,7 +905,7 @@ int ask_cuda_set_attn_decode(int rows) {
 
 int ask_cuda_set_pw_early(int on) {
   int old = ask__cu_pw_early;
-  ask__cu_pw_early = on != 0;
+  ask__cu_pw_early = on == 2 ? 2 : on != 0;
   return old;
 }
 

@@ -14,8 +14,10 @@
 #include "cuda_int.h"
 
 /* Records a failed launch of `name` (the kernel's own launch errors: bad
- * configuration, no kernel image for this device). */
-#define ASK__LAUNCHED(name) ask__cu_check(cudaGetLastError(), "launch of " name)
+ * configuration, no kernel image for this device), and that the stream's
+ * last launch was not the attention's (ask__cu_after_attn). */
+#define ASK__LAUNCHED(name)                                                                      \
+  (ask__cu_after_attn = 0, ask__cu_check(cudaGetLastError(), "launch of " name))
 
 /* ---- programmatic dependent launch (PDL, sm_90+) ---------------------------
  * Every kernel of kernels/cuda is launched with ASK__LAUNCH:
@@ -32,7 +34,10 @@
  * The rule every kernel keeps, which makes this safe: each thread first
  * calls ask__pdl_start() (its successor may be scheduled as soon as every
  * block of this one has started), may then read memory that no kernel ever
- * writes (weights: the GEMVs send their first pieces to L2), and calls
+ * writes (weights: the GEMVs send their first pieces to L2) or, where its
+ * caller promises it, that nothing launched since the stream's last full
+ * dependency writes (ASK_CUDA_ATTN_EARLY: the cache rows of earlier steps,
+ * the step's copied inputs), and calls
  * ask__pdl_wait() (griddepcontrol.wait: returns when every kernel this one
  * depends on has completed and its writes are visible) before it reads
  * anything else or writes anything, and before it returns. Because each

@@ -48,8 +48,8 @@ extern int ask__cu_split_min;
  * -1: automatic, by the kv heads (ask_cuda_set_attn_decode). ask__pg_dec_rows
  * says the rows for nkv kv heads. */
 extern int ask__cu_attn_dec;
-/* paged.cu: 1: the decode kernel reads the keys of earlier steps before
- * its PDL wait (ask_cuda_set_attn_early). */
+/* paged.cu: 1: the decode and grouped kernels read the keys of earlier
+ * steps before their PDL wait (ask_cuda_set_attn_early). */
 extern int ask__cu_attn_early;
 int ask__pg_dec_rows(int nkv);
 /* elementwise.cu: two dependent launches for backend.c's PDL probe: a[i] =
@@ -125,8 +125,17 @@ void ask__cu_attention_prefill(cudaStream_t s, float *out, const float *q, const
 extern int ask__cu_sms;
 extern int ask__cu_gemv_pw;
 /* gemv_pw.cu: 1 loads each warp's first weight step into registers before
- * the PDL wait (weights are never written by a kernel); ask_cuda_set_pw_early. */
+ * the PDL wait (weights are never written by a kernel), 2 only in the
+ * launch right after the attention's (ask__cu_after_attn);
+ * ask_cuda_set_pw_early. ask__cu_pw_early_now: whether the next
+ * persistent launch will. */
 extern int ask__cu_pw_early;
+int ask__cu_pw_early_now(void);
+/* paged.cu sets it after attention_paged's launches, ASK__LAUNCHED clears it
+ * after any other: 1 while the stream's last launch is the attention's,
+ * whose few blocks leave most of the device to the next kernel's blocks
+ * before its PDL wait. */
+extern int ask__cu_after_attn;
 /* gemv_pw.cu: the persistent kernel's steps of at most 32 * this many
  * 16-byte pieces a warp (8, 4, 2, 1; ASK_CUDA_PW_UMAX). At 4 or less it
  * keeps to 80 registers, so that a block of the next kernel fits beside two

@@ -11,6 +11,7 @@
 int ask__cu_sms = 0;   /* cuda_int.h: SMs of the device (backend.c) */
 int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 0: not used */
 int ask__cu_pw_early = 0; /* cuda_int.h: the first weight step loaded before the PDL wait */
+int ask__cu_after_attn = 0; /* cuda_int.h: the stream's last launch was the attention's */
 int ask__cu_pw_umax = 8;  /* cuda_int.h: U (pieces a lane a step) at most: 8, 4, 2 or 1 */
 int ask__cu_pw_ring = 0;  /* cuda_int.h: weight steps a warp has in flight through shared memory */
 static size_t ask__pw_optin; /* shared memory a block may have (the device's opt-in limit) */
@@ -50,6 +51,17 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, U <= 4 ? 3 : 2)
       p[u] = ask__ld_w(cur + 32 * u);
   }
   ask__pw_walk<U>(rw, xp, w, bias, K, n, p, ask__gemv_sh);
+}
+
+/* cuda_int.h. After the attention (ASK_CUDA_PW_EARLY=2) the product is
+ * the o projection, and the attention's grid (at one row ~128 blocks with
+ * work in a few dozen) leaves a block of it room on every SM while the
+ * attention runs: its first step, at K 2048 the whole row, can load then.
+ * After a persistent product, whose blocks fill the register file, it
+ * cannot, and the early loads only slow that product's tail (all
+ * products early: 3-6% slower on an H200). */
+int ask__cu_pw_early_now(void) {
+  return ask__cu_pw_early == 1 || (ask__cu_pw_early == 2 && ask__cu_after_attn);
 }
 
 /* The same product with the weights through a ring of `ring` steps a warp
@@ -104,7 +116,8 @@ static void ask__gemv_pw_launch(cudaStream_t s, const RW &rw, int units, const X
   long rpw = ((long)units + most - 1) / most, warps = ((long)units + rpw - 1) / rpw;
   unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
   dim3 b(32 * ASK__PW_WARPS);
-  const int e = ask__cu_pw_early;
+  const int e = ask__cu_pw_early_now();
+  ask__cu_after_attn = 0; /* this launch is the stream's last now */
 #define ASK__PW_GO(UU)                                                                     \
   do {                                                                                     \
     if (ring > 0)                                                                          \

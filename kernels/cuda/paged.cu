@@ -256,27 +256,37 @@ static __global__ void ask__k_attention_paged(float *out, float *part, const flo
 /* Dims [c8, c8 + 8) of the cache row r (bf16), zeros past D: one 16-byte
  * load when vec16 (D % 8 == 0, 16-byte aligned caches), else bf16 pairs. */
 static __device__ __forceinline__ uint4 ask__pg_chunk(const uint16_t *r, int c8, int D,
-                                                      int vec16) {
+                                                      int vec16, bool cg = false) {
   if (vec16)
-    return c8 < D ? __ldg(reinterpret_cast<const uint4 *>(r + c8)) : make_uint4(0u, 0u, 0u, 0u);
+    return c8 < D ? (cg ? __ldcg(reinterpret_cast<const uint4 *>(r + c8))
+                        : __ldg(reinterpret_cast<const uint4 *>(r + c8)))
+                  : make_uint4(0u, 0u, 0u, 0u);
   uint32_t w[4];
 #pragma unroll
   for (int e = 0; e < 4; e++)
-    w[e] = c8 + 2 * e < D ? __ldg(reinterpret_cast<const uint32_t *>(r + c8 + 2 * e)) : 0u;
+    w[e] = c8 + 2 * e < D ? (cg ? __ldcg(reinterpret_cast<const uint32_t *>(r + c8 + 2 * e))
+                                : __ldg(reinterpret_cast<const uint32_t *>(r + c8 + 2 * e)))
+                          : 0u;
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 /* Block (g * nchunk + chunk, t, part): query heads h0 .. h0 + Gn - 1 of kv
  * head g, Gc heads a chunk (Gn < Gc in the last one), GB >= Gc; dims padded
- * to DP (a power of two, 8 * GB <= DP <= 256); see the header. */
-template <int GB>
+ * to DP (a power of two, 8 * GB <= DP <= 256); see the header. EARLY
+ * (ASK_CUDA_ATTN_EARLY, as paged.cuh's decode unit): the first tile's
+ * cache rows and its keys and values before the PDL wait, all but a row's
+ * last gridDim.y keys, which come after it through L2 (in every tile). */
+template <int GB, bool EARLY>
 static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
     ask__k_attention_paged_grouped(float *out, float *part, const float *q, const uint16_t *kc,
                                    const uint16_t *vc, const int32_t *table, const int32_t *seq,
                                    const int32_t *pos, int nh, int nkv, int D, int q_stride,
                                    int tw, int page, int nsplit, int kmin, float scale,
                                    int Gc, int nchunk, int DP, int vec16, unsigned *cnt) {
-  ask__pdl_enter();
+  if (EARLY)
+    ask__pdl_start(); /* the wait is below, after the first tile's early loads */
+  else
+    ask__pdl_enter();
   constexpr int HS = GB >= 4 ? 4 : 2, NHG = GB / HS;
   /* The queries first; then the K tile and the V tile (TK rows of KL
    * chunks each); after the last tile, the key groups' partial
@@ -302,6 +312,25 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
   const size_t kvd = (size_t)nkv * (size_t)D;
   const uint16_t *kr = kc + (size_t)g * D, *vr = vc + (size_t)g * D;
   uint4 *ks = skv, *vs = skv + TK * KL;
+  /* keys from jnew on may be the kernel before's (EARLY: read after the wait) */
+  const int jnew = EARLY ? max(L - (int)gridDim.y, 0) : 0;
+  uint4 pk[4], pv[4]; /* the next tile's chunks tid + 256 * r, r < nper */
+  if (EARLY) { /* the first tile's rows and its keys before jnew, then the wait */
+    if (ntile > 0 && tid < TK && j0 + tid < j1)
+      srow[tid] = ask__pg_row(tab, j0 + tid, page);
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      int x = tid + r * ASK__PG_GT, jt = x >> lkl;
+      pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
+      if (r < nper && j0 + jt < j1 && j0 + jt < jnew) {
+        size_t off = (size_t)srow[jt] * kvd;
+        pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
+        pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
+      }
+    }
+    ask__pdl_wait();
+  }
 
   /* The queries: 8 dims (slice * 8 ...) of the GB heads, zeros past D and
    * past the chunk's heads, read by the block in coalesced order into the
@@ -335,18 +364,20 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
       acc[hh][e] = 0.0f;
   float m = -INFINITY, l = 0.0f; /* running max and sum of head wid (warps < GB) */
 
-  uint4 pk[4], pv[4]; /* the next tile's chunks tid + 256 * r, r < nper */
-  if (ntile > 0 && tid < TK && j0 + tid < j1)
-    srow[tid] = ask__pg_row(tab, j0 + tid, page);
-  __syncthreads();
+  if (!EARLY) {
+    if (ntile > 0 && tid < TK && j0 + tid < j1)
+      srow[tid] = ask__pg_row(tab, j0 + tid, page);
+    __syncthreads();
+  }
 #pragma unroll
-  for (int r = 0; r < 4; r++) {
+  for (int r = 0; r < 4; r++) { /* EARLY: the first tile's keys from jnew on */
     int x = tid + r * ASK__PG_GT, jt = x >> lkl;
-    pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
-    if (r < nper && j0 + jt < j1) {
+    if (!EARLY)
+      pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
+    if (r < nper && j0 + jt < j1 && (!EARLY || j0 + jt >= jnew)) {
       size_t off = (size_t)srow[jt] * kvd;
-      pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
-      pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
+      pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16, EARLY);
+      pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16, EARLY);
     }
   }
 
@@ -369,8 +400,9 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
         pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
         if (r < nper && jn + jt < j1) {
           size_t off = (size_t)srow[jt] * kvd;
-          pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
-          pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
+          const bool cg = EARLY && jn + jt >= jnew; /* a new key: through L2 */
+          pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16, cg);
+          pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16, cg);
         }
       }
 
@@ -523,7 +555,8 @@ int ask__pg_dec_rows(int nkv) {
   return ask__cu_attn_dec >= 0 ? ask__cu_attn_dec : nkv <= 2 ? 16 : 0;
 }
 
-/* cuda_int.h: 1 reads the cache before the PDL wait (ask_cuda_set_attn_early) */
+/* cuda_int.h: 1: the decode and grouped kernels read the cache before the
+ * PDL wait (ask_cuda_set_attn_early) */
 int ask__cu_attn_early = 0;
 
 /* EARLY: the keys of earlier steps and the step's inputs are read before
@@ -547,12 +580,12 @@ static __global__ void __launch_bounds__(32 * ASK__PD_W(GB))
       (int)gridDim.y);
 }
 
-extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part,
-                                           const float *q, const uint16_t *kc,
-                                           const uint16_t *vc, const int32_t *table,
-                                           const int32_t *seq, const int32_t *pos, int T, int nh,
-                                           int nkv, int D, int q_stride, int table_width,
-                                           int page, int nsplit, float scale, int heads) {
+static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
+                                        const float *q, const uint16_t *kc, const uint16_t *vc,
+                                        const int32_t *table, const int32_t *seq,
+                                        const int32_t *pos, int T, int nh, int nkv, int D,
+                                        int q_stride, int table_width, int page, int nsplit,
+                                        float scale, int heads) {
   if (T <= 0 || ask__cu_failed())
     return;
   if (D <= 0 || D % 2 != 0 || D > 64 * ASK__PG_NP || nkv <= 0 || nh <= 0 || nh % nkv != 0 ||
@@ -628,9 +661,16 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
       DP *= 2;
     dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
 #define ASK__PG_LAUNCH(N)                                                                    \
-  ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N>)(                   \
-      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
-      kmin, scale, Gc, nchunk, DP, vec16, cnt)
+  do {                                                                                       \
+    if (ask__cu_attn_early)                                                                  \
+      ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N, true>)(         \
+          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
+          nsplit, kmin, scale, Gc, nchunk, DP, vec16, cnt);                                  \
+    else                                                                                     \
+      ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N, false>)(        \
+          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
+          nsplit, kmin, scale, Gc, nchunk, DP, vec16, cnt);                                  \
+  } while (0)
     if (GB == 2)
       ASK__PG_LAUNCH(2);
     else if (GB == 4)
@@ -642,6 +682,19 @@ extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *pa
   if (ASK__LAUNCHED("attention_paged") || nsplit == 1 || cnt != NULL)
     return;
   ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
+}
+
+/* The launches, then ask__cu_after_attn set (gemv_pw.cu's early loads
+ * after the attention). */
+extern "C" void ask__cu_attention_paged_gb(cudaStream_t s, float *out, float *part,
+                                           const float *q, const uint16_t *kc,
+                                           const uint16_t *vc, const int32_t *table,
+                                           const int32_t *seq, const int32_t *pos, int T, int nh,
+                                           int nkv, int D, int q_stride, int table_width,
+                                           int page, int nsplit, float scale, int heads) {
+  ask__attention_paged_launch(s, out, part, q, kc, vc, table, seq, pos, T, nh, nkv, D, q_stride,
+                              table_width, page, nsplit, scale, heads);
+  ask__cu_after_attn = 1;
 }
 
 extern "C" void ask__cu_attention_paged(cudaStream_t s, float *out, float *part, const float *q,

@@ -169,12 +169,16 @@ static inline int ask__pg_heads(int G, int nkv, int T, int nsplit) {
  * lane group takes its keys in the same order either way. EARLY: the
  * caller has not passed its PDL wait (only ask__pdl_start): the unit reads
  * pos, seq, the page table and each warp's first batch of keys and values
- * before it waits, all but a row's last nnew keys (a launch's rows hold at
- * most nnew new positions of a sequence, written by the kernel before;
- * the keys before them, like the step's inputs, were written before the
- * step's copy, which every kernel of the step follows), then waits and
- * reads q and those last keys; the same keys in the same order, so the
- * same bits. */
+ * before it waits, all but a row's last nnew keys, then waits and reads q
+ * and those last keys; the same keys in the same order, so the same bits.
+ * The caller's promise: nothing launched since the stream's last full
+ * dependency writes what is read before the wait (the engine: a launch's
+ * rows hold at most nnew new positions of a sequence; the keys before
+ * them, and the step's inputs, were written before the step's input copy,
+ * which waits for every kernel before it). The last keys are read through
+ * L2 (__ldcg) in every batch: where a cache row is not a multiple of 32
+ * bytes, a key read early (by any block on the SM) may have brought a
+ * sector of a new one into L1 before it was written. */
 template <int GB, int KL, bool COH, int KBX = 0, bool EARLY = false>
 static __device__ __forceinline__ void
 ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const uint16_t *vc,
@@ -201,7 +205,9 @@ ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const 
 
   /* A batch of the warp: keys jw + grp + k * step (k < KB), jw warp-uniform;
    * rows() looks their cache rows up, fetch() loads them (zero: after
-   * clearing the batch; part: only the keys in [lo, hi)). */
+   * clearing the batch; sub: only the keys in [lo, hi)); with EARLY the
+   * keys from jnew on through L2, whose rows may share a sector with a key
+   * read early. */
   const int step = W * KPW;
   int row[KB];
   uint4 kk[KB], vv[KB];
@@ -212,23 +218,24 @@ ask__pd_unit(float *out, float *part, const float *q, const uint16_t *kc, const 
       row[k] = j < j1 ? ask__pg_row(tab, j, page) : -1;
     }
   };
-  auto fetch = [&](int jw, bool zero, bool part, int lo, int hi) {
+  /* keys from jnew on may be the kernel before's (EARLY: fetched after the wait) */
+  const int jnew = EARLY ? max(L - nnew, 0) : 0;
+  auto fetch = [&](int jw, bool zero, bool sub, int lo, int hi) {
 #pragma unroll
     for (int k = 0; k < KB; k++) {
       const int j = jw + grp + k * step;
       if (zero)
         kk[k] = vv[k] = make_uint4(0u, 0u, 0u, 0u);
-      if (row[k] >= 0 && dl && (!part || (j >= lo && j < hi))) {
+      if (row[k] >= 0 && dl && (!sub || (j >= lo && j < hi))) {
         const uint4 *kp = reinterpret_cast<const uint4 *>(kr + (size_t)row[k] * kvd),
                     *vp = reinterpret_cast<const uint4 *>(vr + (size_t)row[k] * kvd);
-        kk[k] = COH ? __ldcg(kp) : __ldg(kp);
-        vv[k] = COH ? __ldcg(vp) : __ldg(vp);
+        const bool cg = COH || (EARLY && j >= jnew);
+        kk[k] = cg ? __ldcg(kp) : __ldg(kp);
+        vv[k] = cg ? __ldcg(vp) : __ldg(vp);
       }
     }
   };
   int jw = j0 + wid * KPW;
-  /* keys from jnew on may be the kernel before's (EARLY: fetched after the wait) */
-  const int jnew = EARLY ? max(L - nnew, 0) : 0;
   if (EARLY) {
     if (work && jw < j1) {
       rows(jw);

@@ -872,10 +872,18 @@ TEST(test_attention_paged) {
  * the cache pages that hold each sequence's new positions (the first of
  * them at a page's start, pages of 8 or 16 KB: whole host pages), which
  * are guarded like q, out and the parts: reading those before the wait
- * faults. Block (0,0,0)'s first warp, the one the emulator guards, has the
- * new key of row 0 (position 32) in its first batch. Rows: decode rows of
- * three sequences, padding, and a chunk of two rows (64, 65); gemma-like
- * and Llama-like heads; one part, 4 parts, parts of at least 1 key. */
+ * faults. The emulator guards block (0,0,0)'s first warp, which serves
+ * row 0 and part 0: where part 0 holds the row's new keys (one part, or
+ * parts of at least 64 keys) and they fall in that warp's first batch (the
+ * grouped kernel: its share of the first tile; gemma's 32-key tiles hold
+ * position 32 in the second, so there only Llama's shape checks it),
+ * reading one early faults. The decode kernel and the grouped one. Rows:
+ * a decode row at position 32 first (in the first warp's first batch on
+ * both shapes), or the second row of a two-row chunk (65, then 64: with
+ * one new key assumed instead of two, key 64 would be read early; in the
+ * first batch on Llama's shape), with decode rows of other sequences and
+ * padding after; gemma-like and Llama-like heads; one part, 4 parts,
+ * parts of at least 1 key. */
 enum { PE_NSEQ = 4, PE_PAGE = 16, PE_TW = 6 };
 static const int pe_len[PE_NSEQ] = {33, 49, 1, 66}, pe_first_new[PE_NSEQ] = {32, 48, 0, 64};
 
@@ -894,10 +902,10 @@ static void guard_new_pages(int on, uint16_t *kc, uint16_t *vc, const int32_t *t
 #endif
 }
 
-static long paged_early_case(int T, int nh, int nkv, int D, int nsplit) {
+static long paged_early_case(int T, const int32_t *seq0, const int32_t *pos0, int nh, int nkv,
+                             int D, int nsplit) {
   enum { NSEQ = PE_NSEQ, PAGE = PE_PAGE, TW = PE_TW };
   const int *len = pe_len;
-  static const int32_t seq0[6] = {0, 1, 2, 3, 3, 0}, pos0[6] = {32, 48, 0, 64, 65, -1};
   int kvd = nkv * D, qs = (nh + 2 * nkv) * D, npages = 0;
   size_t pbytes = (size_t)PAGE * kvd * 2; /* a multiple of 4096 here */
   int32_t *table = aligned_alloc(4096, 4096), *seq = aligned_alloc(4096, 4096),
@@ -914,7 +922,7 @@ static long paged_early_case(int T, int nh, int nkv, int D, int nsplit) {
   for (int s = 0, k = 0; s < NSEQ; s++)
     for (int c = 0; c < TW; c++)
       table[s * TW + c] = c < (len[s] + PAGE - 1) / PAGE ? perm[k++] : 1 << 28;
-  memcpy(seq, seq0, sizeof seq0), memcpy(pos, pos0, sizeof pos0);
+  memcpy(seq, seq0, (size_t)T * 4), memcpy(pos, pos0, (size_t)T * 4);
   uint16_t *kc = aligned_alloc(4096, npages * pbytes), *vc = aligned_alloc(4096, npages * pbytes);
   for (size_t i = 0; i < npages * pbytes / 2; i++) {
     kc[i] = to_bf16(frand() * 2);
@@ -946,18 +954,24 @@ static long paged_early_case(int T, int nh, int nkv, int D, int nsplit) {
 
 TEST(test_attention_paged_early) {
   static const int heads[2][3] = {{8, 1, 256}, {32, 8, 64}}; /* gemma, llama */
+  /* rows: a decode row first; the chunk's second row first */
+  static const int32_t seqs[2][6] = {{0, 1, 2, 3, 3, 0}, {3, 3, 1, 2, 0, 0}};
+  static const int32_t poss[2][6] = {{32, 48, 0, 64, 65, -1}, {65, 64, 48, 0, 32, -1}};
+  static const int Ts[3] = {1, 6, 2};
   int dec0 = ask__cu_attn_dec, kmin0 = ask__cu_split_min;
   FOR_ORDERS {
-    ask__cu_attn_dec = 64;
-    for (int hc = 0; hc < 2; hc++)
-      for (int T = 1; T <= 6; T += 5)
-        for (int nsplit = 1; nsplit <= 4; nsplit += 3)
-          for (int kmin = 1; kmin <= 64; kmin += 63) {
-            ask__cu_split_min = kmin;
-            long bad = paged_early_case(T, heads[hc][0], heads[hc][1], heads[hc][2], nsplit);
-            LAUNCHED();
-            ASSERT_EQ(bad, -1);
-          }
+    for (int c = 0; c < 4; c++) /* the decode kernel, then the grouped one; both shapes */
+      for (int r = 0, dk = c >> 1, hc = c & 1; r < 2; r++)
+        for (int ti = r; ti < 3; ti++) /* decode row: T 1, 6; chunk first: T 6, 2 */
+          for (int nsplit = 1; nsplit <= 4; nsplit += 3)
+            for (int kmin = 1; kmin <= 64; kmin += 63) {
+              ask__cu_split_min = kmin;
+              ask__cu_attn_dec = dk == 0 ? 64 : 0;
+              long bad = paged_early_case(Ts[ti], seqs[r], poss[r], heads[hc][0], heads[hc][1],
+                                          heads[hc][2], nsplit);
+              LAUNCHED();
+              ASSERT_EQ(bad, -1);
+            }
   }
   ask__cu_attn_dec = dec0, ask__cu_split_min = kmin0;
 }
@@ -1240,6 +1254,47 @@ TEST(test_gemv_pw_early) {
   }
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0, ask__cu_pw_umax = u0;
   ask__cu_pw_ring = r0;
+}
+
+/* ASK_CUDA_PW_EARLY=2 (ask__cu_pw_early 2): the persistent product loads
+ * its first weights before the PDL wait only when the stream's last launch
+ * was attention_paged's (ask__cu_pw_early_now), and then gives the same
+ * bits as without, with x and the norm inputs guarded (weights are not:
+ * no kernel writes them). After any other launch it does not. */
+TEST(test_gemv_pw_early_after_attn) {
+  int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early;
+  static const int len[1] = {40};
+  static const int32_t seq[1] = {0}, pos[1] = {39};
+  FOR_ORDERS {
+    ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
+    ask__cu_gemv_pw = 2;
+    int K = 2048, N = 45;
+    uint16_t *w = aligned_alloc(256, (size_t)N * K * 2);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+      w[i] = to_bf16(frand() * 0.1f);
+    float *x = rnd(K, 2), *b = rnd(N, 1), *o[2] = {galloc((size_t)N * 4), galloc((size_t)N * 4)};
+    ask__cu_pw_early = 0;
+    ASSERT_EQ(ask__cu_gemv_pw_copy(S, o[0], x, w, b, 1, K, N), 1);
+    LAUNCHED();
+    ask__cu_pw_early = 2;
+    ASSERT_EQ(ask__cu_pw_early_now(), 0); /* the last launch: the product */
+    ASSERT_EQ(paged_case(1, len, 1, seq, pos, 8, 1, 256, 16, 4), -1);
+    ASSERT_EQ(ask__cu_pw_early_now(), 1);
+    ASSERT_EQ(ask__cu_gemv_pw_copy(S, o[1], x, w, b, 1, K, N), 1);
+    LAUNCHED();
+    ASSERT_EQ(ask__cu_pw_early_now(), 0);
+    ASSERT_EQ(memcmp(o[0], o[1], (size_t)N * 4), 0);
+    ASSERT_EQ(paged_case(1, len, 1, seq, pos, 32, 8, 64, 16, 1), -1);
+    ASSERT_EQ(ask__cu_pw_early_now(), 1);
+    float *h = galloc((size_t)K * 4);
+    ask__cu_rmsnorm(S, h, x, NULL, x, 1, K, 1e-6f, 0.0f); /* any other launch */
+    LAUNCHED();
+    ASSERT_EQ(ask__cu_pw_early_now(), 0);
+    ask__cu_pw_early = 1;
+    ASSERT_EQ(ask__cu_pw_early_now(), 1);
+    free(w);
+  }
+  ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0;
 }
 
 /* norm_matmul + rope_kv fused into the persistent kernel (one row) against
@@ -1853,6 +1908,7 @@ TEST_MAIN(test_emu_collectives, test_emu_shared_memory, test_emu_races_and_ptx, 
           test_attention_merge, test_attention_paged, test_attention_paged_forced,
           test_attention_paged_early,
           test_attention_prefill, test_gemv_bf16, test_gemv_norm_bf16, test_gemv_glu_bf16,
-          test_gemv_pw, test_gemv_pw_early, test_gemv_norm_rope, test_gemv_norm_glu,
+          test_gemv_pw, test_gemv_pw_early, test_gemv_pw_early_after_attn,
+          test_gemv_norm_rope, test_gemv_norm_glu,
           test_gemv_chain, test_argmax_rows,
           test_sample_rows, test_sample_rows_parts, test_launcher_errors)

@@ -11,19 +11,23 @@
 # the models are made. Writes sweep.jsonl (one line per variant, shape and
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
 # bench/results/gpu-h200-20261126-s2/, -s3/ and -s6/ (docs/benchmarks.md).
-# The default list starts from the sixth session's defaults (the pipeline,
-# the fused gate, the decode attention kernel with at most 2 kv heads) and
-# asks each of them again, alone and against the defaults before
-# (old_defaults); then the weights through a ring in shared memory
-# (ASK_CUDA_PW_RING: written after the sixth session's last device call),
-# the decode attention reading the cache before its PDL wait
-# (ASK_CUDA_ATTN_EARLY, written in the seventh session, without a device),
-# the chained layer (ASK_CUDA_CHAIN, measured slower), argmax in one block
-# a row, lm_head on the persistent kernel, the early loads (at 1 block an
-# SM still untimed), short steps, what each kind of op costs inside a step
-# (ASK_PROFILE_SKIP: no_*, only_embed_sample: the fixed cost of a step and
-# the host's turn, hidden by the pipeline, exposed without it) and sampled
-# decoding.
+# The default list, most wanted first (a sweep cut short by AS_SWEEP_UNTIL
+# loses the end): from the sixth session's defaults (the pipeline, the
+# fused gate, the decode attention kernel with at most 2 kv heads), the
+# unmeasured knobs: the weights through a ring in shared memory
+# (ASK_CUDA_PW_RING, written after the sixth session's last device call),
+# the attention kernels reading the cache before their PDL wait
+# (ASK_CUDA_ATTN_EARLY) and the o product's first weights before its wait
+# after the attention (ASK_CUDA_PW_EARLY=2), both written in the seventh
+# session without a device; what each kind of op costs inside a step
+# (ASK_PROFILE_SKIP: no_*; only_embed_sample: the fixed cost of a step and
+# the host's turn, hidden by the pipeline, exposed without it); the rest
+# of the ring and early-load variants, sampled decoding; last, the
+# settings already measured (the defaults before, the chained layer,
+# argmax in one block a row, lm_head on the persistent kernel, early loads
+# everywhere, short steps), to see them again on the same machine. In a
+# rehearsal on the emulated backend the early-load variants (*early*) fail
+# by design: its device memory is all guarded before the PDL wait.
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_UNTIL    a time (seconds since the epoch) after which no variant starts
 #   AS_SWEEP_PROMPT   prompt tokens (128); AS_SWEEP_MODEL_DEVICE: where torch makes
@@ -40,39 +44,37 @@ PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
-old_defaults ASK_PIPELINE=0 ASK_CUDA_FUSE_GATE=0 ASK_CUDA_ATTN_DECODE=0
-pipeline_off ASK_PIPELINE=0
-fuse_gate_off ASK_CUDA_FUSE_GATE=0
-attn_decode_all ASK_CUDA_ATTN_DECODE=16
-attn_decode_off ASK_CUDA_ATTN_DECODE=0
-attn_decode_all_split16 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=16
-split_min_32 ASK_CUDA_SPLIT_MIN=32
 ring2 ASK_CUDA_PW_RING=2
 ring3 ASK_CUDA_PW_RING=3
 ring4 ASK_CUDA_PW_RING=4
 ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
-ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
-ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
+ring3_early_attn ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=2
 attn_early ASK_CUDA_ATTN_EARLY=1
 attn_early_all ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16
-attn_early_all_split32 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
-chain ASK_CUDA_CHAIN=1
-chain_attn ASK_CUDA_CHAIN=1 ASK_CUDA_ATTN_DECODE=16
-argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
-lm_head_pw ASK_CUDA_GEMV_MAX_N=1000000
-pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
-pw2_early ASK_CUDA_PW_EARLY=1
-pw_u4 ASK_CUDA_PW_UMAX=4
+pw_early_attn ASK_CUDA_PW_EARLY=2
 no_attention ASK_PROFILE_SKIP=attention
-no_qkv ASK_PROFILE_SKIP=qkv
 no_o ASK_PROFILE_SKIP=o
+no_qkv ASK_PROFILE_SKIP=qkv
 no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
+attn_early_all_split32 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
+ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
+ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
+pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
+attn_decode_all ASK_CUDA_ATTN_DECODE=16
+split_min_32 ASK_CUDA_SPLIT_MIN=32
 only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 only_embed_sample_nopipe ASK_PIPELINE=0 ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 sampled_p095 --temperature 0.8 --top-p 0.95
-sampled_k50 --temperature 0.8 --top-k 50"}
+sampled_k50 --temperature 0.8 --top-k 50
+old_defaults ASK_PIPELINE=0 ASK_CUDA_FUSE_GATE=0 ASK_CUDA_ATTN_DECODE=0
+attn_decode_off ASK_CUDA_ATTN_DECODE=0
+chain ASK_CUDA_CHAIN=1
+argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
+lm_head_pw ASK_CUDA_GEMV_MAX_N=1000000
+pw2_early ASK_CUDA_PW_EARLY=1
+pw_u4 ASK_CUDA_PW_UMAX=4"}
 : > "$RES/sweep.jsonl"
 # The models first; then each variant on every shape, so that running out
 # of time (AS_SWEEP_UNTIL) cuts whole variants, the last of the list.

@@ -642,15 +642,19 @@ TEST(test_cuda_attention_paged) {
 }
 
 /* attention_paged's decode kernel reading the cache before its PDL wait
- * (ask_cuda_set_attn_early(1)) against reading it after, as the engine runs
- * it: each of S decode steps of one sequence copies its position and cache
- * slot to the device (ASK_COPY_H2D_ASYNC), then norm_matmul_rope_kv writes
- * q and the new key and value (the cache row at that slot, which starts
- * random: a read before the write gives other bits), then attention_paged
- * reads keys 0..pos. Every step's output bit for bit, on the head shapes
- * of Llama-3.2-1B (32/8/64) and gemma-2b (8/1/256), parts 1 and 32. On
- * the emulated backend, whose device memory is all guarded before the
- * wait, the early reads would fault by design: there the test checks the
+ * (ask_cuda_set_attn_early(1)) and the o product after it loading its
+ * first weights before its wait (ask_cuda_set_pw_early(2)) against neither,
+ * as the engine runs them: each of S decode steps of one sequence copies
+ * its position and cache slot to the device (ASK_COPY_H2D_ASYNC), then
+ * norm_matmul_rope_kv writes q and the new key and value (the cache row at
+ * that slot, which starts random: a read before the write gives other
+ * bits), attention_paged reads keys 0..pos, and matmul_bf16 projects its
+ * output. Every step's attention and o rows bit for bit, on the head
+ * shapes of Llama-3.2-1B (32/8/64) and gemma-2b (8/1/256), parts 1 and 32,
+ * the decode kernel and the grouped one (T 1: a chunk's several new keys
+ * are test_cudaemu_kernels' test_attention_paged_early's).
+ * On the emulated backend, whose device memory is all guarded before the
+ * wait, the early reads would fault by design: there the test runs the
  * steps without them only. */
 TEST(test_cuda_attention_early) {
   NEED_DEVICE();
@@ -658,10 +662,12 @@ TEST(test_cuda_attention_early) {
   static const int hs[2][3] = {{32, 8, 64}, {8, 1, 256}};
   int dec0 = ask_cuda_set_attn_decode(64), pw0 = ask_cuda_set_gemv_pw(2);
   int fr0 = ask_cuda_set_fuse_rope(1), e0 = ask_cuda_set_attn_early(0);
+  int pe0 = ask_cuda_set_pw_early(0);
   ask_cuda_set_gemv_rows(1);
   ask_cuda_set_fuse_rows(1);
-  for (int c = 0; c < 4; c++) {
+  for (int c = 0; c < 8; c++) { /* the decode kernel (c < 4), then the grouped one */
     int nh = hs[c & 1][0], nkv = hs[c & 1][1], D = hs[c & 1][2], nsplit = c & 2 ? 32 : 1;
+    ask_cuda_set_attn_decode(c & 4 ? 0 : 64);
     int N = (nh + 2 * nkv) * D, kvd = nkv * D, qd = nh * D;
     int tw = (P0 + S + PAGE - 1) / PAGE, rows = tw * PAGE;
     int32_t *table = malloc((size_t)tw * 4), seq0 = 0, io[S][2];
@@ -677,8 +683,9 @@ TEST(test_cuda_attention_early) {
     float *dh = up(NULL, (size_t)K * 4), *dqkv = up(NULL, (size_t)N * 4);
     float *dpart = up(NULL, (size_t)nsplit * nh * (D + 2) * 4);
     uint16_t *dw = up(w16, (size_t)N * K * 2), *dxs = up(NULL, (size_t)K * 2);
+    uint16_t *wo16 = rnd16((size_t)K * qd), *dwo = up(wo16, (size_t)K * qd * 2);
     int32_t *dtab = up(table, (size_t)tw * 4), *dseq = up(&seq0, 4), *dio = up(NULL, 8);
-    float *got[2] = {NULL, NULL};
+    float *got[2] = {NULL, NULL}, *proj[2] = {NULL, NULL};
 #ifdef AS_CUDAEMU_BACKEND
     const int runs = 1;
 #else
@@ -686,27 +693,34 @@ TEST(test_cuda_attention_early) {
 #endif
     for (int e = 0; e < runs; e++) {
       uint16_t *dkc = up(cache, (size_t)rows * kvd * 2), *dvc = up(cache, (size_t)rows * kvd * 2);
-      float *dout = up(NULL, (size_t)S * qd * 4);
+      float *dout = up(NULL, (size_t)S * qd * 4), *dor = up(NULL, (size_t)S * K * 4);
       char err[256];
       ask_cuda_set_attn_early(e);
+      ask_cuda_set_pw_early(2 * e);
       for (int i = 0; i < S; i++) {
         ASSERT_EQ(dev->copy(dio, io[i], 8, ASK_COPY_H2D_ASYNC, err, sizeof err), 0);
         dev->norm_matmul_rope_kv(dqkv, NULL, dh, dxs, dx, NULL, dnw, 1e-6f, 0.0f, dw, NULL, 1, K,
                                  dkc, dvc, dio, dio + 1, dinv, nh, nkv, D);
         dev->attention_paged(dout + (size_t)i * qd, dpart, dqkv, dkc, dvc, dtab, dseq, dio, 1, nh,
                              nkv, D, N, tw, PAGE, nsplit, 1.0f / sqrtf((float)D));
+        dev->matmul_bf16(dor + (size_t)i * K, dxs, dout + (size_t)i * qd, dwo, NULL, 1, qd, K);
       }
       got[e] = down(dout, (size_t)S * qd * 4);
-      dev->free(dkc), dev->free(dvc), dev->free(dout);
+      proj[e] = down(dor, (size_t)S * K * 4);
+      dev->free(dkc), dev->free(dvc), dev->free(dout), dev->free(dor);
     }
     ask_cuda_set_attn_early(0);
+    ask_cuda_set_pw_early(0);
     double mx = 0.0; /* finite, not all zeros */
     for (size_t i = 0; i < (size_t)S * qd; i++)
       mx = isfinite(got[0][i]) ? fmax(mx, fabs((double)got[0][i])) : INFINITY;
     ASSERT_TRUE(mx > 0.0 && isfinite(mx));
-    if (runs == 2)
+    if (runs == 2) {
       ASSERT_MEM_EQ(got[1], got[0], (size_t)S * qd * 4);
-    free(got[0]), free(got[1]);
+      ASSERT_MEM_EQ(proj[1], proj[0], (size_t)S * K * 4);
+    }
+    free(got[0]), free(got[1]), free(proj[0]), free(proj[1]), free(wo16);
+    dev->free(dwo);
     dev->free(dx), dev->free(dnw), dev->free(dinv), dev->free(dh), dev->free(dqkv);
     dev->free(dpart), dev->free(dw), dev->free(dxs), dev->free(dtab), dev->free(dseq);
     dev->free(dio);
@@ -716,6 +730,7 @@ TEST(test_cuda_attention_early) {
   ask_cuda_set_gemv_pw(pw0);
   ask_cuda_set_fuse_rope(fr0);
   ask_cuda_set_attn_early(e0);
+  ask_cuda_set_pw_early(pe0);
   ask_cuda_set_gemv_rows(16);
   ask_cuda_set_fuse_rows(16);
 }
