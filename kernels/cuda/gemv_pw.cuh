@@ -242,6 +242,21 @@ template <class RW> struct ask__pw_ring {
   int R;
 };
 
+/* One 16-byte piece of weights into shared memory by cp.async, with the
+ * register walk's 256-byte L2 prefetch hint (ask__ld_w); on the emulator
+ * (and below sm_80) cuda_pipeline.h's copy, the same bytes. It joins the
+ * same commit groups as __pipeline_memcpy_async. */
+static __device__ __forceinline__ void ask__cp_w(uint4 *dst, const uint4 *src) {
+#if defined(ASK_CUDAEMU) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 800
+  __pipeline_memcpy_async(dst, src, sizeof(uint4));
+#else
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(
+                   (unsigned)__cvta_generic_to_shared(dst)),
+               "l"(src)
+               : "memory");
+#endif
+}
+
 /* Step (ni, si) into slot `slot` (nothing when no step is left), one
  * commit group either way, so that wait_prior counts steps. */
 template <int U, class RW>
@@ -254,7 +269,7 @@ static __device__ __forceinline__ void ask__pw_ring_issue(ask__pw_ring<RW> &g,
     uint4 *dst = g.ring + (size_t)slot * 32 * U + (threadIdx.x & 31);
 #pragma unroll
     for (int u = 0; u < U; u++)
-      __pipeline_memcpy_async(dst + 32 * u, src + 32 * u, sizeof(uint4));
+      ask__cp_w(dst + 32 * u, src + 32 * u);
     if (++g.si == (K >> 3) / (32 * U)) {
       g.si = 0;
       g.ni = g.ri.peek();

@@ -24,7 +24,10 @@ names the original file, so diagnostics and __FILE__/__LINE__ point at it):
     make_launch_pdl), griddepcontrol.launch_dependents nothing (launches run
     one after another); any other instruction becomes a
     runtime failure of the launch that reaches it ("inline PTX not emulated"),
-    so the build never breaks on it and the test names it.
+    so the build never breaks on it and the test names it. An asm in code
+    the emulator's build never compiles (#ifndef ASK_CUDAEMU, the #else of
+    #ifdef ASK_CUDAEMU or of #if defined(ASK_CUDAEMU) || ...) stays as it
+    is.
 
 Like nvcc, the output starts by including <cuda_runtime.h>. Comments and
 string literals are never rewritten.
@@ -274,13 +277,43 @@ def ptx_to_cpp(template, outs, ins):
 
 
 ASM_START = re.compile(r"\b(?:asm|__asm__|__asm)\s*(?:volatile\s*|__volatile__\s*)?\(")
+EMU_IF = re.compile(r"if\s+defined\s*\(?\s*ASK_CUDAEMU\s*\)?\s*(?:\|\||$)")
+
+
+def emu_dead(code):
+    """Offsets [a, b) of code that the emulator's build never compiles: the
+    body of #ifndef ASK_CUDAEMU, and the #else part of #ifdef ASK_CUDAEMU
+    or of #if defined(ASK_CUDAEMU) || ... (other conditions: unknown, kept)."""
+    spans, stack, off = [], [], 0  # stack: [kind, start of a dead part or -1]
+    for line in code.splitlines(True):
+        t = line.strip()
+        if t.startswith("#"):
+            d = re.sub(r"^#\s*", "", t)
+            if d.startswith("if"):
+                kind = ("skip" if re.match(r"ifndef\s+ASK_CUDAEMU\b", d)
+                        else "take" if re.match(r"ifdef\s+ASK_CUDAEMU\b", d) or EMU_IF.match(d)
+                        else "other")
+                stack.append([kind, off + len(line) if kind == "skip" else -1])
+            elif d.startswith("el") and stack:
+                top = stack[-1]
+                if top[1] >= 0:
+                    spans.append((top[1], off))
+                top[1] = off + len(line) if top[0] == "take" and d.startswith("else") else -1
+                top[0] = "other"
+            elif d.startswith("endif") and stack:
+                top = stack.pop()
+                if top[1] >= 0:
+                    spans.append((top[1], off))
+        off += len(line)
+    return spans
 
 
 def rewrite_asm(src, code):
     out, pos = [], 0
+    dead = emu_dead(code)
     for m in ASM_START.finditer(code):
-        if m.start() < pos:
-            continue
+        if m.start() < pos or any(a <= m.start() < b for a, b in dead):
+            continue  # (an asm the emulator's build never compiles stays as it is)
         depth, i = 0, m.end() - 1
         while i < len(code):
             if code[i] == "(":
