@@ -228,6 +228,7 @@ void ask__gemm(cudaStream_t s, int bf16, float *out, const void *x, const void *
   int es = bf16 ? 2 : 4;
   if (T <= 0 || N <= 0 || ask__cu_failed())
     return;
+  ask__cu_after_attn = 0; /* cuda_int.h: this launch is the stream's last now */
   memset(&key, 0, sizeof key);
   key.bf16 = bf16;
   key.T = T;

@@ -52,6 +52,7 @@ ring3_early_attn ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=2
 attn_early ASK_CUDA_ATTN_EARLY=1
 attn_early_all ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16
 pw_early_attn ASK_CUDA_PW_EARLY=2
+attn_early_pw2 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_PW_EARLY=2
 no_attention ASK_PROFILE_SKIP=attention
 no_o ASK_PROFILE_SKIP=o
 no_qkv ASK_PROFILE_SKIP=qkv
