@@ -315,20 +315,27 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
   /* keys from jnew on may be the kernel before's (EARLY: read after the wait) */
   const int jnew = EARLY ? max(L - (int)gridDim.y, 0) : 0;
   uint4 pk[4], pv[4]; /* the next tile's chunks tid + 256 * r, r < nper */
+  /* The first tile's chunks: all of them (not EARLY); with EARLY those of
+   * keys before jnew (pre, before the wait, clearing the rest) or from jnew
+   * on (after it, through L2). */
+  auto first_tile = [&](bool pre) {
+#pragma unroll
+    for (int r = 0; r < 4; r++) {
+      int x = tid + r * ASK__PG_GT, jt = x >> lkl;
+      if (!EARLY || pre)
+        pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
+      if (r < nper && j0 + jt < j1 && (!EARLY || (pre ? j0 + jt < jnew : j0 + jt >= jnew))) {
+        size_t off = (size_t)srow[jt] * kvd;
+        pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16, EARLY && !pre);
+        pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16, EARLY && !pre);
+      }
+    }
+  };
   if (EARLY) { /* the first tile's rows and its keys before jnew, then the wait */
     if (ntile > 0 && tid < TK && j0 + tid < j1)
       srow[tid] = ask__pg_row(tab, j0 + tid, page);
     __syncthreads();
-#pragma unroll
-    for (int r = 0; r < 4; r++) {
-      int x = tid + r * ASK__PG_GT, jt = x >> lkl;
-      pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
-      if (r < nper && j0 + jt < j1 && j0 + jt < jnew) {
-        size_t off = (size_t)srow[jt] * kvd;
-        pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16);
-        pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16);
-      }
-    }
+    first_tile(true);
     ask__pdl_wait();
   }
 
@@ -369,17 +376,7 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
       srow[tid] = ask__pg_row(tab, j0 + tid, page);
     __syncthreads();
   }
-#pragma unroll
-  for (int r = 0; r < 4; r++) { /* EARLY: the first tile's keys from jnew on */
-    int x = tid + r * ASK__PG_GT, jt = x >> lkl;
-    if (!EARLY)
-      pk[r] = pv[r] = make_uint4(0u, 0u, 0u, 0u);
-    if (r < nper && j0 + jt < j1 && (!EARLY || j0 + jt >= jnew)) {
-      size_t off = (size_t)srow[jt] * kvd;
-      pk[r] = ask__pg_chunk(kr + off, (x & (KL - 1)) * 8, D, vec16, EARLY);
-      pv[r] = ask__pg_chunk(vr + off, (x & (KL - 1)) * 8, D, vec16, EARLY);
-    }
-  }
+  first_tile(false);
 
   for (int it = 0; it < ntile; it++) {
     const int jt0 = j0 + it * TK, nv = min(TK, j1 - jt0), jn = jt0 + TK;
@@ -613,16 +610,16 @@ static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
     dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
     /* the grid's (x, row) pairs are nkv * nchunk * T: counters as above */
     unsigned *dcnt = nsplit > 1 && (size_t)nkv * nchunk * T <= ASK__PG_NCNT ? ask__pg_cnt : NULL;
+#define ASK__PD_GO(B, K, E)                                                                  \
+  ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K, E>)(                   \
+      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
+      kmin, scale, Gc, nchunk, dcnt)
 #define ASK__PD_LAUNCH(B, K)                                                                 \
   do {                                                                                       \
     if (ask__cu_attn_early)                                                                  \
-      ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K, true>)(            \
-          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
-          nsplit, kmin, scale, Gc, nchunk, dcnt);                                            \
+      ASK__PD_GO(B, K, true);                                                                \
     else                                                                                     \
-      ASK__LAUNCH(grid, 32 * ASK__PD_W(B), 0, s, ask__k_attention_dec<B, K, false>)(           \
-          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
-          nsplit, kmin, scale, Gc, nchunk, dcnt);                                            \
+      ASK__PD_GO(B, K, false);                                                               \
   } while (0)
 #define ASK__PD_KL(B)                                                                        \
   do {                                                                                       \
@@ -645,6 +642,7 @@ static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
       ASK__PD_KL(8);
 #undef ASK__PD_KL
 #undef ASK__PD_LAUNCH
+#undef ASK__PD_GO
     if (ASK__LAUNCHED("attention_paged (decode)") || nsplit == 1 || dcnt != NULL)
       return;
     ask__cu_attention_merge(s, out, part, nsplit, T, nh, D);
@@ -660,16 +658,16 @@ static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
     while (DP < D || DP < 8 * GB)
       DP *= 2;
     dim3 grid((unsigned)(nkv * nchunk), (unsigned)T, (unsigned)nsplit);
+#define ASK__PG_GO(N, E)                                                                     \
+  ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N, E>)(                  \
+      out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page, nsplit, \
+      kmin, scale, Gc, nchunk, DP, vec16, cnt)
 #define ASK__PG_LAUNCH(N)                                                                    \
   do {                                                                                       \
     if (ask__cu_attn_early)                                                                  \
-      ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N, true>)(         \
-          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
-          nsplit, kmin, scale, Gc, nchunk, DP, vec16, cnt);                                  \
+      ASK__PG_GO(N, true);                                                                   \
     else                                                                                     \
-      ASK__LAUNCH(grid, ASK__PG_GT, 0, s, ask__k_attention_paged_grouped<N, false>)(        \
-          out, part, q, kc, vc, table, seq, pos, nh, nkv, D, q_stride, table_width, page,     \
-          nsplit, kmin, scale, Gc, nchunk, DP, vec16, cnt);                                  \
+      ASK__PG_GO(N, false);                                                                  \
   } while (0)
     if (GB == 2)
       ASK__PG_LAUNCH(2);
@@ -678,6 +676,7 @@ static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
     else
       ASK__PG_LAUNCH(8);
 #undef ASK__PG_LAUNCH
+#undef ASK__PG_GO
   }
   if (ASK__LAUNCHED("attention_paged") || nsplit == 1 || cnt != NULL)
     return;
