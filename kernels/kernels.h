@@ -296,6 +296,23 @@ typedef struct ask_dev_s {
    * kernel's rows. */
   void (*glu_matmul_bf16)(float *out, float *g, uint16_t *xs, const float *gu, int act,
                           const uint16_t *w, const float *bias, int T, int F, int N);
+  /* norm_matmul_mlp: a layer's gated MLP of one row (T = 1) as one op:
+   *   g (F) = glu_rows(norm_matmul_bf16(x, r, nw, eps, w_offset, gu (2F,K), gu_b), act)
+   *   acc (K) += g · down_t + down_b, down_t (F,K) bf16 (down_proj's weight
+   *   transposed), acc holding zeros before (the sums may be in any order,
+   *   so the bits may differ from run to run);
+   *   clear (K) = 0 unless NULL, once every op queued before is done (it
+   *   may be what the op before read);
+   * xo = x + r as norm_matmul_bf16's. acc and clear alias nothing else.
+   * Returns 1 when queued, 0 when the backend does not take the shape or
+   * the alignments (acc and the matrices 16-byte aligned, K % 256 == 0 on
+   * CUDA); with down_t NULL it queues nothing and says whether it would
+   * take (T, K, F) (the engine then uploads down_t). The answer depends
+   * only on the arguments, never on device data. Optional (NULL). */
+  int (*norm_matmul_mlp)(float *acc, float *clear, float *xo, const float *x, const float *r,
+                         const float *nw, float eps, float w_offset, const uint16_t *gu,
+                         const float *gu_b, const uint16_t *down_t, const float *down_b, int T,
+                         int K, int F, int act);
   /* gemv_chain: the n one-row products of ops, one after the other, as one
    * launch: the same results, bit for bit, as calling their ops in order
    * (a NORM_MATMUL of 2F rows followed by the GLU_MATMUL that reads it

@@ -224,8 +224,9 @@ int as__cli_bench_llm(int argc, char **argv) {
          dname);
   as__json_str(stdout, as_model_device_info(m));
   printf("\", \"model\": \"%s\", \"model_type\": \"%s\", "
-         "\"params\": %zu, \"weight_bytes\": %zu, \"kv_tokens\": %zu}\n",
-         dir, c->model_type, params, as_model_weight_bytes(m), as_gen_kv_capacity(g));
+         "\"params\": %zu, \"weight_bytes\": %zu, \"kv_tokens\": %zu, \"fused_mlp\": %d}\n",
+         dir, c->model_type, params, as_model_weight_bytes(m), as_gen_kv_capacity(g),
+         as_model_fused_mlp(m));
   fflush(stdout);
 
   uint64_t rng = ask_rng_seed(20261125);

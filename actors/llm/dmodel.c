@@ -7,7 +7,9 @@
  * nearest even), q/k/v fused into one (qd + 2*kvd, C) matrix and gate/up
  * into one (2F, C) matrix, so that a layer costs four GEMMs and a decode
  * step launches fewer, larger products; norms, biases and the RoPE inverse
- * frequencies stay f32. The host keeps only the config and the mapping.
+ * frequencies stay f32. With ASK_FUSE_MLP=1 (and a backend that takes the
+ * shape) each down_proj is uploaded a second time, transposed, for
+ * norm_matmul_mlp. The host keeps only the config and the mapping.
  */
 #include <math.h>
 #include <stdio.h>
@@ -118,6 +120,54 @@ static int as__up_one(as__up_t *u, const char *name, int rows, int cols, int bf1
   return as__up_stack(u, names, r, 1, cols, bf16, 1, out);
 }
 
+/* The (rows, cols) matrix `name` uploaded transposed, (cols, rows) bf16,
+ * rounded as as__up_put rounds (so the same values as the upright copy). */
+static int as__up_transposed(as__up_t *u, const char *name, int rows, int cols,
+                             const void **out) {
+  const as_st_tensor_t *t;
+  size_t R = (size_t)rows, Cn = (size_t)cols;
+  float *f;
+  uint16_t *tr, *dst;
+  int rc;
+  *out = NULL;
+  if ((rc = as__model_tensor(u->m, u->dir, u->prefix, name, rows, cols, 1, &t, u->err,
+                             u->errlen)) != 0)
+    return rc;
+  f = malloc(R * Cn * sizeof *f);
+  tr = malloc(R * Cn * sizeof *tr);
+  if (f == NULL || tr == NULL) {
+    free(f);
+    free(tr);
+    return as__llm_err(u->err, u->errlen, AS_ENOMEM, "%s: out of host memory for \"%s\"",
+                       u->dir, t->name);
+  }
+  if ((rc = as_st_to_f32(t, f, u->err, u->errlen)) == 0) {
+    ask_f32_to_bf16((uint16_t *)f, f, R * Cn); /* in place, as as__up_put */
+    for (size_t i = 0; i < R; i++)
+      for (size_t j = 0; j < Cn; j++)
+        tr[j * R + i] = ((const uint16_t *)f)[i * Cn + j];
+    if ((rc = as__up_alloc(u, (void **)&dst, R * Cn * 2)) == 0 &&
+        (rc = u->dm->dev->copy(dst, tr, R * Cn * 2, ASK_COPY_H2D, u->err, u->errlen)) == 0)
+      *out = dst;
+  }
+  free(f);
+  free(tr);
+  return rc;
+}
+
+/* ASK_FUSE_MLP=1: one-row steps run the whole MLP as norm_matmul_mlp, when
+ * the backend takes the shape and the model has two layers or more (the
+ * step's accumulators rotate between layers: forward_dev.c). */
+static int as__want_mlp(const as_model_t *m) {
+  const as_llm_config_t *c = &m->cfg;
+  const ask_dev_t *dev = m->ops->dev;
+  const char *env = getenv("ASK_FUSE_MLP");
+  return env != NULL && env[0] != '\0' && env[0] != '0' && dev->norm_matmul_mlp != NULL &&
+         c->num_layers >= 2 &&
+         dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0.0f, 0.0f, NULL, NULL, NULL,
+                              NULL, 1, c->hidden_size, c->intermediate_size, c->act) == 1;
+}
+
 int as__dmodel_load(as_model_t *m, const char *dir, char *err, size_t errlen) {
   const as_llm_config_t *c = &m->cfg;
   int C = c->hidden_size, F = c->intermediate_size, D = c->head_dim, qd = c->num_heads * D,
@@ -135,6 +185,7 @@ int as__dmodel_load(as_model_t *m, const char *dir, char *err, size_t errlen) {
   if (m->dm == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
   m->dm->dev = m->ops->dev;
+  m->dm->mlp = as__want_mlp(m);
   m->dm->layers = calloc((size_t)c->num_layers, sizeof *m->dm->layers);
   if (m->dm->layers == NULL)
     return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
@@ -187,7 +238,8 @@ int as__dmodel_load(as_model_t *m, const char *dir, char *err, size_t errlen) {
       return rc;
     snprintf(n[0], sizeof n[0], "layers.%d.mlp.down_proj.weight", l);
     snprintf(n[1], sizeof n[1], "layers.%d.mlp.down_proj.bias", l);
-    if ((rc = as__up_one(&u, n[0], C, F, 1, (const void **)&L->down)) != 0)
+    if ((rc = as__up_one(&u, n[0], C, F, 1, (const void **)&L->down)) != 0 ||
+        (m->dm->mlp && (rc = as__up_transposed(&u, n[0], C, F, (const void **)&L->down_t)) != 0))
       return rc;
     names[0] = n[1];
     if ((rc = as__up_stack(&u, names, &C, 1, -1, 0, c->mlp_bias,

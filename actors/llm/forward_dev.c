@@ -8,7 +8,9 @@
  * ids and generator states in ONE transfer (the step's only wait). Per
  * layer: fused residual-add + RMSNorm, one GEMM for q/k/v, RoPE fused with
  * the bf16 cache write, paged attention, the o GEMM, add + norm, one GEMM
- * for gate/up, the gated activation, the down GEMM.
+ * for gate/up, the gated activation, the down GEMM (with ASK_FUSE_MLP=1,
+ * at one row: the last four as one op, norm_matmul_mlp, adding into
+ * accumulators that rotate between layers: as__macc).
  *
  * Decode-only steps (every sequence adds one token) are captured once per
  * batch-size bucket (1, 2, 4, ... 256; the batch padded with rows that
@@ -46,6 +48,8 @@ struct as__dstep_s {
   float *x, *x2, *h, *r, *qkv, *att, *gu, *g, *part, *hs, *hn, *logits;
   int fuse;            /* the backend's decode fusions, unless ASK_NO_FUSE=1 */
   int chain;           /* one-row products as chains (gemv_chain), unless ASK_NO_CHAIN=1 */
+  int mlp;             /* one-row steps: the MLP as norm_matmul_mlp (ASK_FUSE_MLP, dm->mlp) */
+  float *macc[3];      /* its accumulators (C floats each), zeros but the last layer's */
   float *xlast;        /* x or x2: the residual stream after the last step */
   /* this step's sequences, in batch order (host): first row, rows, first
    * position, offset of the page list in the staged table */
@@ -142,8 +146,15 @@ static void as__dsizes(const as_model_t *m, int rows, int seqs, as__dsz_t *z) {
 size_t as__dstep_bytes(const as_model_t *m, int rows, int seqs) {
   as__dsz_t z;
   as__dsizes(m, rows, seqs, &z);
-  return 4 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io;
+  return 4 * z.x + z.qkv + z.att + z.gu + z.g + z.part + 2 * z.hs + z.logits + z.xs + z.io +
+         (m->dm->mlp ? 3 * as__al((size_t)m->cfg.hidden_size * 4) : 0);
 }
+
+/* Which of the three accumulators layer l of L adds its MLP into: the MLP
+ * before it in the queue (layer l - 1, or the last step's last layer)
+ * used another, so each MLP can clear its predecessor's (read by the qkv
+ * norm in between, or the head) and find its own cleared. */
+static int as__macc(int L, int l) { return L % 2 == 1 && l == L - 1 ? 2 : l % 2; }
 
 /* The op kinds (as__pnames) a comma-separated list names, as bits; embed
  * and sample cannot be left out (token ids must stay valid). */
@@ -168,7 +179,7 @@ void as__dstep_free(as_kv_t *kv) {
     for (int k = 0; k < 3; k++)
       dev->graph_free(s->graph[b][k]);
   float *bufs[] = {s->x, s->x2, s->h, s->r, s->qkv, s->att, s->gu, s->g, s->part, s->hs, s->hn,
-                   s->logits};
+                   s->logits, s->macc[0], s->macc[1], s->macc[2]};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
     dev->free(bufs[i]);
   dev->free(s->xs);
@@ -228,6 +239,17 @@ int as__dstep_new(as_kv_t *kv, int rows, int seqs, char *err, size_t errlen) {
               {(void **)&s->xs, z.xs},   {(void **)&s->io, z.io}};
   for (size_t i = 0; i < sizeof want / sizeof want[0] && rc == 0; i++)
     rc = dev->alloc(want[i].p, want[i].n, err, errlen);
+  /* the MLP's accumulators start as zeros (copied: alloc does not clear) */
+  if (rc == 0 && (s->mlp = m->dm->mlp && s->fuse)) {
+    size_t n = (size_t)c->hidden_size * 4;
+    void *zero = calloc(1, n);
+    if (zero == NULL)
+      return as__llm_err(err, errlen, AS_ENOMEM, "out of memory");
+    for (int k = 0; k < 3 && rc == 0; k++)
+      if ((rc = dev->alloc((void **)&s->macc[k], as__al(n), err, errlen)) == 0)
+        rc = dev->copy(s->macc[k], zero, n, ASK_COPY_H2D, err, errlen);
+    free(zero);
+  }
   if (rc != 0)
     return rc;
   s->io_bytes = z.io;
@@ -412,7 +434,9 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
    * go to the backend as one chain (gemv_chain: one launch where it can,
    * the same bits either way); AS__CH appends one unless its kind is
    * skipped. */
-  const int chain = s->chain && T == 1 && !s->profile && dev->norm_matmul_rope_kv != NULL;
+  const int mlp = s->mlp && T == 1, Ln = c->num_layers;
+  const int chain =
+      s->chain && !mlp && T == 1 && !s->profile && dev->norm_matmul_rope_kv != NULL;
   ask_chain_op_t ch[5];
   int nch = 0;
 #define AS__CH(kind_, op_)                                                  \
@@ -426,6 +450,7 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
    * fused norm reads one and writes the sum to the other); the same
    * pointers every step, so a captured step stays valid. */
   float *x = s->x, *xn = s->x2;
+  float *rr = s->r; /* what the next norm adds to x: the o or down output, or an accumulator */
   for (int l = 0; l < c->num_layers; l++) {
     const as__dlayer_t *L = &dm->layers[l];
     uint16_t *kc = kv->kc + (size_t)l * layer, *vc = kv->vc + (size_t)l * layer;
@@ -434,7 +459,7 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       float *tmp;
       if (chain && l > 0) { /* after the last layer's o, gate/up and down */
         AS__CH(P_QKV, ((ask_chain_op_t){.kind = ASK_CHAIN_NORM_ROPE_KV, .out = s->qkv, .xo = xn,
-                                        .h = s->h, .xs = s->xs, .x = x, .r = s->r,
+                                        .h = s->h, .xs = s->xs, .x = x, .r = rr,
                                         .nw = L->norm1, .eps = eps, .w_offset = off, .w = L->qkv,
                                         .bias = L->qkv_b, .K = C, .kc = kc, .vc = vc, .pos = pos,
                                         .slot = slot, .inv_freq = dm->inv_freq, .nh = nh,
@@ -442,18 +467,18 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
         as__chain_flush(dev, ch, &nch);
         roped = 1;
       } else if (dev->norm_matmul_rope_kv != NULL) {
-        AS__OP(P_QKV, dev->norm_matmul_rope_kv(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
+        AS__OP(P_QKV, dev->norm_matmul_rope_kv(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : rr,
                                                L->norm1, eps, off, L->qkv, L->qkv_b, T, C, kc,
                                                vc, pos, slot, dm->inv_freq, nh, nkv, D));
         roped = 1;
       } else {
-        AS__OP(P_QKV, dev->norm_matmul_bf16(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : s->r,
+        AS__OP(P_QKV, dev->norm_matmul_bf16(s->qkv, xn, s->h, s->xs, x, l == 0 ? NULL : rr,
                                             L->norm1, eps, off, L->qkv, L->qkv_b, T, C, qkvd));
       }
       if (l > 0)
         tmp = x, x = xn, xn = tmp;
     } else {
-      AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, l == 0 ? NULL : s->r, L->norm1, T, C, eps, off));
+      AS__OP(P_NORM, dev->add_rmsnorm(s->h, x, l == 0 ? NULL : rr, L->norm1, T, C, eps, off));
       AS__OP(P_QKV, dev->matmul_bf16(s->qkv, s->xs, s->h, L->qkv, L->qkv_b, T, C, qkvd));
     }
     if (!roped)
@@ -501,6 +526,22 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       continue; /* the next layer's qkv joins them, or the head flushes them */
     }
     AS__OP(P_O, dev->matmul_bf16(s->r, s->xs, s->att, L->o, L->o_b, T, qd, C));
+    rr = s->r;
+    if (mlp) { /* the whole MLP in one op, into this layer's accumulator */
+      float *acc = s->macc[as__macc(Ln, l)],
+            *prev = s->macc[as__macc(Ln, l == 0 ? Ln - 1 : l - 1)];
+      int done = 0;
+      AS__OP(P_GATE_UP, done = dev->norm_matmul_mlp(acc, prev, xn, x, s->r, L->norm2, eps, off,
+                                                    L->gu, L->gu_b, L->down_t, L->down_b, 1, C,
+                                                    F, c->act));
+      /* 0 only where the backend has failed (the shape was taken at load):
+       * then the separate ops below are skipped too and the step fails */
+      if (done || (s->skip >> P_GATE_UP & 1u)) {
+        float *tmp = x;
+        x = xn, xn = tmp, rr = acc;
+        continue;
+      }
+    }
     if (s->fuse) {
       float *tmp;
       int glued = 0; /* g made with the gate/up product (norm_matmul_glu) */
@@ -531,9 +572,9 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
     /* Every row is wanted, so `last` is 0..T-1 (decode steps, padded or not;
      * all_positions' first chunk): the last residual add and the final norm
      * in one kernel, the same arithmetic as the three ops below. */
-    AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, x, s->r, dm->final_norm, S, C, eps, off));
+    AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, x, rr, dm->final_norm, S, C, eps, off));
   } else {
-    AS__OP(P_HEAD_NORM, ops->add(x, x, s->r, (size_t)T * (size_t)C));
+    AS__OP(P_HEAD_NORM, ops->add(x, x, rr, (size_t)T * (size_t)C));
     /* the rows whose logits are wanted */
     AS__OP(P_HEAD_NORM, ops->embedding(s->hs, x, last, S, C, 1.0f));
     AS__OP(P_HEAD_NORM, dev->add_rmsnorm(s->hn, s->hs, NULL, dm->final_norm, S, C, eps, off));

@@ -216,6 +216,9 @@ const char *as_model_device_info(const as_model_t *m);
 /* Bytes of weights one decode step reads (all matrices and the output head;
  * bf16 on a device, f32 on the CPU): the bandwidth bound of batch 1. */
 size_t as_model_weight_bytes(const as_model_t *m);
+/* 1 when one-row decode steps run each layer's MLP as one op (ASK_FUSE_MLP=1
+ * at open, and the backend took the shape: docs/engine.md), else 0. */
+int as_model_fused_mlp(const as_model_t *m);
 
 /* ---- KV cache (actors/llm/kvcache.c) ----------------------------------------
  * Holds the keys and values of many sequences of one decoder model at once.

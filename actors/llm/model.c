@@ -326,6 +326,8 @@ const char *as_model_device_info(const as_model_t *m) {
   return d != NULL && d->describe != NULL ? d->describe() : m->device;
 }
 
+int as_model_fused_mlp(const as_model_t *m) { return m->dm != NULL && m->dm->mlp; }
+
 size_t as_model_weight_bytes(const as_model_t *m) {
   const as_llm_config_t *c = &m->cfg;
   size_t C = (size_t)c->hidden_size, F = (size_t)c->intermediate_size,

@@ -26,6 +26,7 @@ typedef struct as__layer_s {
 typedef struct as__dlayer_s {
   const float *norm1, *norm2;             /* (C) */
   const uint16_t *qkv, *o, *gu, *down;    /* bf16 */
+  const uint16_t *down_t;                 /* (F, C) bf16: down transposed (dm->mlp), or NULL */
   const float *qkv_b, *o_b, *gu_b, *down_b; /* f32 or NULL */
 } as__dlayer_t;
 
@@ -38,6 +39,7 @@ typedef struct as__dmodel_s {
   const uint16_t *lm_head;  /* (V, C) bf16; == embed when tied */
   const float *final_norm;  /* (C) */
   const float *inv_freq;    /* (D/2) */
+  int mlp;                  /* ASK_FUSE_MLP: one-row steps run norm_matmul_mlp (down_t) */
   size_t weight_bytes;      /* bytes of weights one decode step reads */
   size_t device_bytes;      /* device memory the weights take */
 } as__dmodel_t;

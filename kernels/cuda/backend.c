@@ -534,6 +534,23 @@ static void ask__d_glu_matmul_bf16(float *out, float *g, uint16_t *xs, const flo
   ask__d_matmul_bf16(out, xs, g, w, bias, T, F, N);
 }
 
+/* norm_matmul_mlp: gemv_mlp.cu's one launch at one row where the
+ * persistent kernel takes the shape; else 0 (the engine runs the ops). */
+static int ask__d_norm_matmul_mlp(float *acc, float *clear, float *xo, const float *x,
+                                  const float *r, const float *nw, float eps, float w_offset,
+                                  const uint16_t *gu, const float *gu_b, const uint16_t *down_t,
+                                  const float *down_b, int T, int K, int F, int act) {
+  if (ask__cu_failed() || !ask__cu_mlp_takes(T, K, F, gu, down_t))
+    return 0;
+  if (down_t == NULL)
+    return 1;
+  if (((uintptr_t)acc & 15) != 0)
+    return 0;
+  ask__cu_gemv_mlp(ask__g.stream, acc, clear, xo, x, r, nw, eps, w_offset, gu, gu_b, down_t,
+                   down_b, K, F, act);
+  return 1;
+}
+
 /* gemv_chain: one launch when every op's own path would be the persistent
  * kernel (so the bits are the same), else 0 and the engine runs them. */
 static int ask__d_gemv_chain(const ask_chain_op_t *ops, int n) {
@@ -708,6 +725,7 @@ static const ask_dev_t ask__cuda_dev = {
     .norm_matmul_rope_kv = ask__d_norm_matmul_rope_kv,
     .norm_matmul_glu = ask__d_norm_matmul_glu,
     .glu_matmul_bf16 = ask__d_glu_matmul_bf16,
+    .norm_matmul_mlp = ask__d_norm_matmul_mlp,
     .gemv_chain = ask__d_gemv_chain,
     .argmax_rows = ask__d_argmax_rows,
     .sample_rows = ask__d_sample_rows,

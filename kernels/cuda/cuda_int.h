@@ -163,6 +163,18 @@ int ask__cu_gemv_norm_glu_bf16(cudaStream_t s, float *g, float *xo, const float 
                                const float *r, const float *nw, float eps, float w_offset,
                                const uint16_t *w, const float *bias, int T, int K, int F,
                                int act);
+/* gemv_mlp.cu: kernels.h's norm_matmul_mlp at one row in one launch, the
+ * down product split along F and added into acc (zeros before) by atomic
+ * adds; clear (K floats or NULL) zeroed after every earlier kernel is done.
+ * ask__cu_mlp_init sets its shared-memory limit (from ask__cu_gemv_init);
+ * ask__cu_mlp_takes says whether it takes the shape (acc's alignment is
+ * the caller's). */
+cudaError_t ask__cu_mlp_init(size_t optin);
+int ask__cu_mlp_takes(int T, int K, int F, const uint16_t *gu, const uint16_t *dt);
+void ask__cu_gemv_mlp(cudaStream_t s, float *acc, float *clear, float *xo, const float *x,
+                      const float *r, const float *nw, float eps, float w_offset,
+                      const uint16_t *gu, const float *gu_b, const uint16_t *dt,
+                      const float *down_b, int K, int F, int act);
 /* gemv_pw.cu: gemv_norm_bf16 of one row into the qkv row out ((nh + 2 nkv) D
  * columns) with rope_kv fused into the persistent kernel; returns 1 when
  * launched, 0 when it does not take the shape (the caller runs the two). */

@@ -185,6 +185,8 @@ extern "C" cudaError_t ask__cu_gemv_init(int sms, size_t optin) {
     e = ask__pw_attr<ask__xp_norm, ask__rw_rope>(most);
   if (e == cudaSuccess)
     e = ask__pw_attr<ask__xp_norm, ask__rw_glu>(most);
+  if (e == cudaSuccess)
+    e = ask__cu_mlp_init(most);
   ask__cu_sms = e == cudaSuccess ? sms : 0;
   ask__pw_optin = e == cudaSuccess ? most : 0;
   return e;

@@ -560,6 +560,61 @@ static void ask__glu_matmul_bf16(float *out, float *g, uint16_t *xs, const float
   gmm_go(&(struct gmm_a){out, g, gu, act, w, bias, T, F, N});
 }
 
+/* The MLP of one row as its separate steps (kernels.h's norm_matmul_mlp):
+ * the norm, the gate/up product and the activation as the twins above,
+ * then g · down_t summed in order in double and added to acc. */
+struct nmlp_a {
+  float *acc, *clear, *xo;
+  const float *x, *r, *nw;
+  float eps, off;
+  const uint16_t *gu;
+  const float *gu_b;
+  const uint16_t *dt;
+  const float *down_b;
+  int K, F, act;
+};
+ASK__OP(nmlp)
+static void nmlp_run(const void *p) {
+  const struct nmlp_a *a = p;
+  size_t K = (size_t)a->K, F = (size_t)a->F;
+  float *h = malloc((K + 3 * F) * sizeof *h), *gu = h + K, *g = gu + 2 * F;
+  double *sum = calloc(K, sizeof *sum);
+  if (h == NULL || sum == NULL) {
+    free(h);
+    free(sum);
+    return;
+  }
+  nmm_run(&(struct nmm_a){gu, a->xo, h, a->x, a->r, a->nw, a->eps, a->off, a->gu, a->gu_b, 1,
+                          a->K, 2 * a->F});
+  ask_ref_glu(g, gu, gu + F, F, a->act);
+  for (size_t i = 0; i < F; i++) {
+    const uint16_t *row = a->dt + i * K;
+    for (size_t n = 0; n < K; n++) {
+      uint32_t b = (uint32_t)row[n] << 16;
+      float w;
+      memcpy(&w, &b, sizeof w);
+      sum[n] += (double)g[i] * (double)w;
+    }
+  }
+  for (size_t n = 0; n < K; n++)
+    a->acc[n] += (float)(sum[n] + (a->down_b != NULL ? (double)a->down_b[n] : 0.0));
+  if (a->clear != NULL)
+    memset(a->clear, 0, K * sizeof *a->clear);
+  free(h);
+  free(sum);
+}
+static int ask__norm_matmul_mlp(float *acc, float *clear, float *xo, const float *x,
+                                const float *r, const float *nw, float eps, float off,
+                                const uint16_t *gu, const float *gu_b, const uint16_t *dt,
+                                const float *down_b, int T, int K, int F, int act) {
+  if (T != 1 || K <= 0 || F <= 0)
+    return 0;
+  if (dt != NULL)
+    nmlp_go(&(struct nmlp_a){acc, clear, xo, x, r, nw, eps, off, gu, gu_b, dt, down_b, K, F,
+                             act});
+  return 1;
+}
+
 struct amr_a { int32_t *ids; const float *x; int T, n; };
 ASK__OP(amr)
 static void amr_run(const void *p) {
@@ -621,6 +676,7 @@ static const ask_dev_t ask__refdev_dev = {
     .norm_matmul_bf16 = ask__norm_matmul_bf16,
     .norm_matmul_rope_kv = ask__norm_matmul_rope_kv,
     .glu_matmul_bf16 = ask__glu_matmul_bf16,
+    .norm_matmul_mlp = ask__norm_matmul_mlp,
     .argmax_rows = ask__argmax_rows,
     .sample_rows = ask__sample_rows,
     .mem_info = ask__mem_info,

@@ -1204,6 +1204,100 @@ TEST(test_cuda_norm_glu) {
   ask_cuda_set_fuse_rows(16);
 }
 
+/* norm_matmul_mlp (gemv_mlp.cu: the MLP of one row in one launch, the
+ * down product added into acc by atomic adds) against its twin on the
+ * same inputs: acc (which held acc0 before) within 1e-4 of max |want|
+ * (sums in another order), xo bit for bit, clear all zeros; the same from
+ * a captured graph. The shapes: Llama-3.2-1B's (F 8192, silu), a small
+ * one with biases whose units do not fill the grid evenly (K 256, F 100:
+ * U 1; gelu-tanh, the norm's offset 1) and, on the GPU, gemma-2b's (F
+ * 16384, gelu-tanh, offset 1). It takes no other row count. */
+typedef struct {
+  float *acc, *clear, *xo, *x, *r, *nw, *gub, *db;
+  uint16_t *gu, *dt;
+  int K, F, act;
+  float off;
+} mlp_case_t;
+
+static void mlp_run(void *ud) {
+  const mlp_case_t *m = ud;
+  (void)dev->norm_matmul_mlp(m->acc, m->clear, m->xo, m->x, m->r, m->nw, 1e-6f, m->off, m->gu,
+                             m->gub, m->dt, m->db, 1, m->K, m->F, m->act);
+}
+
+TEST(test_cuda_mlp) {
+  NEED_DEVICE();
+  static const int shapes[3][4] = {{2048, 8192, ASK_ACT_SILU, 0},
+                                   {256, 100, ASK_ACT_GELU_TANH, 1},
+                                   {2048, 16384, ASK_ACT_GELU_TANH, 0}};
+#ifdef AS_CUDAEMU_BACKEND
+  const int ncase = 2; /* the emulator: gemma's shape adds a minute */
+#else
+  const int ncase = 3;
+#endif
+  int pw0 = ask_cuda_set_gemv_pw(2);
+  ASSERT_TRUE(dev->norm_matmul_mlp != NULL);
+  ASSERT_EQ(dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL,
+                                 2, 2048, 8192, ASK_ACT_SILU), 0);
+  ASSERT_EQ(dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL,
+                                 1, 2000, 8192, ASK_ACT_SILU), 0);
+  for (int c = 0; c < ncase; c++) {
+    int K = shapes[c][0], F = shapes[c][1], act = shapes[c][2], bias = shapes[c][3];
+    size_t G = (size_t)2 * F * K, D = (size_t)F * K;
+    ASSERT_EQ(dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL,
+                                   NULL, 1, K, F, act), 1);
+    float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *gub = rnd(2 * F, 1),
+          *db = rnd(K, 1), *acc0 = rnd(K, 1), *junk = rnd(K, 5);
+    uint16_t *gu = rnd16(G), *dt = rnd16(D);
+    for (size_t i = 0; i < G; i++) /* weights of about +-0.1 */
+      gu[i] = to_bf16(from_bf16(gu[i]) * 0.1f);
+    for (size_t i = 0; i < D; i++)
+      dt[i] = to_bf16(from_bf16(dt[i]) * 0.1f);
+    mlp_case_t m = {up(acc0, K * 4), up(junk, K * 4), up(NULL, K * 4), up(x, K * 4),
+                    up(r, K * 4), up(nw, K * 4), bias ? up(gub, 2 * F * 4) : NULL,
+                    bias ? up(db, K * 4) : NULL, up(gu, G * 2), up(dt, D * 2), K, F, act,
+                    (float)(c != 0)};
+    mlp_run(&m);
+    float *acc = down(m.acc, K * 4), *xo = down(m.xo, K * 4), *clear = down(m.clear, K * 4);
+    /* the twin on host copies */
+    float *wacc = hdup(acc0, K * 4), *wxo = malloc(K * 4), *wclear = hdup(junk, K * 4);
+    ASSERT_EQ(twin->norm_matmul_mlp(wacc, wclear, wxo, x, r, nw, 1e-6f, m.off, gu,
+                                    bias ? gub : NULL, dt, bias ? db : NULL, 1, K, F, act), 1);
+    double rel = max_rel(acc, wacc, K);
+    if (!(rel <= 1e-4))
+      fprintf(stderr, "  mlp K=%d F=%d: max rel diff %g\n", K, F, rel);
+    ASSERT_TRUE(rel <= 1e-4);
+    ASSERT_MEM_EQ(xo, wxo, (size_t)K * 4);
+    for (int i = 0; i < K; i++)
+      ASSERT_TRUE(clear[i] == 0.0f);
+    /* from a graph, acc back to acc0 and clear to junk after the capture */
+    void *g = NULL;
+    char err[256];
+    int rc = dev->graph_capture(&g, mlp_run, &m, err, sizeof err);
+    if (rc != 0)
+      fprintf(stderr, "  graph_capture: %s\n", err);
+    ASSERT_EQ(rc, 0);
+    put(m.acc, acc0, K * 4);
+    put(m.clear, junk, K * 4);
+    ASSERT_EQ(dev->graph_launch(g, err, sizeof err), 0);
+    float *gacc = down(m.acc, K * 4), *gclear = down(m.clear, K * 4);
+    ASSERT_TRUE(max_rel(gacc, wacc, K) <= 1e-4);
+    for (int i = 0; i < K; i++)
+      ASSERT_TRUE(gclear[i] == 0.0f);
+    dev->graph_free(g);
+    free(gacc), free(gclear);
+    free(acc), free(xo), free(clear), free(wacc), free(wxo), free(wclear);
+    float *dp[] = {m.acc, m.clear, m.xo, m.x, m.r, m.nw, m.gub, m.db};
+    for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
+      dev->free(dp[i]);
+    dev->free(m.gu), dev->free(m.dt);
+    free(x), free(r), free(nw), free(gub), free(db), free(acc0), free(junk), free(gu), free(dt);
+  }
+  char err[256];
+  ASSERT_EQ(dev->sync(err, sizeof err), 0);
+  ask_cuda_set_gemv_pw(pw0);
+}
+
 /* Both fusions in a graph, as the engine's captured decode step runs them:
  * the same bytes as run directly, for inputs copied in after the capture. */
 typedef struct {
@@ -1959,7 +2053,8 @@ TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda
           test_cuda_attention, test_cuda_attention_paged, test_cuda_attention_early,
           test_cuda_attention_prefill,
           test_cuda_matmul_f32, test_cuda_matmul_bf16, test_cuda_fused_matmul,
-          test_cuda_gemv_pw, test_cuda_pw_ring, test_cuda_norm_rope, test_cuda_norm_glu, test_cuda_chain,
+          test_cuda_gemv_pw, test_cuda_pw_ring, test_cuda_norm_rope, test_cuda_norm_glu,
+          test_cuda_mlp, test_cuda_chain,
           test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
           test_cuda_pdl, test_cuda_errors)

@@ -49,6 +49,10 @@ static void paths(void) {
     src = AS_SOURCE_DIR;
   if (dev != NULL && dev[0] != '\0')
     DEV = dev;
+  /* The fused MLP adds in no fixed order on a GPU (atomic adds), and these
+   * tests want equal bits: only test_fused_mlp turns it on, whatever the
+   * environment of the run says (tests/gpu/run.sh under a chosen setting). */
+  unsetenv("ASK_FUSE_MLP");
   snprintf(FIXBUF, sizeof FIXBUF, "%s/tests/fixtures/models/", src);
   snprintf(KJVBUF, sizeof KJVBUF, "%s/models/tiny-kjv", src);
 }
@@ -411,13 +415,15 @@ TEST(test_pipeline_sampled) { check_pipeline(0.8f); }
  * the CUDA backend's chained kernel takes them (the fixtures' hidden 64
  * and tiny-kjv's 688 do not), and heads of 64 in pairs, which its
  * attention phase takes. 0, or -1 with err set. */
-static int write_chain_model(const char *dir) {
-  enum { C = 256, NH = 4, NKV = 2, D = 64, F = 768, L = 2, V = 4096 };
+static int write_chain_model(const char *dir, int L) {
+  enum { C = 256, NH = 4, NKV = 2, D = 64, F = 768, V = 4096, LMAX = 4 };
   static const char *const ln[] = {"input_layernorm", "post_attention_layernorm"};
   struct {
     char name[64];
     int r, c; /* c 0: a vector of r */
-  } t[2 + L * 9];
+  } t[2 + LMAX * 9];
+  if (L < 1 || L > LMAX)
+    return snprintf(err, sizeof err, "%d layers: 1 to %d", L, (int)LMAX), -1;
   int n = 0;
   snprintf(t[n].name, 64, "model.embed_tokens.weight"), t[n].r = V, t[n++].c = C;
   snprintf(t[n].name, 64, "model.norm.weight"), t[n].r = C, t[n++].c = 0;
@@ -490,6 +496,16 @@ static int write_chain_model(const char *dir) {
   return 0;
 }
 
+/* Removes the files write_chain_model wrote, and dir. */
+static void remove_model(const char *dir) {
+  char path[800];
+  snprintf(path, sizeof path, "%s/model.safetensors", dir);
+  remove(path);
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  remove(path);
+  rmdir(dir);
+}
+
 /* One request of 40 new tokens at batch 1 (captured steps, so every decode
  * step is the one-row path) on model m: greedy, or seeded sampling. */
 static void chain_req(as_model_t *m, float temperature, int32_t *out) {
@@ -514,7 +530,7 @@ TEST(test_chain_tokens) {
   setenv("ASK_CUDA_ATTN_DECODE", "1", 1);
   NEED_DEVICE();
   ASSERT_TRUE(mkdtemp(dir) != NULL);
-  if (write_chain_model(dir) != 0)
+  if (write_chain_model(dir, 2) != 0)
     T__FAIL("%s", err);
   as_model_t *m = open_on(dir, DEV);
   const ask_ops_t *ops = ask_backend(DEV, NULL);
@@ -540,14 +556,108 @@ TEST(test_chain_tokens) {
     unsetenv("ASK_PIPELINE");
   }
   as_model_free(m);
-  char path[800];
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  remove(path);
-  snprintf(path, sizeof path, "%s/config.json", dir);
-  remove(path);
-  rmdir(dir);
+  remove_model(dir);
   unsetenv("ASK_CUDA_CHAIN");
   unsetenv("ASK_CUDA_ATTN_DECODE");
+}
+
+/* ASK_FUSE_MLP=1 (one-row steps run each layer's MLP as one op,
+ * norm_matmul_mlp, adding into accumulators that rotate between layers)
+ * against the same model without it, on a three-layer model so that the
+ * rotation's odd case runs (the last layer has an accumulator of its own).
+ * Logits of one-row steps, before and after a 6-row chunk (which takes the
+ * separate ops and must leave the accumulators as it found them), and of
+ * a second sequence: within 1e-4 of the scale on refdev (whose twin sums
+ * the down product in double), 1e-2 on a GPU (atomic adds in any order).
+ * Then 40 greedy tokens through captured steps, with and without the
+ * pipeline: the model without the switch's tokens, up to a first
+ * difference where that model's top-1 margin is within twice the logit
+ * error measured above (a near tie; on refdev none is allowed). */
+TEST(test_fused_mlp) {
+  char dir[] = "/tmp/as-mlp-XXXXXX";
+  NEED_DEVICE();
+  ASSERT_TRUE(mkdtemp(dir) != NULL);
+  if (write_chain_model(dir, 3) != 0)
+    T__FAIL("%s", err);
+  as_model_t *m0 = open_on(dir, DEV);
+  setenv("ASK_FUSE_MLP", "1", 1);
+  as_model_t *m1 = open_on(dir, DEV);
+  unsetenv("ASK_FUSE_MLP");
+  ASSERT_EQ(as_model_fused_mlp(m0), 0);
+  ASSERT_EQ(as_model_fused_mlp(m1), 1);
+  int V = as_model_config(m0)->vocab_size;
+  float *a = malloc((size_t)6 * V * sizeof(float)), *b = malloc((size_t)6 * V * sizeof(float));
+  as_kv_t *k0, *k1;
+  double worst = 0, scale = 1;
+  ASSERT_OK(as_kv_new(&k0, m0, 256));
+  ASSERT_OK(as_kv_new(&k1, m1, 256));
+  /* sequence 1: 5 single tokens, a 6-token chunk, 8 single; sequence 2: 4 single */
+  static const int runs[][3] = {{1, 0, 5}, {1, 5, 6}, {1, 11, 8}, {2, 0, 4}};
+  int32_t t[19];
+  for (int i = 0; i < 19; i++)
+    t[i] = 40 + 97 * i % 4000;
+  for (int r = 0; r < 4; r++) {
+    int seq = runs[r][0], at = runs[r][1], n = runs[r][2], step = n == 6 ? 6 : 1;
+    if (at == 0) {
+      ASSERT_OK(as_kv_seq_new(k0, seq));
+      ASSERT_OK(as_kv_seq_new(k1, seq));
+    }
+    for (int i = at; i < at + n; i += step) {
+      as_fwd_seq_t s = {seq, t + i, step};
+      if (as_model_forward(m0, k0, &s, 1, a, 0, err, sizeof err) != 0 ||
+          as_model_forward(m1, k1, &s, 1, b, 0, err, sizeof err) != 0)
+        T__FAIL("forward: %s", err);
+      for (int v = 0; v < V; v++) {
+        if (fabs(a[v]) > scale)
+          scale = fabs(a[v]);
+        if (!(fabs(a[v] - b[v]) <= worst))
+          worst = fabs(a[v] - b[v]);
+      }
+    }
+  }
+  printf("  fused MLP on %s: max |logit diff| %.3g (scale %.3g)\n", DEV, worst, scale);
+  if (!(worst <= (strcmp(DEV, "refdev") == 0 ? 1e-4 : 1e-2) * scale))
+    T__FAIL("the fused MLP's logits differ by %.3g (scale %.3g)", worst, scale);
+  as_kv_free(k0);
+  as_kv_free(k1);
+  int32_t want[40], got[40];
+  chain_req(m0, 0.0f, want);
+  for (int pipe = 0; pipe < 2; pipe++) {
+    setenv("ASK_PIPELINE", pipe ? "1" : "0", 1);
+    chain_req(m1, 0.0f, got);
+    int i = 0;
+    while (i < 40 && got[i] == want[i])
+      i++;
+    if (i < 40) { /* the margin of the model without it at that token */
+      int32_t seq[49];
+      uint64_t rng = ask_rng_seed(99); /* run_reqs's prompt */
+      as_kv_t *k;
+      for (int j = 0; j < 9; j++)
+        seq[j] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
+      for (int j = 0; j < i; j++)
+        seq[9 + j] = want[j];
+      float *row = malloc((size_t)(9 + i) * V * sizeof(float));
+      ASSERT_OK(as_kv_new(&k, m0, 256));
+      ASSERT_OK(as_kv_seq_new(k, 0));
+      as_fwd_seq_t s = {0, seq, 9 + i};
+      ASSERT_OK(as_model_forward(m0, k, &s, 1, row, 1, err, sizeof err));
+      const float *lr = row + (size_t)(8 + i) * V;
+      double margin = lr[want[i]] - lr[got[i]];
+      as_kv_free(k);
+      free(row);
+      printf("  fused MLP, pipeline %d: %d/40 greedy tokens equal, then margin %.3g\n", pipe, i,
+             margin);
+      if (strcmp(DEV, "refdev") == 0 || !(margin <= 2 * worst))
+        T__FAIL("pipeline %d, token %d: fused MLP %d, without %d (margin %.3g, error %.3g)",
+                pipe, i, got[i], want[i], margin, worst);
+    }
+  }
+  unsetenv("ASK_PIPELINE");
+  free(a);
+  free(b);
+  as_model_free(m0);
+  as_model_free(m1);
+  remove_model(dir);
 }
 
 TEST(test_graphs_greedy) { check_graphs(0.0f); }
@@ -815,6 +925,6 @@ TEST(test_device_errors) {
 
 TEST_MAIN(test_llama_bf16, test_gemma_f32, test_qwen2_f16_sharded, test_qwen2_tied_mqa,
           test_graphs_greedy, test_graphs_sampled, test_pipeline_greedy, test_pipeline_sampled,
-          test_chain_tokens, test_kjv_greedy_64, test_fused_vs_separate,
+          test_chain_tokens, test_fused_mlp, test_kjv_greedy_64, test_fused_vs_separate,
           test_small_step_buffers, test_paging,
           test_device_failure, test_pool_from_memory_fraction, test_device_errors)
