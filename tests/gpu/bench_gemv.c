@@ -34,7 +34,9 @@
  * the fused ops of the persistent kernel) and once on (one launch a
  * layer), one JSON line per shape with the time of a layer both ways, the
  * weights' read rate and what a chain saves a layer; where the chained
- * kernel's probe failed, the line says why.
+ * kernel's probe failed, the line says why. Then the same layers with the
+ * MLP as one launch (norm_matmul_mlp, ASK_FUSE_MLP) instead of gate/up and
+ * down ("mlp" lines), and with the weights through rings ("ring" lines).
  *
  * Each timing is 50 calls captured into one CUDA graph (as the engine's
  * decode step runs them) after an eager warm-up, launched 5 times; the
@@ -357,15 +359,28 @@ typedef struct {
   int F, C;
   float *g, *gu, *h;
   uint16_t *xs;
+  int mlp;       /* the MLP as one op (norm_matmul_mlp; wd standing for down_t) */
+  float *acc[2]; /* its accumulators, one a layer in turn (the other cleared) */
+  int mlp_refused;
 } chain_bench_t;
 
 static void chain_layers(void *ud) {
-  const chain_bench_t *b = ud;
+  chain_bench_t *b = ud;
   for (int l = 0; l < CH_LAYERS; l++) {
     const ask_chain_op_t *o = b->op[l];
     if (dev->gemv_chain(o, 4))
       continue;
     dev->matmul_bf16(o[0].out, b->xs, o[0].x, o[0].w, NULL, 1, o[0].K, o[0].N);
+    if (b->mlp) { /* the values grow without bound: only the time counts */
+      float *a = b->acc[l & 1];
+      if (!dev->norm_matmul_mlp(a, b->acc[(l + 1) & 1], o[1].xo, o[1].x, o[1].r, o[1].nw, 1e-5f,
+                                0.0f, o[1].w, NULL, o[2].w, NULL, 1, o[1].K, b->F, ASK_ACT_SILU))
+        b->mlp_refused = 1;
+      dev->norm_matmul_rope_kv(o[3].out, o[3].xo, b->h, b->xs, o[3].x, a, o[3].nw, 1e-5f, 0.0f,
+                               o[3].w, NULL, 1, o[3].K, o[3].kc, o[3].vc, o[3].pos, o[3].slot,
+                               o[3].inv_freq, o[3].nh, o[3].nkv, o[3].D);
+      continue;
+    }
     if (dev->norm_matmul_glu(b->g, b->gu, o[1].xo, b->h, b->xs, o[1].x, o[1].r, o[1].nw, 1e-5f,
                              0.0f, o[1].w, NULL, 1, o[1].K, b->F, ASK_ACT_SILU))
       dev->matmul_bf16(o[2].out, b->xs, b->g, o[2].w, NULL, 1, b->F, b->C);
@@ -415,7 +430,7 @@ static void bench_chain(void) {
     const size_t wl = (size_t)C * qd + (size_t)2 * F * C + (size_t)C * F + (size_t)N * C;
     chain_bench_t b;
     char err[256] = "";
-    void *mem[12] = {NULL};
+    void *mem[13] = {NULL};
     memset(&b, 0, sizeof b);
     b.F = F, b.C = C;
     int32_t ints[2] = {77, 5};
@@ -434,7 +449,9 @@ static void bench_chain(void) {
     for (int i = 0; ok && i < 11; i++)
       ok = dev->alloc(&mem[i], fl[i] * 4, err, sizeof err) == 0 &&
            dev->copy(mem[i], fh, fl[i] * 4, ASK_COPY_H2D, err, sizeof err) == 0;
-    ok = ok && dev->alloc(&mem[11], (size_t)2 * 8 * nkv * D * 2 + 16, err, sizeof err) == 0;
+    ok = ok && dev->alloc(&mem[11], (size_t)2 * 8 * nkv * D * 2 + 16, err, sizeof err) == 0 &&
+         dev->alloc(&mem[12], (size_t)2 * C * 4, err, sizeof err) == 0 &&
+         dev->copy(mem[12], fh, (size_t)2 * C * 4, ASK_COPY_H2D, err, sizeof err) == 0;
     if (!ok) {
       printf("{\"chain\": \"%s\", \"error\": \"%s\"}\n", ms[mi].model,
              fh == NULL ? "out of host memory" : err);
@@ -445,6 +462,7 @@ static void bench_chain(void) {
       dev->copy(ip, ints, sizeof ints, ASK_COPY_H2D, err, sizeof err);
       kc = mem[11], vc = kc + (size_t)8 * nkv * D;
       b.xs = (uint16_t *)b.h; /* never used at one row */
+      b.acc[0] = mem[12], b.acc[1] = (float *)mem[12] + C;
       for (int l = 0; l < CH_LAYERS; l++) {
         const uint16_t *wo = w + (size_t)l * wl, *wgu = wo + (size_t)C * qd,
                        *wd = wgu + (size_t)2 * F * C, *wq = wd + (size_t)C * F;
@@ -472,6 +490,20 @@ static void bench_chain(void) {
                "\"separate_gbps\": %.1f, \"chained_gbps\": %.1f, \"saved_us_per_layer\": %.2f}\n",
                ts, tc, bytes / (ts * 1e3), bytes / (tc * 1e3), ts - tc);
       fflush(stdout);
+      /* the layers with the MLP as one launch (gemv_mlp.cu, ASK_FUSE_MLP) */
+      if (ts >= 0) {
+        b.mlp = 1;
+        double tm = chain_time(&b, 0, err, sizeof err);
+        b.mlp = 0;
+        if (tm < 0 || b.mlp_refused)
+          printf("{\"mlp\": \"%s\", \"error\": \"%s\"}\n", ms[mi].model,
+                 tm < 0 ? err : "norm_matmul_mlp did not take the shape");
+        else
+          printf("{\"mlp\": \"%s\", \"us_per_layer\": %.2f, \"separate_us_per_layer\": %.2f, "
+                 "\"gbps\": %.1f, \"saved_us_per_layer\": %.2f}\n",
+                 ms[mi].model, tm, ts, bytes / (tm * 1e3), ts - tm);
+        fflush(stdout);
+      }
       /* the same layers launched one by one with the weights through a
        * ring of R steps a warp in shared memory (ask_cuda_set_pw_ring) */
       static const int rings[] = {2, 3, 4, 6};
@@ -490,7 +522,7 @@ static void bench_chain(void) {
         fflush(stdout);
       }
     }
-    for (int i = 0; i < 12; i++)
+    for (int i = 0; i < 13; i++)
       dev->free(mem[i]);
     dev->free(w);
     free(fh);

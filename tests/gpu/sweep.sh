@@ -14,7 +14,9 @@
 # The default list, most wanted first (a sweep cut short by AS_SWEEP_UNTIL
 # loses the end): from the sixth session's defaults (the pipeline, the
 # fused gate, the decode attention kernel with at most 2 kv heads), the
-# unmeasured knobs: the weights through a ring in shared memory
+# unmeasured knobs: a layer's MLP as one launch, the down product split
+# along F with atomic adds (ASK_FUSE_MLP, eighth session, no device), the
+# weights through a ring in shared memory
 # (ASK_CUDA_PW_RING, written after the sixth session's last device call),
 # the attention kernels reading the cache before their PDL wait
 # (ASK_CUDA_ATTN_EARLY) and the o product's first weights before its wait
@@ -44,6 +46,7 @@ PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
+mlp ASK_FUSE_MLP=1
 ring2 ASK_CUDA_PW_RING=2
 ring3 ASK_CUDA_PW_RING=3
 ring4 ASK_CUDA_PW_RING=4
@@ -53,12 +56,14 @@ attn_early ASK_CUDA_ATTN_EARLY=1
 attn_early_all ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16
 pw_early_attn ASK_CUDA_PW_EARLY=2
 attn_early_pw2 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_PW_EARLY=2
+mlp_attn_early ASK_FUSE_MLP=1 ASK_CUDA_ATTN_EARLY=1
 no_attention ASK_PROFILE_SKIP=attention
 no_o ASK_PROFILE_SKIP=o
 no_qkv ASK_PROFILE_SKIP=qkv
 no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
+split_min_256 ASK_CUDA_SPLIT_MIN=256
 attn_early_all_split32 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
 ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
 ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
