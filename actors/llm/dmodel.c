@@ -142,10 +142,13 @@ static int as__up_transposed(as__up_t *u, const char *name, int rows, int cols,
                        u->dir, t->name);
   }
   if ((rc = as_st_to_f32(t, f, u->err, u->errlen)) == 0) {
+    const uint16_t *b = (const uint16_t *)f;
     ask_f32_to_bf16((uint16_t *)f, f, R * Cn); /* in place, as as__up_put */
-    for (size_t i = 0; i < R; i++)
-      for (size_t j = 0; j < Cn; j++)
-        tr[j * R + i] = ((const uint16_t *)f)[i * Cn + j];
+    for (size_t i0 = 0; i0 < R; i0 += 64) /* in 64 x 64 tiles: both sides stay in cache */
+      for (size_t j0 = 0; j0 < Cn; j0 += 64)
+        for (size_t i = i0; i < R && i < i0 + 64; i++)
+          for (size_t j = j0; j < Cn && j < j0 + 64; j++)
+            tr[j * R + i] = b[i * Cn + j];
     if ((rc = as__up_alloc(u, (void **)&dst, R * Cn * 2)) == 0 &&
         (rc = u->dm->dev->copy(dst, tr, R * Cn * 2, ASK_COPY_H2D, u->err, u->errlen)) == 0)
       *out = dst;

@@ -534,8 +534,10 @@ static void as__run(const as_model_t *m, as_kv_t *kv, int T, int S, int mode) {
       AS__OP(P_GATE_UP, done = dev->norm_matmul_mlp(acc, prev, xn, x, s->r, L->norm2, eps, off,
                                                     L->gu, L->gu_b, L->down_t, L->down_b, 1, C,
                                                     F, c->act));
-      /* 0 only where the backend has failed (the shape was taken at load):
-       * then the separate ops below are skipped too and the step fails */
+      /* 0 only where the backend has failed (the shape was taken at load;
+       * the separate ops below are then skipped too and the step fails),
+       * or a test changed the backend's settings since (the accumulators
+       * may then keep stale sums) */
       if (done || (s->skip >> P_GATE_UP & 1u)) {
         float *tmp = x;
         x = xn, xn = tmp, rr = acc;

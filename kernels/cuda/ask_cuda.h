@@ -60,6 +60,12 @@ int ask_cuda_set_pw_early(int on);
  * groups). The same bits either way. Written in the sixth session after its
  * last device call: not yet measured. Returns the previous value. */
 int ask_cuda_set_pw_ring(int steps);
+/* Warps a block of the fused MLP kernel (norm_matmul_mlp, gemv_mlp.cu): 8
+ * (the default: two blocks an SM) or 16 (one block an SM: half the blocks,
+ * so half the atomic adds of the block sums). ASK_CUDA_MLP_WARPS at start.
+ * Read when the engine opens a model and at each launch. Returns the
+ * previous value. */
+int ask_cuda_set_mlp_warps(int warps);
 
 /* The decode fusions run their fused kernels for T <= rows where
  * matmul_bf16 would use the matrix-vector kernel, the separate ops

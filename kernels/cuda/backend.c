@@ -309,7 +309,7 @@ static void ask__init(void) {
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
              *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
              *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING"),
-             *aeenv = getenv("ASK_CUDA_ATTN_EARLY");
+             *aeenv = getenv("ASK_CUDA_ATTN_EARLY"), *mwenv = getenv("ASK_CUDA_MLP_WARPS");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -375,6 +375,8 @@ static void ask__init(void) {
     ask__cu_pw_umax = atoi(uenv);
   if (ringenv != NULL)
     (void)ask_cuda_set_pw_ring(atoi(ringenv));
+  if (mwenv != NULL)
+    (void)ask_cuda_set_mlp_warps(atoi(mwenv));
   if (penv != NULL)
     ask__cu_gemv_pw = atoi(penv) < 0 ? 0 : atoi(penv) > 2 ? 2 : atoi(penv);
   ask__pdl_init(&prop);
@@ -936,6 +938,12 @@ int ask_cuda_set_attn_early(int on) {
 int ask_cuda_set_pw_ring(int steps) {
   int old = ask__cu_pw_ring;
   ask__cu_pw_ring = steps < 2 ? 0 : steps > 8 ? 8 : steps; /* cp.async waits count 8 at most */
+  return old;
+}
+
+int ask_cuda_set_mlp_warps(int warps) {
+  int old = ask__cu_mlp_warps;
+  ask__cu_mlp_warps = warps == 16 ? 16 : 8;
   return old;
 }
 

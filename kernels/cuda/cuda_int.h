@@ -170,6 +170,7 @@ int ask__cu_gemv_norm_glu_bf16(cudaStream_t s, float *g, float *xo, const float 
  * ask__cu_mlp_takes says whether it takes the shape (acc's alignment is
  * the caller's). */
 cudaError_t ask__cu_mlp_init(size_t optin);
+extern int ask__cu_mlp_warps; /* warps a block: 8 or 16 (ask_cuda_set_mlp_warps) */
 int ask__cu_mlp_takes(int T, int K, int F, const uint16_t *gu, const uint16_t *dt);
 void ask__cu_gemv_mlp(cudaStream_t s, float *acc, float *clear, float *xo, const float *x,
                       const float *r, const float *nw, float eps, float w_offset,

@@ -17,12 +17,15 @@
  */
 #include "gemv_pw.cuh"
 
-/* Shared memory of a block: the persistent kernel's (norm partial sums,
- * staged x), then ASK__PW_WARPS accumulator rows of K floats, in the
+int ask__cu_mlp_warps = 8; /* cuda_int.h: warps a block (8: 2 blocks an SM, 16: 1) */
+
+/* Shared memory of a block of W warps: the norm's partial sums (16 doubles
+ * a warp), staged x (K floats), then W accumulator rows of K floats, in the
  * staged x's order (ask__slot<true>), so that a lane adds its pieces into
  * the slots it reads x from. */
-static __host__ __device__ size_t ask__mlp_smem(int K) {
-  return ask__pw_smem(K) + (size_t)ASK__PW_WARPS * K * sizeof(float);
+static __host__ __device__ size_t ask__mlp_smem(int K, int W) {
+  return (size_t)W * 16 * sizeof(double) + (size_t)K * sizeof(float) +
+         (size_t)W * K * sizeof(float);
 }
 
 static size_t ask__mlp_optin; /* ask__cu_mlp_init: the limit set on the kernels */
@@ -54,8 +57,8 @@ static __device__ __forceinline__ void ask__axpy8(float4 *a, float4 *b, uint4 p,
   *b = v;
 }
 
-template <int U>
-static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
+template <int U, int W>
+static __global__ void __launch_bounds__(32 * W, 16 / W)
     ask__k_gemv_mlp(const ask__xp_norm xp, const uint16_t *__restrict__ gu,
                     const float *__restrict__ gu_b, const uint16_t *__restrict__ dt,
                     const float *__restrict__ down_b, float *__restrict__ acc,
@@ -63,23 +66,23 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
   extern __shared__ float4 ask__gemv_sh[];
   ask__pdl_start();
   const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, K4 = K >> 2;
-  const int G = gridDim.x * ASK__PW_WARPS, S = (K >> 3) / (32 * U);
+  const int G = gridDim.x * W, S = (K >> 3) / (32 * U);
   const size_t rs = (size_t)(K >> 3); /* uint4 a row */
-  float4 *accs = ask__gemv_sh + ask__pw_smem(K) / sizeof(float4); /* the block's rows */
-  float4 *accw = accs + (size_t)wid * K4;                          /* this warp's */
+  float4 *accs = ask__gemv_sh + W * 8 + K4; /* the block's rows, after part and x */
+  float4 *accw = accs + (size_t)wid * K4; /* this warp's */
   const uint4 *wg = reinterpret_cast<const uint4 *>(gu) + lane,
               *wd = reinterpret_cast<const uint4 *>(dt) + lane;
   /* unit i's row of phase ph (0 gate, 1 up, 2 down_t), this lane's first piece */
   auto row = [&](int i, int ph) {
     return ph == 2 ? wd + (size_t)i * rs : wg + (size_t)(ph == 1 ? F + i : i) * rs;
   };
-  int i = blockIdx.x * ASK__PW_WARPS + wid, ph = 0;
+  int i = blockIdx.x * W + wid, ph = 0;
   const uint4 *cur = row(i < F ? i : 0, 0);
   uint4 p[U];
 #pragma unroll
   for (int u = 0; u < U; u++)
     ask__pf_l2(cur + 32 * u);
-  for (int j = threadIdx.x; j < ASK__PW_WARPS * K4; j += blockDim.x)
+  for (int j = threadIdx.x; j < W * K4; j += blockDim.x)
     accs[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   ask__pdl_wait();
 #pragma unroll
@@ -90,9 +93,8 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
     for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < K; j += gridDim.x * blockDim.x)
       clear[j] = 0.0f;
   double *part = reinterpret_cast<double *>(ask__gemv_sh);
-  const float4 *sh = ask__gemv_sh + ASK__PW_WARPS * 8;
-  ask__stage<true>(xp, reinterpret_cast<float *>(ask__gemv_sh + ASK__PW_WARPS * 8), part, 1, K,
-                   0, K, K);
+  const float4 *sh = ask__gemv_sh + W * 8;
+  ask__stage<true>(xp, reinterpret_cast<float *>(ask__gemv_sh + W * 8), part, 1, K, 0, K, K);
   __syncthreads();
   if (i < F) {
     const float sc = xp.scale(part, 0, K);
@@ -148,74 +150,99 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 2)
     }
   }
   __syncthreads();
-  /* slot j holds columns k .. k + 3 (ask__slot<true>'s inverse): the
-   * warps' sums, block 0 adding the bias, into acc */
-  for (int j = threadIdx.x; j < K4; j += blockDim.x) {
+  /* columns k .. k + 3 (k = 4 q) are slot j (ask__slot<true>): the warps'
+   * sums, block 0 adding the bias, into acc; a warp's atomics cover 512
+   * contiguous bytes */
+  for (int q = threadIdx.x; q < K4; q += blockDim.x) {
+    const int c = q >> 1, k = 4 * q, j = ((c >> 5) << 6) + ((q & 1) << 5) + (c & 31);
     float4 v = accs[j];
-    for (int w = 1; w < ASK__PW_WARPS; w++) {
+#pragma unroll 4
+    for (int w = 1; w < W; w++) {
       const float4 a = accs[(size_t)w * K4 + j];
       v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
     }
-    const int c = ((j >> 6) << 5) + (j & 31), k = 8 * c + 4 * ((j >> 5) & 1);
     if (blockIdx.x == 0 && down_b != NULL)
       v.x += down_b[k], v.y += down_b[k + 1], v.z += down_b[k + 2], v.w += down_b[k + 3];
     ask__red4(acc + k, v);
   }
 }
 
-/* cuda_int.h: the kernels' shared-memory limit (once, before any capture). */
+/* The kernels for U (8, 4, 2, 1) and W (8, 16). */
+typedef void (*ask__mlp_fn)(const ask__xp_norm, const uint16_t *, const float *, const uint16_t *,
+                            const float *, float *, float *, int, int, int);
+template <int W> static ask__mlp_fn ask__mlp_kernel(int U) {
+  return U == 8 ? ask__k_gemv_mlp<8, W>
+       : U == 4 ? ask__k_gemv_mlp<4, W>
+       : U == 2 ? ask__k_gemv_mlp<2, W>
+                : ask__k_gemv_mlp<1, W>;
+}
+static ask__mlp_fn ask__mlp_pick(int U, int W) {
+  return W == 16 ? ask__mlp_kernel<16>(U) : ask__mlp_kernel<8>(U);
+}
+
+/* cuda_int.h: the kernels' shared-memory limit and the whole carveout as
+ * shared memory (so that the blocks an SM the launch counts are what the
+ * driver gives, whatever ran before); once, before any capture. */
 extern "C" cudaError_t ask__cu_mlp_init(size_t optin) {
-  void (*const k[4])(const ask__xp_norm, const uint16_t *, const float *, const uint16_t *,
-                     const float *, float *, float *, int, int, int) = {
-      ask__k_gemv_mlp<8>, ask__k_gemv_mlp<4>, ask__k_gemv_mlp<2>, ask__k_gemv_mlp<1>};
+  static const int Us[4] = {8, 4, 2, 1}, Ws[2] = {8, 16};
   cudaError_t e = cudaSuccess;
-  for (int i = 0; i < 4 && e == cudaSuccess; i++)
-    e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)optin);
+  for (int i = 0; i < 8 && e == cudaSuccess; i++) {
+    ask__mlp_fn k = ask__mlp_pick(Us[i % 4], Ws[i / 4]);
+    e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)optin);
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(k, cudaFuncAttributePreferredSharedMemoryCarveout,
+                               (int)cudaSharedmemCarveoutMaxShared);
+  }
   ask__mlp_optin = e == cudaSuccess ? optin : 0;
   return e;
 }
 
 /* cuda_int.h: whether the fused MLP takes one row of K columns and F units:
- * the persistent kernel's conditions (ask__pw_takes, weights aligned) and a
- * block's shared memory within the limit. */
+ * K as the persistent kernel takes it (a multiple of 256, at most
+ * ASK__PW_STAGE), the weights 16-byte aligned, a block's shared memory
+ * within the limit. Not the persistent kernel's on/off setting
+ * (ask__cu_gemv_pw): the engine asks once, when it loads the weights. */
 extern "C" int ask__cu_mlp_takes(int T, int K, int F, const uint16_t *gu, const uint16_t *dt) {
-  return F > 0 && ask__pw_takes(T, K, gu) && ((uintptr_t)dt & 15) == 0 &&
-         ask__mlp_smem(K) <= ask__mlp_optin;
+  return T == 1 && F > 0 && ask__cu_sms > 0 && K > 0 && K % 256 == 0 && K <= ASK__PW_STAGE &&
+         (((uintptr_t)gu | (uintptr_t)dt) & 15) == 0 &&
+         ask__mlp_smem(K, ask__cu_mlp_warps) <= ask__mlp_optin;
 }
 
 /* cuda_int.h: norm_matmul_mlp at one row (the caller checked
- * ask__cu_mlp_takes and that acc is 16-byte aligned). The grid as the
- * persistent kernel's: as many blocks an SM as shared memory holds, at
- * most ask__cu_gemv_pw; units a warp so that every warp has as many. */
+ * ask__cu_mlp_takes and that acc is 16-byte aligned). As many blocks an SM
+ * as the device runs at once (the occupancy query: registers and shared
+ * memory), so one wave; units a warp so that every warp has as many. */
 extern "C" void ask__cu_gemv_mlp(cudaStream_t s, float *acc, float *clear, float *xo,
                                  const float *x, const float *r, const float *nw, float eps,
                                  float w_offset, const uint16_t *gu, const float *gu_b,
                                  const uint16_t *dt, const float *down_b, int K, int F,
                                  int act) {
-  const size_t smem = ask__mlp_smem(K);
-  const long fit = (long)(ask__mlp_optin + 1024) / (long)(smem + 1024);
-  const int bps = fit < 1 ? 1 : fit < ask__cu_gemv_pw ? (int)fit : ask__cu_gemv_pw;
-  const long most = (long)ask__cu_sms * bps * ASK__PW_WARPS;
+  const int W = ask__cu_mlp_warps == 16 ? 16 : 8, U = ask__pw_unroll(K);
+  const size_t smem = ask__mlp_smem(K, W);
+  const ask__mlp_fn k = ask__mlp_pick(U, W);
+  int bps = 0;
+  if (ask__cu_check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, k, 32 * W, smem),
+                    "occupancy of gemv_mlp"))
+    return;
+  bps = bps < 1 ? 1 : bps > 16 / W ? 16 / W : bps; /* the registers' bound on a GPU */
+  const long most = (long)ask__cu_sms * bps * W;
   const long upw = ((long)F + most - 1) / most, warps = ((long)F + upw - 1) / upw;
-  const unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
-  const dim3 b(32 * ASK__PW_WARPS);
+  const unsigned grid = (unsigned)((warps + W - 1) / W);
+  const dim3 b(32 * W);
   ask__xp_norm xp = {x, r, nw, r != NULL ? xo : NULL, eps, w_offset, 0};
-  switch (ask__pw_unroll(K)) {
-  case 8:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_mlp<8>)(xp, gu, gu_b, dt, down_b, acc, clear, K,
-                                                      F, act);
-    break;
-  case 4:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_mlp<4>)(xp, gu, gu_b, dt, down_b, acc, clear, K,
-                                                      F, act);
-    break;
-  case 2:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_mlp<2>)(xp, gu, gu_b, dt, down_b, acc, clear, K,
-                                                      F, act);
-    break;
-  default:
-    ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_mlp<1>)(xp, gu, gu_b, dt, down_b, acc, clear, K,
-                                                      F, act);
+#define ASK__MLP_GO(UU, WW)                                                                  \
+  ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_mlp<UU, WW>)(xp, gu, gu_b, dt, down_b, acc, clear, \
+                                                        K, F, act)
+  switch (U * 100 + W) {
+  case 808: ASK__MLP_GO(8, 8); break;
+  case 408: ASK__MLP_GO(4, 8); break;
+  case 208: ASK__MLP_GO(2, 8); break;
+  case 108: ASK__MLP_GO(1, 8); break;
+  case 816: ASK__MLP_GO(8, 16); break;
+  case 416: ASK__MLP_GO(4, 16); break;
+  case 216: ASK__MLP_GO(2, 16); break;
+  default: ASK__MLP_GO(1, 16);
   }
+#undef ASK__MLP_GO
   ASK__LAUNCHED("gemv_mlp");
 }

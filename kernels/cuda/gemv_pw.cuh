@@ -351,13 +351,13 @@ static int ask__pw_unroll(int K) {
   return u;
 }
 
-static __host__ __device__ size_t ask__pw_smem(int K) {
+static inline __host__ __device__ size_t ask__pw_smem(int K) {
   return (size_t)ASK__PW_WARPS * 16 * sizeof(double) + (size_t)K * sizeof(float);
 }
 
 /* Whether the persistent kernel takes a product of T rows, K columns and
  * weights w: one row, on, K as ask__pw_unroll, w 16-byte aligned. */
-static int ask__pw_takes(int T, int K, const uint16_t *w) {
+static inline int ask__pw_takes(int T, int K, const uint16_t *w) {
   return T == 1 && ask__cu_gemv_pw > 0 && ask__cu_sms > 0 && ask__pw_unroll(K) != 0 &&
          ((uintptr_t)w & 15) == 0;
 }

@@ -1210,8 +1210,11 @@ TEST(test_cuda_norm_glu) {
  * (sums in another order), xo bit for bit, clear all zeros; the same from
  * a captured graph. The shapes: Llama-3.2-1B's (F 8192, silu), a small
  * one with biases whose units do not fill the grid evenly (K 256, F 100:
- * U 1; gelu-tanh, the norm's offset 1) and, on the GPU, gemma-2b's (F
- * 16384, gelu-tanh, offset 1). It takes no other row count. */
+ * U 1; gelu-tanh, the norm's offset 1), rows of several steps (K 3072: U
+ * 4, 3 steps; K 4096: U 8, 2 steps) and, on the GPU, gemma-2b's (F 16384,
+ * gelu-tanh, offset 1) and Llama's again with blocks of 16 warps; the
+ * others take 8 or 16 warps in turn (ask_cuda_set_mlp_warps). It takes no
+ * other row count. */
 typedef struct {
   float *acc, *clear, *xo, *x, *r, *nw, *gub, *db;
   uint16_t *gu, *dt;
@@ -1227,15 +1230,19 @@ static void mlp_run(void *ud) {
 
 TEST(test_cuda_mlp) {
   NEED_DEVICE();
-  static const int shapes[3][4] = {{2048, 8192, ASK_ACT_SILU, 0},
-                                   {256, 100, ASK_ACT_GELU_TANH, 1},
-                                   {2048, 16384, ASK_ACT_GELU_TANH, 0}};
+  /* K, F, activation, biases, warps a block */
+  static const int shapes[6][5] = {{2048, 8192, ASK_ACT_SILU, 0, 8},
+                                   {256, 100, ASK_ACT_GELU_TANH, 1, 16},
+                                   {3072, 333, ASK_ACT_SILU, 1, 16},
+                                   {4096, 260, ASK_ACT_GELU_TANH, 0, 8},
+                                   {2048, 16384, ASK_ACT_GELU_TANH, 0, 8},
+                                   {2048, 8192, ASK_ACT_SILU, 0, 16}};
 #ifdef AS_CUDAEMU_BACKEND
-  const int ncase = 2; /* the emulator: gemma's shape adds a minute */
+  const int ncase = 4; /* the emulator: the last two add a minute */
 #else
-  const int ncase = 3;
+  const int ncase = 6;
 #endif
-  int pw0 = ask_cuda_set_gemv_pw(2);
+  int pw0 = ask_cuda_set_gemv_pw(2), mw0 = ask_cuda_set_mlp_warps(8);
   ASSERT_TRUE(dev->norm_matmul_mlp != NULL);
   ASSERT_EQ(dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL,
                                  2, 2048, 8192, ASK_ACT_SILU), 0);
@@ -1244,6 +1251,7 @@ TEST(test_cuda_mlp) {
   for (int c = 0; c < ncase; c++) {
     int K = shapes[c][0], F = shapes[c][1], act = shapes[c][2], bias = shapes[c][3];
     size_t G = (size_t)2 * F * K, D = (size_t)F * K;
+    ask_cuda_set_mlp_warps(shapes[c][4]);
     ASSERT_EQ(dev->norm_matmul_mlp(NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, NULL, NULL, NULL,
                                    NULL, 1, K, F, act), 1);
     float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *gub = rnd(2 * F, 1),
@@ -1265,7 +1273,7 @@ TEST(test_cuda_mlp) {
                                     bias ? gub : NULL, dt, bias ? db : NULL, 1, K, F, act), 1);
     double rel = max_rel(acc, wacc, K);
     if (!(rel <= 1e-4))
-      fprintf(stderr, "  mlp K=%d F=%d: max rel diff %g\n", K, F, rel);
+      fprintf(stderr, "  mlp K=%d F=%d W=%d: max rel diff %g\n", K, F, shapes[c][4], rel);
     ASSERT_TRUE(rel <= 1e-4);
     ASSERT_MEM_EQ(xo, wxo, (size_t)K * 4);
     for (int i = 0; i < K; i++)
@@ -1296,6 +1304,7 @@ TEST(test_cuda_mlp) {
   char err[256];
   ASSERT_EQ(dev->sync(err, sizeof err), 0);
   ask_cuda_set_gemv_pw(pw0);
+  ask_cuda_set_mlp_warps(mw0);
 }
 
 /* Both fusions in a graph, as the engine's captured decode step runs them:

@@ -563,8 +563,9 @@ TEST(test_chain_tokens) {
 
 /* ASK_FUSE_MLP=1 (one-row steps run each layer's MLP as one op,
  * norm_matmul_mlp, adding into accumulators that rotate between layers)
- * against the same model without it, on a three-layer model so that the
- * rotation's odd case runs (the last layer has an accumulator of its own).
+ * against the same model without it, on models of two and three layers
+ * (the rotation's even and odd cases: with an odd count the last layer has
+ * an accumulator of its own).
  * Logits of one-row steps, before and after a 6-row chunk (which takes the
  * separate ops and must leave the accumulators as it found them), and of
  * a second sequence: within 1e-4 of the scale on refdev (whose twin sums
@@ -573,11 +574,11 @@ TEST(test_chain_tokens) {
  * pipeline: the model without the switch's tokens, up to a first
  * difference where that model's top-1 margin is within twice the logit
  * error measured above (a near tie; on refdev none is allowed). */
-TEST(test_fused_mlp) {
+static void check_fused_mlp(int layers) {
   char dir[] = "/tmp/as-mlp-XXXXXX";
   NEED_DEVICE();
   ASSERT_TRUE(mkdtemp(dir) != NULL);
-  if (write_chain_model(dir, 3) != 0)
+  if (write_chain_model(dir, layers) != 0)
     T__FAIL("%s", err);
   as_model_t *m0 = open_on(dir, DEV);
   setenv("ASK_FUSE_MLP", "1", 1);
@@ -615,7 +616,8 @@ TEST(test_fused_mlp) {
       }
     }
   }
-  printf("  fused MLP on %s: max |logit diff| %.3g (scale %.3g)\n", DEV, worst, scale);
+  printf("  fused MLP on %s, %d layers: max |logit diff| %.3g (scale %.3g)\n", DEV, layers, worst,
+         scale);
   if (!(worst <= (strcmp(DEV, "refdev") == 0 ? 1e-4 : 1e-2) * scale))
     T__FAIL("the fused MLP's logits differ by %.3g (scale %.3g)", worst, scale);
   as_kv_free(k0);
@@ -658,6 +660,11 @@ TEST(test_fused_mlp) {
   as_model_free(m0);
   as_model_free(m1);
   remove_model(dir);
+}
+
+TEST(test_fused_mlp) {
+  check_fused_mlp(2);
+  check_fused_mlp(3);
 }
 
 TEST(test_graphs_greedy) { check_graphs(0.0f); }
