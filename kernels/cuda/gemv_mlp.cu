@@ -113,19 +113,10 @@ static __global__ void __launch_bounds__(32 * W, 16 / W)
           q[u] = ask__ld_w(nxt + 32 * u);
       }
       if (ph < 2) { /* gate or up: the dot product with x, as ask__pw_walk */
-        const float4 *xc = sh + 64 * U * s + lane;
-#pragma unroll
-        for (int u = 0; u < U; u += 2) {
-          a0 = ask__dot8(a0, p[u], xc[64 * u], xc[64 * u + 32]);
-          if (u + 1 < U)
-            a1 = ask__dot8(a1, p[u + 1], xc[64 * (u + 1)], xc[64 * (u + 1) + 32]);
-        }
+        ask__pw_dot_step<U>(a0, a1, p, sh + 64 * U * s + lane);
         if (last) {
-          float v = a0 + a1;
-#pragma unroll
-          for (int o = 16; o > 0; o >>= 1)
-            v += __shfl_xor_sync(0xffffffffu, v, o);
-          v = v * sc + (gu_b != NULL ? gu_b[ph == 1 ? F + i : i] : 0.0f);
+          const float v =
+              ask__warp_sum(a0 + a1) * sc + (gu_b != NULL ? gu_b[ph == 1 ? F + i : i] : 0.0f);
           if (ph == 0)
             gate = v;
           else

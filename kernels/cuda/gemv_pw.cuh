@@ -162,6 +162,28 @@ struct ask__rw_glu {
   }
 };
 
+/* a0, a1 += a step's U pieces p times their 8 floats of staged x (xc: the
+ * lane's first slot; piece u's halves at 64 u and 64 u + 32), alternate
+ * pieces into the two accumulators. */
+template <int U>
+static __device__ __forceinline__ void ask__pw_dot_step(float &a0, float &a1, const uint4 (&p)[U],
+                                                        const float4 *xc) {
+#pragma unroll
+  for (int u = 0; u < U; u += 2) {
+    a0 = ask__dot8(a0, p[u], xc[64 * u], xc[64 * u + 32]);
+    if (u + 1 < U)
+      a1 = ask__dot8(a1, p[u + 1], xc[64 * (u + 1)], xc[64 * (u + 1) + 32]);
+  }
+}
+
+/* The sum of v over the warp, in every lane. */
+static __device__ __forceinline__ float ask__warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 /* A block's walk: x staged (policy xp, the whole row of K) into sm, then
  * each warp computes its rows from n (rw begun; n its first row, -1: none)
  * with p holding the first step of row n (loaded by the caller, so that it
@@ -198,18 +220,9 @@ static __device__ __forceinline__ void ask__pw_walk(RW &rw, const XP &xp,
         q[u] = ask__ld_w(nxt + 32 * u);
     }
     /* piece c = lane + 32 g of the row: float4 64 g + lane, its second half 32 further */
-    const float4 *xc = sh + 64 * U * s + lane;
-#pragma unroll
-    for (int u = 0; u < U; u += 2) {
-      a0 = ask__dot8(a0, p[u], xc[64 * u], xc[64 * u + 32]);
-      if (u + 1 < U)
-        a1 = ask__dot8(a1, p[u + 1], xc[64 * (u + 1)], xc[64 * (u + 1) + 32]);
-    }
+    ask__pw_dot_step<U>(a0, a1, p, sh + 64 * U * s + lane);
     if (last) {
-      float v = a0 + a1;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
+      const float v = ask__warp_sum(a0 + a1);
       rw.done(n, v * sc + (bias != NULL ? bias[n] : 0.0f), lane);
       rw.advance();
       a0 = a1 = 0.0f;

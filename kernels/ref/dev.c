@@ -577,7 +577,7 @@ ASK__OP(nmlp)
 static void nmlp_run(const void *p) {
   const struct nmlp_a *a = p;
   size_t K = (size_t)a->K, F = (size_t)a->F;
-  float *h = malloc((K + 3 * F) * sizeof *h), *gu = h + K, *g = gu + 2 * F;
+  float *h = malloc((2 * K + 3 * F) * sizeof *h), *gu = h + K, *g = gu + 2 * F, *w = g + F;
   double *sum = calloc(K, sizeof *sum);
   if (h == NULL || sum == NULL) {
     free(h);
@@ -588,13 +588,9 @@ static void nmlp_run(const void *p) {
                           a->K, 2 * a->F});
   ask_ref_glu(g, gu, gu + F, F, a->act);
   for (size_t i = 0; i < F; i++) {
-    const uint16_t *row = a->dt + i * K;
-    for (size_t n = 0; n < K; n++) {
-      uint32_t b = (uint32_t)row[n] << 16;
-      float w;
-      memcpy(&w, &b, sizeof w);
-      sum[n] += (double)g[i] * (double)w;
-    }
+    ask_bf16_to_f32(w, a->dt + i * K, K);
+    for (size_t n = 0; n < K; n++)
+      sum[n] += (double)g[i] * (double)w[n];
   }
   for (size_t n = 0; n < K; n++)
     a->acc[n] += (float)(sum[n] + (a->down_b != NULL ? (double)a->down_b[n] : 0.0));

@@ -89,6 +89,27 @@ static cJSON *load_ref(const char *model) {
   return fixture_json(path);
 }
 
+/* *margin: the logit of token `want` minus that of `got` after the n
+ * tokens of prompt and the i of prefix, on model m: by how much m prefers
+ * want there (a near tie when it is within the measured logit error). */
+static void margin_at(as_model_t *m, const int32_t *prompt, int n, const int32_t *prefix, int i,
+                      int want, int got, double *margin) {
+  int V = as_model_config(m)->vocab_size;
+  int32_t *seq = malloc((size_t)(n + i) * sizeof *seq);
+  float *lg = malloc((size_t)V * sizeof *lg);
+  as_kv_t *k;
+  memcpy(seq, prompt, (size_t)n * sizeof *seq);
+  memcpy(seq + n, prefix, (size_t)i * sizeof *seq);
+  ASSERT_OK(as_kv_new(&k, m, (size_t)(n + i) + 16)); /* not 0: a device's whole memory */
+  ASSERT_OK(as_kv_seq_new(k, 0));
+  as_fwd_seq_t s = {0, seq, n + i};
+  ASSERT_OK(as_model_forward(m, k, &s, 1, lg, 0, err, sizeof err));
+  *margin = (double)lg[want] - (double)lg[got];
+  as_kv_free(k);
+  free(seq);
+  free(lg);
+}
+
 /* Logits of every position of each prompt on refdev against the CPU path
  * and the reference; greedy through as_gen against the reference where
  * the reference's margin is clear of the measured error. */
@@ -168,18 +189,8 @@ static void check_model(const char *name) {
         checked++;
         continue;
       }
-      int32_t seq[128];
-      as_kv_t *k2;
-      for (int j = 0; j < n; j++)
-        seq[j] = tok[j];
-      for (int j = 0; j < i; j++)
-        seq[n + j] = got[j];
-      ASSERT_OK(as_kv_new(&k2, cpu, 0));
-      ASSERT_OK(as_kv_seq_new(k2, 0));
-      as_fwd_seq_t s = {0, seq, n + i};
-      ASSERT_OK(as_model_forward(cpu, k2, &s, 1, a, 0, err, sizeof err));
-      double margin = a[w] - a[got[i]];
-      as_kv_free(k2);
+      double margin;
+      margin_at(cpu, tok, n, got, i, w, got[i], &margin);
       if (!(margin <= 2 * worst))
         T__FAIL("%s prompt %d token %d: device %d, transformers %d, CPU margin %.3g > 2 x "
                 "measured error %.3g",
@@ -631,22 +642,12 @@ static void check_fused_mlp(int layers) {
     while (i < 40 && got[i] == want[i])
       i++;
     if (i < 40) { /* the margin of the model without it at that token */
-      int32_t seq[49];
+      int32_t prompt[9];
       uint64_t rng = ask_rng_seed(99); /* run_reqs's prompt */
-      as_kv_t *k;
       for (int j = 0; j < 9; j++)
-        seq[j] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
-      for (int j = 0; j < i; j++)
-        seq[9 + j] = want[j];
-      float *row = malloc((size_t)(9 + i) * V * sizeof(float));
-      ASSERT_OK(as_kv_new(&k, m0, 256));
-      ASSERT_OK(as_kv_seq_new(k, 0));
-      as_fwd_seq_t s = {0, seq, 9 + i};
-      ASSERT_OK(as_model_forward(m0, k, &s, 1, row, 1, err, sizeof err));
-      const float *lr = row + (size_t)(8 + i) * V;
-      double margin = lr[want[i]] - lr[got[i]];
-      as_kv_free(k);
-      free(row);
+        prompt[j] = (int32_t)(ask_rng_next(&rng) % 4000) + 10;
+      double margin;
+      margin_at(m0, prompt, 9, want, i, want[i], got[i], &margin);
       printf("  fused MLP, pipeline %d: %d/40 greedy tokens equal, then margin %.3g\n", pipe, i,
              margin);
       if (strcmp(DEV, "refdev") == 0 || !(margin <= 2 * worst))
