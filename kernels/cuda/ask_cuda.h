@@ -107,6 +107,11 @@ const char *ask_cuda_chain_state(void);
  * (kernels/cuda/paged.cu). Default 64, or ASK_CUDA_SPLIT_MIN. Returns the
  * previous value. */
 int ask_cuda_set_split_min(int keys);
+/* Parts of at least `kb` KB of keys and values (4 D bytes a key) instead,
+ * whatever the head dim D: 64 gives Llama-3.2-1B's D 64 parts of 256 keys
+ * and gemma-2b's D 256 parts of 64. 0 (the default, or ASK_CUDA_SPLIT_KB
+ * unset): ask_cuda_set_split_min's keys. Returns the previous value. */
+int ask_cuda_set_split_kb(int kb);
 
 /* attention_paged takes its decode kernel (kernels/cuda/paged.cu: a single
  * barrier, each warp streaming its keys into registers) for up to `rows`

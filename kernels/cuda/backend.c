@@ -309,7 +309,8 @@ static void ask__init(void) {
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
              *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
              *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING"),
-             *aeenv = getenv("ASK_CUDA_ATTN_EARLY"), *mwenv = getenv("ASK_CUDA_MLP_WARPS");
+             *aeenv = getenv("ASK_CUDA_ATTN_EARLY"), *mwenv = getenv("ASK_CUDA_MLP_WARPS"),
+             *skbenv = getenv("ASK_CUDA_SPLIT_KB");
 
   if (e != cudaSuccess || n == 0) {
     snprintf(ask__g.why, sizeof ask__g.why, "cudaGetDeviceCount: %s",
@@ -365,6 +366,8 @@ static void ask__init(void) {
     ask__cu_attn_dec = atoi(denv);
   if (kenv != NULL && atoi(kenv) > 0)
     ask__cu_split_min = atoi(kenv);
+  if (skbenv != NULL && atoi(skbenv) > 0)
+    ask__cu_split_kb = atoi(skbenv);
   if (menv != NULL && atoi(menv) > 0)
     ask__cu_argmax_parts = atoi(menv);
   if (eenv != NULL)
@@ -682,10 +685,15 @@ static const char *ask__d_describe(void) {
     snprintf(dec, sizeof dec, "up to %d rows", ask__cu_attn_dec);
   if (ask__cu_attn_early)
     snprintf(dec + strlen(dec), sizeof dec - strlen(dec), ", cache read before the wait");
+  char parts[48];
+  if (ask__cu_split_kb > 0)
+    snprintf(parts, sizeof parts, "%d KB", ask__cu_split_kb);
+  else
+    snprintf(parts, sizeof parts, "%d keys", ask__cu_split_min);
   snprintf(ask__g.desc, sizeof ask__g.desc,
            "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
-           "parts of %d keys at least, decode attention kernel %s, chained "
+           "parts of %s at least, decode attention kernel %s, chained "
            "products %s%s%s, programmatic dependent launch %s%s",
            ask__g.name, ask__g.gemv_rows, ask__g.gemv_max_n,
            ask__cu_gemv_pw > 0 ? "persistent" : "a block per rows",
@@ -699,7 +707,7 @@ static const char *ask__d_describe(void) {
                                                      : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
-           ask__g.fuse_gate ? "on" : "off", ask__cu_split_min, dec,
+           ask__g.fuse_gate ? "on" : "off", parts, dec,
            ask__g.chain ? "on" : ask__g.chain_ok || !ask__g.chain_probed ? "off" : "off: ",
            ask__g.chain && ask__cu_chain_coop ? " (cooperative)" : "",
            ask__g.chain || ask__g.chain_ok || !ask__g.chain_probed ? "" : ask__g.chain_why,
@@ -973,6 +981,12 @@ const char *ask_cuda_chain_state(void) {
 int ask_cuda_set_split_min(int keys) {
   int old = ask__cu_split_min;
   ask__cu_split_min = keys > 0 ? keys : 1;
+  return old;
+}
+
+int ask_cuda_set_split_kb(int kb) {
+  int old = ask__cu_split_kb;
+  ask__cu_split_kb = kb > 0 ? kb : 0;
   return old;
 }
 

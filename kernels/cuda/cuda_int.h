@@ -42,6 +42,11 @@ extern int ask__cu_pdl;
 /* paged.cu: the fewest keys a part of a split attention row holds
  * (ask_cuda_set_split_min). */
 extern int ask__cu_split_min;
+/* paged.cu: KB of keys and values (bf16, 4 D bytes a key) a part holds at
+ * least, 0: ask__cu_split_min keys (ask_cuda_set_split_kb); ask__pg_kmin:
+ * the fewest keys a part holds for head dim D, by whichever is set. */
+extern int ask__cu_split_kb;
+int ask__pg_kmin(int D);
 /* paged.cu: attention_paged takes its decode kernel (one barrier, keys
  * straight into registers) for up to this many rows when the shape allows
  * (D % 8 == 0 and >= 32, 16-byte aligned caches and queries); 0: never;

@@ -330,7 +330,7 @@ static int ask__ph_make_attn(ask__chain_ph *p, const ask_chain_op_t *op) {
   p->table = op->table, p->seq = op->seq, p->pos = op->pos;
   p->nh = nh, p->nkv = nkv, p->D = D, p->q_stride = op->q_stride, p->tw = op->table_width;
   p->page = op->page, p->nsplit = nsplit, p->scale = op->scale;
-  p->kmin = ask__cu_split_min > 0 ? ask__cu_split_min : 1;
+  p->kmin = ask__pg_kmin(D);
   p->Gc = Gc, p->nchunk = nchunk, p->units = nkv * nchunk * nsplit, p->cnt = ask__pg_cnt;
   return 1;
 }

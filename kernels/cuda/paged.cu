@@ -5,7 +5,8 @@
  *
  * Both kernels below cut the keys 0..pos[t] of a row into nsplit equal
  * parts (nsplit fixed by the caller), each of at least kmin keys
- * (ask__cu_split_min, a launch argument; so a short row fills fewer parts
+ * (ask__pg_kmin: ask__cu_split_min keys, or ask__cu_split_kb KB of keys
+ * and values; a launch argument; so a short row fills fewer parts
  * and the others have no key: at 130 keys, 32 parts and kmin 64, 3 blocks
  * do the work instead of 32 doing 4 keys each, and the merge reads 3
  * partials, not 32), and, with nsplit > 1, write one partial
@@ -112,6 +113,16 @@
 #include "paged.cuh"
 
 int ask__cu_split_min = 64; /* cuda_int.h: keys a part at least (short rows use fewer parts) */
+int ask__cu_split_kb = 0;   /* cuda_int.h: or KB of keys and values a part at least */
+
+/* cuda_int.h. By bytes, a shape's parts cost about the same whatever its
+ * head dim: 64 KB is 256 keys at D 64 (Llama-3.2-1B), 64 at D 256
+ * (gemma-2b), where 64 keys make a Llama part a quarter of a gemma one. */
+int ask__pg_kmin(int D) {
+  const long k = ask__cu_split_kb > 0 ? (long)ask__cu_split_kb * 1024 / (4L * (D > 0 ? D : 1))
+                                      : (long)ask__cu_split_min;
+  return k < 1 ? 1 : k > (1L << 30) ? 1 << 30 : (int)k;
+}
 
 /* The merge counters (device memory, all 0 between launches), or NULL. */
 unsigned *ask__pg_cnt;
@@ -597,7 +608,7 @@ static void ask__attention_paged_launch(cudaStream_t s, float *out, float *part,
     ask__cu_check(cudaErrorInvalidValue, "attention_paged: nsplit over 65535 or no part buffer");
     return;
   }
-  int G = nh / nkv, kmin = ask__cu_split_min > 0 ? ask__cu_split_min : 1;
+  int G = nh / nkv, kmin = ask__pg_kmin(D);
   int Gc = heads <= 0 ? ask__pg_heads(G, nkv, T, nsplit) : min(min(heads, 8), G);
   /* the merge inside the kernel when the counters cover the grid's (x, row) pairs */
   size_t xs = Gc <= 1 ? (size_t)nh : (size_t)nkv * (size_t)((G + Gc - 1) / Gc);

@@ -637,6 +637,17 @@ TEST(test_cuda_attention_paged) {
       ASSERT_EQ(paged_case(32, 8, 64, 16, 8), 0);
       ask_cuda_set_split_min(old);
     }
+    /* Parts by bytes (ask_cuda_set_split_kb): 1 KB is 1 key at D 256 and
+     * 4 at D 64, 64 KB 64 and 256; the describe line says which rule holds. */
+    static const int kbs[] = {1, 64};
+    for (int i = 0; i < 2; i++) {
+      int old = ask_cuda_set_split_kb(kbs[i]);
+      ASSERT_TRUE(strstr(dev->describe(), " KB at least") != NULL);
+      ASSERT_EQ(paged_case(8, 1, 256, 16, 16), 0);
+      ASSERT_EQ(paged_case(32, 8, 64, 16, 8), 0);
+      ask_cuda_set_split_kb(old);
+    }
+    ASSERT_TRUE(strstr(dev->describe(), " keys at least") != NULL);
     ask_cuda_set_attn_decode(dec0);
   }
 }
