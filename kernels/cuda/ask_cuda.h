@@ -116,22 +116,28 @@ int ask_cuda_set_split_kb(int kb);
 /* attention_paged takes its decode kernel (kernels/cuda/paged.cu: a single
  * barrier, each warp streaming its keys into registers) for up to `rows`
  * rows when the shape allows; 0 never; -1 (the default, or
- * ASK_CUDA_ATTN_DECODE from the environment) automatic: up to 16 rows with
- * at most 2 kv heads, never with more (an H200 at batch 1: gemma-2b's one
- * kv head +1.6%, Llama-3.2-1B's eight -1.7%). Returns the previous value. */
+ * ASK_CUDA_ATTN_DECODE from the environment) automatic: up to 16 rows
+ * where the cache is read before the wait (ask_cuda_set_attn_early, on by
+ * default) or a layer has at most 2 kv heads, never otherwise (without the
+ * early reads, an H200 at batch 1: gemma-2b's one kv head +1.6%,
+ * Llama-3.2-1B's eight -1.7%; with them, an H100: Llama-3.2-1B +0.8%).
+ * Returns the previous value. */
 int ask_cuda_set_attn_decode(int rows);
 /* attention_paged's decode and grouped kernels read the page table and
  * their first batch (tile) of keys and values before the programmatic-launch
  * wait, all but a row's last T keys (T: the launch's rows), so that they
  * load while the kernel before (the qkv product) finishes; q and those last
- * keys after it (1), or everything after it (0, the default, or
- * ASK_CUDA_ATTN_EARLY). The per-head kernel (no grouped-query heads) does not.
- * The caller promises that nothing launched since the stream's last copy
- * or other full dependency writes what is read before the wait: pos, seq,
- * the page table and a row's keys before its last T (the engine: earlier
- * steps wrote them, and each step starts with its inputs' copy). The same
- * bits either way. Written in the seventh session without a device: not yet measured.
- * Returns the previous value. */
+ * keys after it (1: the default since the ninth session, or
+ * ASK_CUDA_ATTN_EARLY unset or not 0; but 0 on the emulated backend, which
+ * guards all its device memory before the wait), or everything after it
+ * (0). The per-head kernel (no grouped-query heads) does not. The caller
+ * promises that nothing launched since the stream's last copy or other
+ * full dependency writes what is read before the wait: pos, seq, the page
+ * table and a row's keys before its last T (the engine: earlier steps
+ * wrote them, and each step starts with its inputs' copy); a caller that
+ * cannot promise it turns this off first. The same bits either way. An
+ * H100 at batch 1: +0.8% (Llama-3.2-1B), +2.6% (gemma-2b). Returns the
+ * previous value. */
 int ask_cuda_set_attn_early(int on);
 
 /* argmax_rows (greedy sampling) cuts each row into `parts` parts of one

@@ -555,16 +555,20 @@ static __global__ void __launch_bounds__(ASK__PG_GT, GB == 8 ? 1 : 2)
 int ask__cu_attn_dec = -1; /* cuda_int.h; -1: automatic (ask__pg_dec_rows) */
 
 /* cuda_int.h: rows up to which attention_paged takes the decode kernel for
- * nkv kv heads: ask__cu_attn_dec, or automatically 16 with at most 2 kv
- * heads and 0 with more (an H200 at batch 1, 2026-11-26, sixth session:
- * gemma-2b, 1 kv head, +1.6% and +1.7% in two runs; Llama-3.2-1B, 8 kv
- * heads, -1.7% and -2.1%). */
+ * nkv kv heads: ask__cu_attn_dec, or automatically 16 where the cache is
+ * read before the PDL wait (ask__cu_attn_early) or a layer has at most 2
+ * kv heads, else 0. An H200 at batch 1 without the early reads (sixth
+ * session): gemma-2b, 1 kv head, +1.6% and +1.7% in two runs;
+ * Llama-3.2-1B, 8 kv heads, -1.7% and -2.1%. An H100 (ninth session):
+ * Llama-3.2-1B -2.0% without the early reads, +0.8% at batch 1 and +3.0%
+ * at batch 8 with them (against the grouped kernel with them). */
 int ask__pg_dec_rows(int nkv) {
-  return ask__cu_attn_dec >= 0 ? ask__cu_attn_dec : nkv <= 2 ? 16 : 0;
+  return ask__cu_attn_dec >= 0 ? ask__cu_attn_dec : nkv <= 2 || ask__cu_attn_early ? 16 : 0;
 }
 
 /* cuda_int.h: 1: the decode and grouped kernels read the cache before the
- * PDL wait (ask_cuda_set_attn_early) */
+ * PDL wait (ask_cuda_set_attn_early; backend.c's initialisation turns it
+ * on, except on the emulator) */
 int ask__cu_attn_early = 0;
 
 /* EARLY: the keys of earlier steps and the step's inputs are read before

@@ -69,7 +69,10 @@ limit() {
 wants() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 # What each later part needs (H200, 2026-11-26: test_cuda_ops 38-46 s,
 # test_devpath 5-6 s, bench_gemv 5 s before its chain lines, hf_compare
-# 25 s, the benchmark 136 s with the anchor), with room, so that an earlier
+# 25 s, the benchmark 136 s with the anchor; an H100, ninth session:
+# test_cuda_ops 69 s, test_devpath 8 s, hf_compare 30 s, the benchmark
+# 153-158 s with the anchor, so give run.sh 300 s at least for every
+# test and the anchor), with room, so that an earlier
 # part's timeout leaves it: a shorter budget (session.sh's) then shortens
 # the early parts instead of starving the benchmark.
 NEED_BENCH=0 NEED_COMPARE=0 NEED_GEMV=0

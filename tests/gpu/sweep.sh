@@ -10,26 +10,26 @@
 # wrong, the time is right; docs/engine.md). ~3 s a variant and shape after
 # the models are made. Writes sweep.jsonl (one line per variant, shape and
 # batch) and sweep.txt into $OUT (or $1). Results of 2026-11-26:
-# bench/results/gpu-h200-20261126-s2/, -s3/ and -s6/ (docs/benchmarks.md).
+# bench/results/gpu-h200-20261126-s2/, -s3/, -s6/ and gpu-h100-20261126-s9/
+# (docs/benchmarks.md).
 # The default list, most wanted first (a sweep cut short by AS_SWEEP_UNTIL
-# loses the end): from the sixth session's defaults (the pipeline, the
-# fused gate, the decode attention kernel with at most 2 kv heads), the
-# unmeasured knobs: a layer's MLP as one launch, the down product split
-# along F with atomic adds (ASK_FUSE_MLP, eighth session, no device), the
-# weights through a ring in shared memory
-# (ASK_CUDA_PW_RING, written after the sixth session's last device call),
-# the attention kernels reading the cache before their PDL wait
-# (ASK_CUDA_ATTN_EARLY) and the o product's first weights before its wait
-# after the attention (ASK_CUDA_PW_EARLY=2), both written in the seventh
-# session without a device; what each kind of op costs inside a step
-# (ASK_PROFILE_SKIP: no_*; only_embed_sample: the fixed cost of a step and
-# the host's turn, hidden by the pipeline, exposed without it); the rest
-# of the ring and early-load variants, sampled decoding; last, the
-# settings already measured (the defaults before, the chained layer,
-# argmax in one block a row, lm_head on the persistent kernel, early loads
-# everywhere, short steps), to see them again on the same machine. In a
-# rehearsal on the emulated backend the early-load variants (*early*) fail
-# by design: its device memory is all guarded before the PDL wait.
+# loses the end): from the ninth session's defaults (the sixth's pipeline,
+# fused gate and decode attention kernel, with the attention reading the
+# cache before its PDL wait and so its decode kernel for every kv head
+# count), the defaults before (attn_late), what each kind of op costs
+# inside a step (ASK_PROFILE_SKIP: no_*; only_embed_sample: the fixed cost
+# of a step and the host's turn, hidden by the pipeline, exposed without
+# it), sampled decoding; then the knobs measured slower or even on an H100
+# in the ninth session (bench/results/gpu-h100-20261126-s9/: the MLP as one
+# launch, ASK_FUSE_MLP; the weights through a ring in shared memory,
+# ASK_CUDA_PW_RING; the o product's first weights before its wait,
+# ASK_CUDA_PW_EARLY=2; attention parts by bytes, ASK_CUDA_SPLIT_KB), to see
+# them again on another card; last, the settings measured in the sixth
+# session (the chained layer, argmax in one block a row, lm_head on the
+# persistent kernel, early weights everywhere, short steps). In a
+# rehearsal on the emulated backend the early-load variants fail by
+# design: its device memory is all guarded before the PDL wait (its
+# backend keeps the attention's early reads off unless asked for).
 #   AS_SWEEP_SHAPES   default "llama-3.2-1b gemma-2b"
 #   AS_SWEEP_UNTIL    a time (seconds since the epoch) after which no variant starts
 #   AS_SWEEP_PROMPT   prompt tokens (128); AS_SWEEP_MODEL_DEVICE: where torch makes
@@ -46,39 +46,29 @@ PROMPT=${AS_SWEEP_PROMPT:-128}
 [ -d "$HERE/lib" ] || tar -C "$HERE" -xzf "$HERE/libs.tar.gz"
 BINLIB="$HERE/lib:/usr/local/cuda/lib64"
 VARIANTS=${AS_SWEEP_VARIANTS:-"default
-mlp ASK_FUSE_MLP=1
-mlp16 ASK_FUSE_MLP=1 ASK_CUDA_MLP_WARPS=16
-ring2 ASK_CUDA_PW_RING=2
-ring3 ASK_CUDA_PW_RING=3
-ring4 ASK_CUDA_PW_RING=4
-ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
-ring3_early_attn ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=2
-attn_early ASK_CUDA_ATTN_EARLY=1
-attn_early_all ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16
-pw_early_attn ASK_CUDA_PW_EARLY=2
-attn_early_pw2 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_PW_EARLY=2
-mlp_attn_early ASK_FUSE_MLP=1 ASK_CUDA_ATTN_EARLY=1
+attn_late ASK_CUDA_ATTN_EARLY=0
+attn_grouped ASK_CUDA_ATTN_DECODE=0
 no_attention ASK_PROFILE_SKIP=attention
 no_o ASK_PROFILE_SKIP=o
 no_qkv ASK_PROFILE_SKIP=qkv
 no_gate_up ASK_PROFILE_SKIP=gate_up
 no_down ASK_PROFILE_SKIP=down
 no_lm_head ASK_PROFILE_SKIP=lm_head
-split_kb_64 ASK_CUDA_SPLIT_KB=64
-split_kb_32 ASK_CUDA_SPLIT_KB=32
-split_min_16 ASK_CUDA_SPLIT_MIN=16
-attn_early_all_split32 ASK_CUDA_ATTN_EARLY=1 ASK_CUDA_ATTN_DECODE=16 ASK_CUDA_SPLIT_MIN=32
-ring4_u4 ASK_CUDA_PW_RING=4 ASK_CUDA_PW_UMAX=4
-ring6_u4 ASK_CUDA_PW_RING=6 ASK_CUDA_PW_UMAX=4
-pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
-attn_decode_all ASK_CUDA_ATTN_DECODE=16
-split_min_32 ASK_CUDA_SPLIT_MIN=32
 only_embed_sample ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 only_embed_sample_nopipe ASK_PIPELINE=0 ASK_PROFILE_SKIP=norm,qkv,rope_kv,attention,o,gate_up,glu,down,final_norm,lm_head
 sampled_p095 --temperature 0.8 --top-p 0.95
 sampled_k50 --temperature 0.8 --top-k 50
-old_defaults ASK_PIPELINE=0 ASK_CUDA_FUSE_GATE=0 ASK_CUDA_ATTN_DECODE=0
-attn_decode_off ASK_CUDA_ATTN_DECODE=0
+split_min_32 ASK_CUDA_SPLIT_MIN=32
+split_kb_32 ASK_CUDA_SPLIT_KB=32
+mlp ASK_FUSE_MLP=1
+mlp16 ASK_FUSE_MLP=1 ASK_CUDA_MLP_WARPS=16
+pw_early_attn ASK_CUDA_PW_EARLY=2
+ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
+ring3 ASK_CUDA_PW_RING=3
+split_kb_64 ASK_CUDA_SPLIT_KB=64
+split_min_16 ASK_CUDA_SPLIT_MIN=16
+pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1
+old_defaults ASK_PIPELINE=0 ASK_CUDA_FUSE_GATE=0 ASK_CUDA_ATTN_DECODE=0 ASK_CUDA_ATTN_EARLY=0
 chain ASK_CUDA_CHAIN=1
 argmax_one_block ASK_CUDA_ARGMAX_PARTS=1
 lm_head_pw ASK_CUDA_GEMV_MAX_N=1000000
