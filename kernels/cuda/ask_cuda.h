@@ -44,22 +44,10 @@ int ask_cuda_set_gemv_pw(int blocks);
  * after attention_paged (the o projection), whose small grid leaves room
  * on every SM for a block of the product while it runs. 1 measured 3-6%
  * slower at 2 blocks an SM on an H200 (the product before holds the
- * register file until its blocks leave); 2 written in the seventh
- * session, not yet measured. Returns the previous value. */
+ * register file until its blocks leave), 10-15% slower at 1 block an SM
+ * on an H100; 2 measured 1-2% slower on an H100 (ninth session). Returns
+ * the previous value. */
 int ask_cuda_set_pw_early(int on);
-/* The persistent kernel's weights streamed through a ring of `steps` steps
- * a warp in shared memory by asynchronous copies (cp.async), `steps` in
- * flight a warp where the default keeps one in registers (the register
- * file bounds the bytes in flight; shared memory bounds these). As many
- * blocks an SM as the ring and x leave room for (at most
- * ask_cuda_set_gemv_pw's); a product whose block would not fit at all
- * keeps the register walk. Its own kernel of at most 80 registers: with
- * ASK_CUDA_PW_EARLY=1 the next product's blocks, beside this one's, fill
- * their rings before the programmatic-launch wait. 0 (the default, or
- * ASK_CUDA_PW_RING) off; 2 to 8 (cuda_pipeline.h's waits count at most 8
- * groups). The same bits either way. Written in the sixth session after its
- * last device call: not yet measured. Returns the previous value. */
-int ask_cuda_set_pw_ring(int steps);
 /* Warps a block of the fused MLP kernel (norm_matmul_mlp, gemv_mlp.cu): 8
  * (the default: two blocks an SM) or 16 (one block an SM: half the blocks,
  * so half the atomic adds of the block sums). ASK_CUDA_MLP_WARPS at start.

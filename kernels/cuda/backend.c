@@ -308,7 +308,7 @@ static void ask__init(void) {
              *renv = getenv("ASK_CUDA_FUSE_ROPE"), *aenv = getenv("ASK_CUDA_FUSE_GATE"),
              *denv = getenv("ASK_CUDA_ATTN_DECODE"), *menv = getenv("ASK_CUDA_ARGMAX_PARTS"),
              *eenv = getenv("ASK_CUDA_PW_EARLY"), *uenv = getenv("ASK_CUDA_PW_UMAX"),
-             *cenv = getenv("ASK_CUDA_CHAIN"), *ringenv = getenv("ASK_CUDA_PW_RING"),
+             *cenv = getenv("ASK_CUDA_CHAIN"),
              *aeenv = getenv("ASK_CUDA_ATTN_EARLY"), *mwenv = getenv("ASK_CUDA_MLP_WARPS"),
              *skbenv = getenv("ASK_CUDA_SPLIT_KB");
 
@@ -384,8 +384,6 @@ static void ask__init(void) {
 #endif
   if (uenv != NULL && atoi(uenv) >= 1 && atoi(uenv) <= 8)
     ask__cu_pw_umax = atoi(uenv);
-  if (ringenv != NULL)
-    (void)ask_cuda_set_pw_ring(atoi(ringenv));
   if (mwenv != NULL)
     (void)ask_cuda_set_mlp_warps(atoi(mwenv));
   if (penv != NULL)
@@ -700,7 +698,7 @@ static const char *ask__d_describe(void) {
   else
     snprintf(parts, sizeof parts, "%d keys", ask__cu_split_min);
   snprintf(ask__g.desc, sizeof ask__g.desc,
-           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s%s), "
+           "%s, matrix-vector kernel up to %d rows and N < %d (one row: %s%s%s), "
            "fused norm up to %d rows, fused glu %s, fused rope %s, fused gate %s, attention "
            "parts of %s at least, decode attention kernel %s, chained "
            "products %s%s%s, programmatic dependent launch %s%s",
@@ -711,9 +709,6 @@ static const char *ask__d_describe(void) {
                ? ", first weights before the wait after the attention"
                : "",
            ask__cu_gemv_pw > 0 && ask__cu_pw_umax < 8 ? ", short steps" : "",
-           ask__cu_gemv_pw > 0 && ask__cu_pw_ring > 0 ? ", weights through shared memory"
-                                                       " where a block fits"
-                                                     : "",
            ask__g.fuse_rows,
            ask__g.fuse_glu ? "on" : "off", ask__g.fuse_rope ? "on" : "off",
            ask__g.fuse_gate ? "on" : "off", parts, dec,
@@ -949,12 +944,6 @@ int ask_cuda_set_pw_early(int on) {
 int ask_cuda_set_attn_early(int on) {
   int old = ask__cu_attn_early;
   ask__cu_attn_early = on != 0;
-  return old;
-}
-
-int ask_cuda_set_pw_ring(int steps) {
-  int old = ask__cu_pw_ring;
-  ask__cu_pw_ring = steps < 2 ? 0 : steps > 8 ? 8 : steps; /* cp.async waits count 8 at most */
   return old;
 }
 

@@ -147,10 +147,6 @@ extern int ask__cu_after_attn;
  * of it on an SM. */
 extern int ask__cu_pw_umax;
 cudaError_t ask__cu_gemv_init(int sms, size_t optin);
-/* gemv_pw.cu: weight steps each warp of the persistent kernel keeps in
- * flight through a ring in shared memory (cp.async), 0: one step in
- * registers (ask_cuda_set_pw_ring). */
-extern int ask__cu_pw_ring;
 /* gemv_pw.cu: the one-row products (plain, fused norm, fused glu) on the
  * persistent kernel; each returns 1 when launched, 0 when it does not take
  * the shape (gemv.cu's entry points then use their own kernels). */

@@ -13,8 +13,6 @@ int ask__cu_gemv_pw = 2; /* cuda_int.h: blocks an SM of the persistent kernels; 
 int ask__cu_pw_early = 0; /* cuda_int.h: the first weight step loaded before the PDL wait */
 int ask__cu_after_attn = 0; /* cuda_int.h: the stream's last launch was the attention's */
 int ask__cu_pw_umax = 8;  /* cuda_int.h: U (pieces a lane a step) at most: 8, 4, 2 or 1 */
-int ask__cu_pw_ring = 0;  /* cuda_int.h: weight steps a warp has in flight through shared memory */
-static size_t ask__pw_optin; /* shared memory a block may have (the device's opt-in limit) */
 
 /* U <= 4 keeps to 80 registers (3 blocks of 8 warps an SM fit): with 2
  * blocks of this kernel an SM, one block of the next fits beside them. */
@@ -32,9 +30,10 @@ static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, U <= 4 ? 3 : 2)
    * while x is staged. Loading it into registers before the wait (allowed:
    * no kernel writes weights) measured 5% slower on an H200 at batch 1 with
    * 2 blocks an SM, where the kernel before holds every register until its
-   * blocks leave; `early` (ASK_CUDA_PW_EARLY) does it, to be timed with 1
-   * block an SM, where the next kernel's block fits beside the running one
-   * and its loads can overlap that one's tail. */
+   * blocks leave; `early` (ASK_CUDA_PW_EARLY) does it. With 1 block an SM,
+   * where the next kernel's block fits beside the running one, it measured
+   * 10-15% slower on an H100 (ninth session): one block holds too few
+   * bytes in flight. */
   uint4 p[U];
   if (early) {
 #pragma unroll
@@ -64,68 +63,22 @@ int ask__cu_pw_early_now(void) {
   return ask__cu_pw_early == 1 || (ask__cu_pw_early == 2 && ask__cu_after_attn);
 }
 
-/* The same product with the weights through a ring of `ring` steps a warp
- * in shared memory after x (gemv_pw.cuh's ask__pw_walk_ring), filled
- * before the PDL wait with `early`. Its own kernel, kept to 80 registers
- * (no steps held in registers): two of its blocks an SM leave registers
- * for a block of the next kernel, which can then fill its ring while this
- * one finishes. */
-template <int U, class XP, class RW>
-static __global__ void __launch_bounds__(32 * ASK__PW_WARPS, 3)
-    ask__k_gemv_pw_ring(RW rw, const XP xp, const uint16_t *__restrict__ w,
-                        const float *__restrict__ bias, int K, int early, int ring) {
-  extern __shared__ float4 ask__gemv_sh[];
-  ask__pdl_start();
-  int n = rw.begin(blockIdx.x * ASK__PW_WARPS + (threadIdx.x >> 5), gridDim.x * ASK__PW_WARPS);
-  uint4 *rb = reinterpret_cast<uint4 *>(reinterpret_cast<char *>(ask__gemv_sh) +
-                                        ask__pw_smem(K)) +
-              (size_t)(threadIdx.x >> 5) * ring * 32 * U;
-  if (!early)
-    ask__pdl_wait();
-  ask__pw_ring<RW> g = ask__pw_ring_fill<U>(rw, n, w, K, rb, ring);
-  if (early)
-    ask__pdl_wait();
-  ask__pw_walk_ring<U>(rw, xp, w, bias, K, n, g, ask__gemv_sh);
-}
-
-/* The ring's bytes a block (ASK__PW_WARPS warps of R steps of 32 U pieces). */
-static size_t ask__pw_ring_smem(int U, int R) {
-  return (size_t)ASK__PW_WARPS * R * 32 * U * sizeof(uint4);
-}
-
 /* The persistent kernel over rw's units (the caller checked ask__pw_takes):
  * units a warp so that the grid fits ask__cu_gemv_pw blocks an SM, then as
  * few warps as give every warp that many. */
 template <class XP, class RW>
 static void ask__gemv_pw_launch(cudaStream_t s, const RW &rw, int units, const XP &xp,
                                 const uint16_t *w, const float *bias, int K) {
-  /* with the ring, as many blocks an SM as its shared memory holds (at
-   * most ask__cu_gemv_pw); none where one block's would not fit */
   const int U = ask__pw_unroll(K);
-  int ring = ask__cu_pw_ring, bps = ask__cu_gemv_pw;
-  size_t smem = ask__pw_smem(K) + (ring > 0 ? ask__pw_ring_smem(U, ring) : 0);
-  if (ring > 0 && smem > ask__pw_optin) {
-    ring = 0;
-    smem = ask__pw_smem(K);
-  }
-  if (ring > 0) {
-    const long fit = (long)(ask__pw_optin + 1024) / (long)(smem + 1024);
-    bps = fit < 1 ? 1 : fit < bps ? (int)fit : bps;
-  }
-  long most = (long)ask__cu_sms * bps * ASK__PW_WARPS;
+  const size_t smem = ask__pw_smem(K);
+  long most = (long)ask__cu_sms * ask__cu_gemv_pw * ASK__PW_WARPS;
   long rpw = ((long)units + most - 1) / most, warps = ((long)units + rpw - 1) / rpw;
   unsigned grid = (unsigned)((warps + ASK__PW_WARPS - 1) / ASK__PW_WARPS);
   dim3 b(32 * ASK__PW_WARPS);
   const int e = ask__cu_pw_early_now();
   ask__cu_after_attn = 0; /* this launch is the stream's last now */
-#define ASK__PW_GO(UU)                                                                     \
-  do {                                                                                     \
-    if (ring > 0)                                                                          \
-      ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw_ring<UU, XP, RW>)(rw, xp, w, bias, K, e,  \
-                                                                    ring);                 \
-    else                                                                                   \
-      ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<UU, XP, RW>)(rw, xp, w, bias, K, e);      \
-  } while (0)
+#define ASK__PW_GO(UU) \
+  ASK__LAUNCH(grid, b, smem, s, ask__k_gemv_pw<UU, XP, RW>)(rw, xp, w, bias, K, e)
   switch (U) {
   case 8:
     ASK__PW_GO(8);
@@ -154,41 +107,34 @@ static int ask__gemv_pw(cudaStream_t s, float *out, const XP &xp, const uint16_t
   return 1;
 }
 
-template <class XP, class RW> static cudaError_t ask__pw_attr(size_t most) {
+template <class XP, class RW> static cudaError_t ask__pw_attr(void) {
   void (*const k[4])(RW, const XP, const uint16_t *, const float *, int, int) = {
       ask__k_gemv_pw<8, XP, RW>, ask__k_gemv_pw<4, XP, RW>, ask__k_gemv_pw<2, XP, RW>,
       ask__k_gemv_pw<1, XP, RW>};
-  void (*const kr[4])(RW, const XP, const uint16_t *, const float *, int, int, int) = {
-      ask__k_gemv_pw_ring<8, XP, RW>, ask__k_gemv_pw_ring<4, XP, RW>,
-      ask__k_gemv_pw_ring<2, XP, RW>, ask__k_gemv_pw_ring<1, XP, RW>};
   cudaError_t e = cudaSuccess;
-  /* the register walk's kernels keep the limit they were measured with */
   for (int i = 0; i < 4 && e == cudaSuccess; i++)
     e = cudaFuncSetAttribute(k[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)ask__pw_smem(ASK__PW_STAGE));
-  for (int i = 0; i < 4 && e == cudaSuccess; i++)
-    e = cudaFuncSetAttribute(kr[i], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
   return e;
 }
 
 /* cuda_int.h: the persistent kernels' shared-memory limit raised (x
- * staged; for the ring's kernels, to what the device lets a block opt in
- * to; once, before any capture), ask__cu_sms set. */
+ * staged; for the fused MLP's kernels, to what the device lets a block opt
+ * in to; once, before any capture), ask__cu_sms set. */
 extern "C" cudaError_t ask__cu_gemv_init(int sms, size_t optin) {
   const size_t most = optin > ask__pw_smem(ASK__PW_STAGE) ? optin : ask__pw_smem(ASK__PW_STAGE);
-  cudaError_t e = ask__pw_attr<ask__xp_copy, ask__rw_rows>(most);
+  cudaError_t e = ask__pw_attr<ask__xp_copy, ask__rw_rows>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_norm, ask__rw_rows>(most);
+    e = ask__pw_attr<ask__xp_norm, ask__rw_rows>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_glu, ask__rw_rows>(most);
+    e = ask__pw_attr<ask__xp_glu, ask__rw_rows>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_norm, ask__rw_rope>(most);
+    e = ask__pw_attr<ask__xp_norm, ask__rw_rope>();
   if (e == cudaSuccess)
-    e = ask__pw_attr<ask__xp_norm, ask__rw_glu>(most);
+    e = ask__pw_attr<ask__xp_norm, ask__rw_glu>();
   if (e == cudaSuccess)
     e = ask__cu_mlp_init(most);
   ask__cu_sms = e == cudaSuccess ? sms : 0;
-  ask__pw_optin = e == cudaSuccess ? most : 0;
   return e;
 }
 

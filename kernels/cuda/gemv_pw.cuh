@@ -7,8 +7,6 @@
 #ifndef ASK_CUDA_GEMV_PW_CUH
 #define ASK_CUDA_GEMV_PW_CUH
 
-#include <cuda_pipeline.h>
-
 #include "gemv.cuh"
 
 /* ---- the persistent kernels (T = 1) ---------------------------------------
@@ -235,122 +233,6 @@ static __device__ __forceinline__ void ask__pw_walk(RW &rw, const XP &xp,
     s = last ? 0 : s + 1;
     n = n1;
     cur = nxt;
-  }
-}
-
-/* The walk with the warp's weights streamed through a ring of R steps in
- * shared memory (ring: this warp's R * 32 U uint4) by asynchronous copies
- * (cp.async), R - 1 to R steps in flight where the walk above keeps one in
- * registers: its bytes in flight are bound by the register file, these by
- * shared memory. Each lane copies its own U pieces of a step and reads
- * only those, so no lane waits for another's. The caller sends the first
- * R steps (ask__pw_ring_fill; before its PDL wait when early, as weights
- * are never written, else after it), then calls this. The same
- * steps in the same order and the same arithmetic as ask__pw_walk, so the
- * same bits. */
-template <class RW> struct ask__pw_ring {
-  RW ri;        /* the issue cursor's row order (a copy of rw, walked ahead) */
-  int ni, si;   /* the next step to copy: row ni (-1: none), step si of it */
-  uint4 *ring;  /* this warp's slots, lane's pieces at lane + 32 u */
-  int R;
-};
-
-/* One 16-byte piece of weights into shared memory by cp.async, with the
- * register walk's 256-byte L2 prefetch hint (ask__ld_w); on the emulator
- * (and below sm_80) cuda_pipeline.h's copy, the same bytes. It joins the
- * same commit groups as __pipeline_memcpy_async. */
-static __device__ __forceinline__ void ask__cp_w(uint4 *dst, const uint4 *src) {
-#if defined(ASK_CUDAEMU) || !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 800
-  __pipeline_memcpy_async(dst, src, sizeof(uint4));
-#else
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(
-                   (unsigned)__cvta_generic_to_shared(dst)),
-               "l"(src)
-               : "memory");
-#endif
-}
-
-/* Step (ni, si) into slot `slot` (nothing when no step is left), one
- * commit group either way, so that wait_prior counts steps. */
-template <int U, class RW>
-static __device__ __forceinline__ void ask__pw_ring_issue(ask__pw_ring<RW> &g,
-                                                          const uint16_t *__restrict__ w, int K,
-                                                          int slot) {
-  if (g.ni >= 0) {
-    const uint4 *src = reinterpret_cast<const uint4 *>(w) + (threadIdx.x & 31) +
-                       (size_t)g.ni * (K >> 3) + (size_t)32 * U * g.si;
-    uint4 *dst = g.ring + (size_t)slot * 32 * U + (threadIdx.x & 31);
-#pragma unroll
-    for (int u = 0; u < U; u++)
-      ask__cp_w(dst + 32 * u, src + 32 * u);
-    if (++g.si == (K >> 3) / (32 * U)) {
-      g.si = 0;
-      g.ni = g.ri.peek();
-      g.ri.advance();
-    }
-  }
-  __pipeline_commit();
-}
-
-/* The ring's first R steps from row n on (rw begun there) on their way. */
-template <int U, class RW>
-static __device__ __forceinline__ ask__pw_ring<RW> ask__pw_ring_fill(const RW &rw, int n,
-                                                                    const uint16_t *__restrict__ w,
-                                                                    int K, uint4 *ring, int R) {
-  ask__pw_ring<RW> g = {rw, n, 0, ring, R};
-  for (int k = 0; k < R; k++)
-    ask__pw_ring_issue<U>(g, w, K, k);
-  return g;
-}
-
-template <int U, class XP, class RW>
-static __device__ __forceinline__ void ask__pw_walk_ring(RW &rw, const XP &xp,
-                                                         const uint16_t *__restrict__ w,
-                                                         const float *__restrict__ bias, int K,
-                                                         int n, ask__pw_ring<RW> &g,
-                                                         float4 *sm) {
-  double *part = reinterpret_cast<double *>(sm);
-  const float4 *sh = sm + ASK__PW_WARPS * 8;
-  const int lane = threadIdx.x & 31, S = (K >> 3) / (32 * U);
-  ask__stage<true>(xp, reinterpret_cast<float *>(sm + ASK__PW_WARPS * 8), part, 1, K, 0, K, K);
-  __syncthreads();
-  if (n < 0)
-    return; /* nothing was copied for this warp: its groups are empty */
-  const float sc = XP::kScaled ? xp.scale(part, 0, K) : 1.0f;
-  float a0 = 0.0f, a1 = 0.0f;
-  int s = 0, slot = 0;
-  for (;;) {
-    /* this step has landed (R groups out, the R - 1 after it may not
-     * have); once multiplied, its slot takes the step R further (the
-     * multiply has read the slot into registers before the copy is sent) */
-    __pipeline_wait_prior(g.R - 1);
-    asm volatile("" ::: "memory"); /* the slot's reads stay after the wait */
-    const uint4 *c = g.ring + (size_t)slot * 32 * U + lane;
-    const bool last = s == S - 1;
-    const float4 *xc = sh + 64 * U * s + lane;
-#pragma unroll
-    for (int u = 0; u < U; u += 2) {
-      a0 = ask__dot8(a0, c[32 * u], xc[64 * u], xc[64 * u + 32]);
-      if (u + 1 < U)
-        a1 = ask__dot8(a1, c[32 * (u + 1)], xc[64 * (u + 1)], xc[64 * (u + 1) + 32]);
-    }
-    ask__pw_ring_issue<U>(g, w, K, slot);
-    int n1 = n;
-    if (last) {
-      float v = a0 + a1;
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-      n1 = rw.peek();
-      rw.done(n, v * sc + (bias != NULL ? bias[n] : 0.0f), lane);
-      rw.advance();
-      a0 = a1 = 0.0f;
-    }
-    if (n1 < 0)
-      break;
-    s = last ? 0 : s + 1;
-    n = n1;
-    slot = slot + 1 == g.R ? 0 : slot + 1;
   }
 }
 

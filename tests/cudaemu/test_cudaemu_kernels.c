@@ -1210,15 +1210,13 @@ TEST(test_gemv_pw) {
 }
 
 /* The persistent kernel with its first weight step loaded before the PDL
- * wait (ask__cu_pw_early), and with its weight ring filled before it
- * (ask__cu_pw_ring 3): the same bits as without, plain and fused norm,
+ * wait (ask__cu_pw_early): the same bits as without, plain and fused norm,
  * U 8, 4 (ask__cu_pw_umax) and 1. The weights lie in memory the emulator does not guard (no
  * kernel writes weights, which is what allows the early loads), x, r and
  * the norm weight in guarded memory: reading those before the wait would
  * fault. */
 TEST(test_gemv_pw_early) {
   int pw0 = ask__cu_gemv_pw, sms0 = ask__cu_sms, e0 = ask__cu_pw_early, u0 = ask__cu_pw_umax;
-  int r0 = ask__cu_pw_ring;
   FOR_ORDERS {
     ASSERT_EQ(ask__cu_gemv_init(1, ASK_EMU_SMEM_OPTIN), cudaSuccess);
     for (int pw = 1; pw <= 2; pw++) {
@@ -1230,10 +1228,9 @@ TEST(test_gemv_pw_early) {
         for (size_t i = 0; i < (size_t)N * K; i++)
           w[i] = to_bf16(frand() * 0.1f);
         float *x = rnd(K, 2), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
-        float *o[3][2], *xo[3];
-        for (int e = 0; e < 3; e++) { /* plain, early, early with the ring */
-          ask__cu_pw_early = e > 0;
-          ask__cu_pw_ring = e == 2 ? 3 : 0;
+        float *o[2][2], *xo[2];
+        for (int e = 0; e < 2; e++) { /* plain, early */
+          ask__cu_pw_early = e;
           o[e][0] = galloc((size_t)N * 4), o[e][1] = galloc((size_t)N * 4);
           xo[e] = galloc((size_t)K * 4);
           ASSERT_EQ(ask__cu_gemv_pw_copy(S, o[e][0], x, w, b, 1, K, N), 1);
@@ -1243,17 +1240,14 @@ TEST(test_gemv_pw_early) {
                     1);
           LAUNCHED();
         }
-        for (int e = 1; e < 3; e++) {
-          ASSERT_EQ(memcmp(o[0][0], o[e][0], (size_t)N * 4), 0);
-          ASSERT_EQ(memcmp(o[0][1], o[e][1], (size_t)N * 4), 0);
-          ASSERT_EQ(memcmp(xo[0], xo[e], (size_t)K * 4), 0);
-        }
+        ASSERT_EQ(memcmp(o[0][0], o[1][0], (size_t)N * 4), 0);
+        ASSERT_EQ(memcmp(o[0][1], o[1][1], (size_t)N * 4), 0);
+        ASSERT_EQ(memcmp(xo[0], xo[1], (size_t)K * 4), 0);
         free(w);
       }
     }
   }
   ask__cu_gemv_pw = pw0, ask__cu_sms = sms0, ask__cu_pw_early = e0, ask__cu_pw_umax = u0;
-  ask__cu_pw_ring = r0;
 }
 
 /* ASK_CUDA_PW_EARLY=2 (ask__cu_pw_early 2): the persistent product loads

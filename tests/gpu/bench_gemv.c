@@ -36,7 +36,7 @@
  * weights' read rate and what a chain saves a layer; where the chained
  * kernel's probe failed, the line says why. Then the same layers with the
  * MLP as one launch (norm_matmul_mlp, ASK_FUSE_MLP) instead of gate/up and
- * down ("mlp" lines), and with the weights through rings ("ring" lines).
+ * down ("mlp" lines).
  *
  * Each timing is 50 calls captured into one CUDA graph (as the engine's
  * decode step runs them) after an eager warm-up, launched 5 times; the
@@ -502,23 +502,6 @@ static void bench_chain(void) {
           printf("{\"mlp\": \"%s\", \"us_per_layer\": %.2f, \"separate_us_per_layer\": %.2f, "
                  "\"gbps\": %.1f, \"saved_us_per_layer\": %.2f}\n",
                  ms[mi].model, tm, ts, bytes / (tm * 1e3), ts - tm);
-        fflush(stdout);
-      }
-      /* the same layers launched one by one with the weights through a
-       * ring of R steps a warp in shared memory (ask_cuda_set_pw_ring) */
-      static const int rings[] = {2, 3, 4, 6};
-      for (int k = 0; tc >= 0 && k < (int)(sizeof rings / sizeof rings[0]); k++) {
-        const int r0 = ask_cuda_set_pw_ring(rings[k]);
-        double tr = chain_time(&b, 0, err, sizeof err);
-        ask_cuda_set_pw_ring(r0);
-        if (tr < 0)
-          printf("{\"ring\": \"%s\", \"steps\": %d, \"error\": \"%s\"}\n", ms[mi].model,
-                 rings[k], err);
-        else
-          printf("{\"ring\": \"%s\", \"steps\": %d, \"us_per_layer\": %.2f, "
-                 "\"registers_us_per_layer\": %.2f, \"gbps\": %.1f, \"saved_us_per_layer\": "
-                 "%.2f}\n",
-                 ms[mi].model, rings[k], tr, ts, bytes / (tr * 1e3), ts - tr);
         fflush(stdout);
       }
     }

@@ -21,8 +21,7 @@
 # of a step and the host's turn, hidden by the pipeline, exposed without
 # it), sampled decoding; then the knobs measured slower or even on an H100
 # in the ninth session (bench/results/gpu-h100-20261126-s9/: the MLP as one
-# launch, ASK_FUSE_MLP; the weights through a ring in shared memory,
-# ASK_CUDA_PW_RING; the o product's first weights before its wait,
+# launch, ASK_FUSE_MLP; the o product's first weights before its wait,
 # ASK_CUDA_PW_EARLY=2; attention parts by bytes, ASK_CUDA_SPLIT_KB), to see
 # them again on another card; last, the settings measured in the sixth
 # session (the chained layer, argmax in one block a row, lm_head on the
@@ -63,8 +62,6 @@ split_kb_32 ASK_CUDA_SPLIT_KB=32
 mlp ASK_FUSE_MLP=1
 mlp16 ASK_FUSE_MLP=1 ASK_CUDA_MLP_WARPS=16
 pw_early_attn ASK_CUDA_PW_EARLY=2
-ring3_early ASK_CUDA_PW_RING=3 ASK_CUDA_PW_EARLY=1
-ring3 ASK_CUDA_PW_RING=3
 split_kb_64 ASK_CUDA_SPLIT_KB=64
 split_min_16 ASK_CUDA_SPLIT_MIN=16
 pw1_early ASK_CUDA_GEMV_PW=1 ASK_CUDA_PW_EARLY=1

@@ -1016,97 +1016,6 @@ TEST(test_cuda_gemv_pw) {
   ask_cuda_set_fuse_rows(16);
 }
 
-/* One op of ring_case (kind: 0 matmul, 1 fused norm, 2 fused glu (the
- * down product), 3 fused rope, 4 fused gate) at one row, with whatever
- * ring is set; returns its outputs, one host buffer of `bytes`. */
-static unsigned char *ring_run(int kind, int K, int N, const float *dx, const float *dr,
-                               const float *dnw, const uint16_t *dw, const float *db,
-                               const float *dinv, const int32_t *dps, size_t *bytes) {
-  const int nh = 4, nkv = 2, D = 64, kvd = nkv * D, cap = 8;
-  const size_t on = (size_t)N * 4, ok = (size_t)K * 4, oc = (size_t)cap * kvd * 2;
-  void *z = calloc(1, on + ok + oc); /* outputs start at 0: what an op leaves compares equal */
-  float *out = up(z, on), *xo = up(z, ok), *h = up(z, ok), *g = up(z, on);
-  uint16_t *xs = up(z, (size_t)K * 2), *kc = up(z, oc), *vc = up(z, oc);
-  unsigned char *res = malloc(on + ok + 2 * oc + on);
-  free(z);
-  if (kind == 0)
-    dev->matmul_bf16(out, xs, dx, dw, db, 1, K, N);
-  else if (kind == 1)
-    dev->norm_matmul_bf16(out, xo, h, xs, dx, dr, dnw, 1e-6f, 0.0f, dw, db, 1, K, N);
-  else if (kind == 2) /* dx holds the 2K gate/up values, F = K */
-    dev->glu_matmul_bf16(out, g, xs, dx, ASK_ACT_SILU, dw, db, 1, K, N);
-  else if (kind == 3) /* N = (nh + 2 nkv) D */
-    dev->norm_matmul_rope_kv(out, xo, h, xs, dx, dr, dnw, 1e-6f, 1.0f, dw, db, 1, K, kc, vc, dps,
-                             dps + 1, dinv, nh, nkv, D);
-  else /* 2F = N rows of gate/up */
-    (void)dev->norm_matmul_glu(g, out, xo, h, xs, dx, dr, dnw, 1e-6f, 0.0f, dw, NULL, 1, K, N / 2,
-                               ASK_ACT_GELU_TANH);
-  void *parts[5] = {kind == 4 ? NULL : down(out, on), down(xo, ok), down(kc, oc), down(vc, oc),
-                    down(g, on)};
-  size_t sz[5] = {on, ok, oc, oc, on}, at = 0;
-  for (int i = 0; i < 5; i++) {
-    if (parts[i] != NULL)
-      memcpy(res + at, parts[i], sz[i]);
-    else
-      memset(res + at, 0, sz[i]);
-    at += sz[i];
-    free(parts[i]);
-  }
-  *bytes = at;
-  dev->free(out), dev->free(xo), dev->free(h), dev->free(g), dev->free(xs), dev->free(kc);
-  dev->free(vc);
-  return res;
-}
-
-/* The persistent kernel's weights through a ring in shared memory
- * (ask_cuda_set_pw_ring) against the register walk, bit for bit: plain,
- * fused norm, fused glu, fused rope and fused gate products, at every U (K
- * 2048, 1024, 512, 256) and a long row (8192), with rings of 2, 3 and 8
- * steps (rows ending inside the ring, warps with fewer steps than it). */
-TEST(test_cuda_pw_ring) {
-  NEED_DEVICE();
-  static const int Ks[5] = {2048, 1024, 512, 256, 8192}, rings[3] = {2, 3, 8};
-  ask_cuda_set_gemv_rows(1);
-  ask_cuda_set_fuse_rows(1);
-  int pw0 = ask_cuda_set_gemv_pw(2), r0 = ask_cuda_set_pw_ring(0);
-  int fr0 = ask_cuda_set_fuse_rope(1), fg0 = ask_cuda_set_fuse_gate(1);
-  int fl0 = ask_cuda_set_fuse_glu(1);
-  for (int ki = 0; ki < 5; ki++) {
-    for (int kind = 0; kind < 5; kind++) {
-      const int K = Ks[ki], N = kind == 3 ? 512 : kind == 4 ? 320 : ki == 4 ? 96 : 300 + ki;
-      float *x = rnd((size_t)2 * K, 1), *r = rnd(K, 1), *nw = rnd(K, 1), *b = rnd(N, 1);
-      float *invf = inv_freq(64);
-      uint16_t *w16 = rnd16((size_t)N * K);
-      int32_t ps[2] = {9, 3};
-      float *dx = up(x, (size_t)2 * K * 4), *dr = up(r, K * 4), *dnw = up(nw, K * 4);
-      float *db = up(b, N * 4), *dinv = up(invf, 32 * 4);
-      uint16_t *dw = up(w16, (size_t)N * K * 2);
-      int32_t *dps = up(ps, sizeof ps);
-      size_t n0 = 0, n1 = 0;
-      ask_cuda_set_pw_ring(0);
-      unsigned char *want = ring_run(kind, K, N, dx, dr, dnw, dw, db, dinv, dps, &n0);
-      for (int ri = 0; ri < 3; ri++) {
-        ask_cuda_set_pw_ring(rings[ri]);
-        unsigned char *got = ring_run(kind, K, N, dx, dr, dnw, dw, db, dinv, dps, &n1);
-        ASSERT_EQ(n1, n0);
-        if (memcmp(got, want, n0) != 0)
-          T__FAIL("K %d kind %d ring %d: not the register walk's bits", K, kind, rings[ri]);
-        free(got);
-      }
-      free(want), free(x), free(r), free(nw), free(b), free(invf), free(w16);
-      dev->free(dx), dev->free(dr), dev->free(dnw), dev->free(db), dev->free(dinv);
-      dev->free(dw), dev->free(dps);
-    }
-  }
-  ask_cuda_set_pw_ring(r0);
-  ask_cuda_set_gemv_pw(pw0);
-  ask_cuda_set_fuse_rope(fr0);
-  ask_cuda_set_fuse_gate(fg0);
-  ask_cuda_set_fuse_glu(fl0);
-  ask_cuda_set_gemv_rows(16);
-  ask_cuda_set_fuse_rows(16);
-}
-
 /* norm_matmul_rope_kv at one row with the rope fused into the persistent
  * kernel (ask_cuda_set_fuse_rope(1)) against the same op as two launches
  * (fuse_rope 0): the qkv row, xo and the cache rows bit for bit, on the
@@ -2073,7 +1982,7 @@ TEST_MAIN(test_cuda_device, test_cuda_copy_async, test_cuda_embedding, test_cuda
           test_cuda_attention, test_cuda_attention_paged, test_cuda_attention_early,
           test_cuda_attention_prefill,
           test_cuda_matmul_f32, test_cuda_matmul_bf16, test_cuda_fused_matmul,
-          test_cuda_gemv_pw, test_cuda_pw_ring, test_cuda_norm_rope, test_cuda_norm_glu,
+          test_cuda_gemv_pw, test_cuda_norm_rope, test_cuda_norm_glu,
           test_cuda_mlp, test_cuda_chain,
           test_cuda_argmax, test_cuda_sample, test_cuda_graph,
           test_cuda_graph_matmul, test_cuda_graph_fused, test_cuda_graph_failure,
